@@ -1,0 +1,1 @@
+"""Benchmarks and accuracy scoring on ../shared/data (see README: Performance)."""

@@ -1,0 +1,172 @@
+"""Accuracy on ../shared/data: ours vs the bare libraries, side by side.
+
+    .venv/bin/python -m bench.accuracy [--skip-der] [--skip-wer]
+
+WER: en-jfk and the eight ptbr-falabrasil clips, Whisper base. "Bare" is
+faster-whisper as its README shows it (WhisperModel.transcribe(path,
+beam_size=5)); "ours" is diarized's transcription stage (decode once, batched
+inference with VAD, word timestamps, language vote).
+DER: every diarization case; "bare" is pyannote's SpeakerDiarization with the
+same weights and its defaults (step 0.1, no overlap exclusion, batch 1,
+untuned centroid threshold 0.7, min_cluster_size 12), called on the same
+waveform; "ours" is diarized's diarization stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.scoring import DATA, der, diarization_cases, load_reference, wer, wer_corpus
+
+BARE_CLUSTERING = {"method": "centroid", "threshold": 0.7, "min_cluster_size": 12}
+
+
+def ptbr_cases() -> list[tuple[Path, str]]:
+    folder = DATA / "ptbr-falabrasil"
+    return [(wav, wav.with_suffix(".txt").read_text().strip()) for wav in sorted(folder.glob("*.wav"))]
+
+
+def bare_transcript(model_path: Path, audio_file: Path, language: str | None, threads: int = 2) -> str:
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=threads)
+    segments, _ = model.transcribe(str(audio_file), beam_size=5, language=language)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def ours_transcript(transcriber, audio_file: Path) -> tuple[str, str, list[dict]]:
+    """(text, language, segments) through diarized's decode + transcription stage."""
+    from diarized.pipeline import chunking, media
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = media.decode(audio_file, Path(tmp) / "a.f32").raw_path
+        audio = media.open_audio(raw)
+        language, _ = transcriber.detect_language(audio)
+        segments = []
+        for unit in chunking.plan_units(audio):
+            segments += transcriber.transcribe_unit(audio, unit, language)
+    return " ".join(s["text"] for s in segments), language, segments
+
+
+def bare_diarization_pipeline(weights, batch_size: int = 1):
+    """pyannote's pipeline as its README builds it, with the only offline weights we have.
+
+    Batch sizes change speed, not results (eval-mode batch norm), so accuracy
+    tests may raise them; speed benchmarks keep pyannote's default of 1.
+    """
+    from pyannote.audio import Model
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    from diarized.pipeline.campplus import CamPlusPlus
+    from diarized.pipeline.diarize import NoPLDA
+
+    pipeline = SpeakerDiarization(
+        segmentation=Model.from_pretrained(str(weights.segmentation)),
+        embedding=CamPlusPlus(weights.embedding), plda=NoPLDA(),
+        clustering="AgglomerativeClustering",
+        embedding_batch_size=batch_size, segmentation_batch_size=batch_size,
+    )
+    pipeline.instantiate({"segmentation": {"min_duration_off": 0.0}, "clustering": BARE_CLUSTERING})
+    return pipeline
+
+
+def bare_turns(pipeline, audio) -> list[dict]:
+    import torch
+
+    out = pipeline({"waveform": torch.from_numpy(audio).unsqueeze(0), "sample_rate": 16000})
+    return [{"speaker": label, "start": seg.start, "end": seg.end}
+            for seg, _, label in out.speaker_diarization.itertracks(yield_label=True)]
+
+
+def der_table() -> list[dict]:
+    from diarized.models import resolve_diarization
+    from diarized.pipeline import diarize, media
+
+    weights = resolve_diarization()
+    from diarized.config import Settings
+
+    options = diarize.DiarizeOptions.from_settings(Settings(cpu_threads=2))
+    ours, bare = diarize.build_pipeline(weights, options), bare_diarization_pipeline(weights, 32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, wav, rttm in diarization_cases():
+            audio = media.open_audio(media.decode(wav, Path(tmp) / f"{wav.stem}.f32").raw_path)
+            ref = load_reference(rttm, wav.stem)
+            t0 = time.monotonic()
+            o = der(ref, diarize.diarize(ours, audio, options))
+            t1 = time.monotonic()
+            b = der(ref, bare_turns(bare, audio))
+            t2 = time.monotonic()
+            rows.append({"case": name, "ours_der": o.der, "ours_der_collar": o.der_collar,
+                         "ours_speakers": o.speakers, "bare_der": b.der,
+                         "bare_der_collar": b.der_collar, "bare_speakers": b.speakers,
+                         "ref_speakers": o.ref_speakers, "ours_s": t1 - t0, "bare_s": t2 - t1})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def wer_table(model_path: Path) -> list[dict]:
+    from diarized.pipeline.transcribe import AsrOptions, Transcriber
+
+    rows = []
+    cases = [("en-jfk", DATA / "en-jfk/jfk.flac", (DATA / "en-jfk/jfk.txt").read_text(), "en")]
+    cases += [(f"ptbr/{w.stem}", w, ref, "pt") for w, ref in ptbr_cases()]
+    auto = Transcriber(AsrOptions(model_path=model_path, language="auto"))
+    for name, path, ref, lang in cases:
+        forced = Transcriber(AsrOptions(model_path=model_path, language=lang))
+        hyp_forced, _, _ = ours_transcript(forced, path)
+        hyp_auto, detected, _ = ours_transcript(auto, path)
+        rows.append({"case": name, "ref": ref, "ours_forced": hyp_forced, "ours_auto": hyp_auto,
+                     "detected": detected, "bare_forced": bare_transcript(model_path, path, lang),
+                     "bare_auto": bare_transcript(model_path, path, None)})
+        print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    return rows
+
+
+def summarise(wers: list[dict], ders: list[dict]) -> str:
+    lines = []
+    if wers:
+        lines += ["| case | ours (lang forced) | bare (lang forced) | ours (auto) | bare (auto) |",
+                  "|---|---|---|---|---|"]
+        groups = {"en-jfk": [r for r in wers if r["case"] == "en-jfk"],
+                  "ptbr-falabrasil (8 clips, corpus WER)": [r for r in wers if r["case"].startswith("ptbr")]}
+        for label, rows in groups.items():
+            cells = [wer_corpus([(r["ref"], r[k]) for r in rows])
+                     for k in ("ours_forced", "bare_forced", "ours_auto", "bare_auto")]
+            lines.append(f"| {label} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
+    if ders:
+        lines += ["", "| case | ours DER c0 / c0.25 | bare DER c0 / c0.25 | speakers ours / bare / ref |",
+                  "|---|---|---|---|"]
+        for r in ders:
+            lines.append(f"| {r['case']} | {r['ours_der']:.1%} / {r['ours_der_collar']:.1%} | "
+                         f"{r['bare_der']:.1%} / {r['bare_der_collar']:.1%} | "
+                         f"{r['ours_speakers']} / {r['bare_speakers']} / {r['ref_speakers']} |")
+        mean = lambda k: statistics.mean(r[k] for r in ders)  # noqa: E731
+        lines.append(f"| mean of {len(ders)} | {mean('ours_der'):.1%} / {mean('ours_der_collar'):.1%} | "
+                     f"{mean('bare_der'):.1%} / {mean('bare_der_collar'):.1%} | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--skip-wer", action="store_true")
+    ap.add_argument("--skip-der", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/accuracy.json"))
+    args = ap.parse_args()
+    from diarized.models import resolve_whisper
+
+    model_path = resolve_whisper("base", Path(tempfile.gettempdir()) / "diarized-bench-models")
+    wers = [] if args.skip_wer else wer_table(model_path)
+    ders = [] if args.skip_der else der_table()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"wer": wers, "der": ders}, indent=2, ensure_ascii=False))
+    print(summarise(wers, ders))
+
+
+if __name__ == "__main__":
+    main()

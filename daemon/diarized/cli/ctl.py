@@ -1,0 +1,33 @@
+"""diarizectl: the operator's command line. A thin layer over the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from diarized.cli.models_cmd import models
+from diarized.cli.oneshot import transcribe
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config (default: $DIARIZED_CONFIG or /etc/diarized/diarized.toml).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="State root (inbox/, outbox/, state/…); overrides the config.")
+@click.version_option(package_name="diarized")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None:
+    """Speaker-attributed transcripts, offline. Exit codes: 0 ok, 1 error, 2 usage, 3 not found."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(config=config, state_dir=state_dir)
+
+
+cli.add_command(transcribe)
+cli.add_command(models)
+
+
+def main() -> None:
+    cli(prog_name="diarizectl")
+if __name__ == "__main__":
+    main()

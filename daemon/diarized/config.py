@@ -1,0 +1,256 @@
+"""One frozen Settings object, loaded once from TOML + DIARIZED_* environment.
+
+Precedence: explicit overrides (CLI flags) > environment > file > default.
+Unknown keys are an error everywhere, because a misspelt key that is silently
+ignored is how an operator ends up with a budget they did not ask for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import psutil
+
+ENV_PREFIX = "DIARIZED_"
+DEFAULT_CONFIG = Path("/etc/diarized/diarized.toml")
+FORMATS = ("json", "srt", "vtt", "txt", "rttm")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator who has to fix it."""
+
+
+def default_memory_gb() -> float:
+    """The seed's 28 GB on a 32 GB box, scaled down on smaller machines."""
+    total = psutil.virtual_memory().total / 2**30
+    return round(min(28.0, 0.85 * total), 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # folders
+    state_dir: Path = Path("/var/lib/diarized")
+    inbox_dir: Path | None = None
+    outbox_dir: Path | None = None
+    done_dir: Path | None = None
+    failed_dir: Path | None = None
+    # scheduling and limits
+    max_workers: int = 2
+    max_memory_gb: float = field(default_factory=default_memory_gb)
+    worker_memory_gb: float = 0.0  # 0: max_memory_gb / max_workers
+    cpu_threads: int = 0  # per worker; 0: cores // max_workers
+    settle_seconds: float = 5.0
+    rescan_seconds: float = 30.0
+    unit_timeout_seconds: float = 600.0
+    max_attempts: int = 3
+    stop_timeout_seconds: float = 30.0
+    done_policy: str = "keep"
+    # models
+    model: str = "base"
+    models_dir: Path | None = None  # extra folder searched for <model>/ folders
+    cache_dir: Path | None = None  # where the bundled base model is assembled
+    allow_downloads: bool = False
+    # transcription
+    language: str = "auto"
+    compute_type: str = "int8"
+    beam_size: int = 5
+    batch_size: int = 8  # >1: faster-whisper's batched pipeline; 1: sequential
+    word_timestamps: bool = True
+    initial_prompt: str = ""
+    hotwords: str = ""
+    unit_seconds: float = 600.0
+    keep_chunks: bool = False
+    # diarization
+    num_speakers: int = 0
+    min_speakers: int = 0
+    max_speakers: int = 8
+    min_speaker_duration: float = 1.0
+    # tuned on ../shared/data with bench/tune_diarization.py (README, Accuracy)
+    segmentation_step: float = 0.25
+    clustering_threshold: float = 0.75
+    min_cluster_size: int = 4
+    embedding_exclude_overlap: bool = False
+    embedding_batch_size: int = 32
+    # outputs and logs
+    formats: tuple[str, ...] = FORMATS
+    log_format: str = "auto"  # auto | human | json
+    log_file: Path | None = None
+
+    # -- derived folders -------------------------------------------------
+    @property
+    def inbox(self) -> Path:
+        return self.inbox_dir or self.state_dir / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.outbox_dir or self.state_dir / "outbox"
+
+    @property
+    def done(self) -> Path:
+        return self.done_dir or self.state_dir / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.failed_dir or self.state_dir / "failed"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "state" / "diarized.db"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "state" / "jobs"
+
+    @property
+    def models_cache(self) -> Path:
+        """Where the bundled base model is assembled once (CacheDirectory= under systemd)."""
+        if self.cache_dir:
+            return self.cache_dir
+        xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(xdg) / "diarized" / "models"
+
+    @property
+    def threads_per_worker(self) -> int:
+        if self.cpu_threads > 0:
+            return self.cpu_threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.max_workers))
+
+    @property
+    def per_worker_memory_gb(self) -> float:
+        if self.worker_memory_gb > 0:
+            return self.worker_memory_gb
+        return self.max_memory_gb / max(1, self.max_workers)
+
+
+KEYS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _base_type(name: str) -> type:
+    hint = typing.get_type_hints(Settings)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return args[0]
+    return typing.get_origin(hint) or hint
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, or explain."""
+    kind = _base_type(name)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if kind is Path:
+            return Path(str(value)).expanduser() if str(value) else None
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+
+
+def _validate(s: Settings) -> None:
+    problems = []
+    if s.max_workers < 1:
+        problems.append("max_workers must be at least 1")
+    if s.max_memory_gb <= 0:
+        problems.append("max_memory_gb must be positive")
+    ram_gb = psutil.virtual_memory().total / 2**30
+    if s.max_memory_gb > ram_gb:
+        problems.append(
+            f"max_memory_gb = {s.max_memory_gb} is more than this machine's RAM "
+            f"({ram_gb:.1f} GiB); lower it"
+        )
+    if s.per_worker_memory_gb < 1.0:
+        problems.append(
+            f"each worker would get {s.per_worker_memory_gb:.2f} GiB "
+            "(max_memory_gb / max_workers); a worker needs at least 1 GiB: "
+            "raise max_memory_gb or lower max_workers"
+        )
+    if s.done_policy not in ("keep", "delete"):
+        problems.append(f"done_policy must be keep or delete, not {s.done_policy!r}")
+    bad = [f for f in s.formats if f not in FORMATS]
+    if bad or not s.formats:
+        problems.append(f"formats must be a subset of {','.join(FORMATS)}; got {bad}")
+    if s.log_format not in ("auto", "human", "json"):
+        problems.append("log_format must be auto, human or json")
+    if min(s.num_speakers, s.min_speakers, s.max_speakers) < 0:
+        problems.append("speaker counts cannot be negative")
+    if s.min_speakers and s.max_speakers and s.min_speakers > s.max_speakers:
+        problems.append("min_speakers is larger than max_speakers")
+    for name in ("settle_seconds", "rescan_seconds", "unit_timeout_seconds",
+                 "stop_timeout_seconds", "unit_seconds"):
+        if getattr(s, name) <= 0:
+            problems.append(f"{name} must be positive")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    return data
+
+
+def read_env(env: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == "DIARIZED_CONFIG":
+            continue
+        key = var[len(ENV_PREFIX):].lower()
+        if key not in KEYS:
+            raise ConfigError(f"environment variable {var}: unknown key {key}")
+        values[key] = value
+    return values
+
+
+def default_config_file(env: Mapping[str, str] | None = None) -> Path | None:
+    """$DIARIZED_CONFIG, else /etc/diarized/diarized.toml when it exists."""
+    env = os.environ if env is None else env
+    if env.get("DIARIZED_CONFIG"):
+        return Path(env["DIARIZED_CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from file, environment and overrides, then validate."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(read_toml(config_file))
+    merged.update(read_env(os.environ if env is None else env))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(merged) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}")
+    values = {k: _coerce(k, v) for k, v in merged.items()}
+    settings = Settings(**values)
+    _validate(settings)
+    return settings

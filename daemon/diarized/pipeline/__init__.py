@@ -1,0 +1,1 @@
+"""Audio and text work, one module per stage; nothing here knows about SQLite or folders."""

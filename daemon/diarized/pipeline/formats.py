@@ -1,0 +1,163 @@
+"""Writers for the outputs: JSON (the seed's schema), SRT, VTT, TXT and RTTM.
+
+Subtitle cues follow common broadcast rules: at most two lines of 42
+characters (speaker prefix included), at most 7 s on screen, never
+overlapping. Cues are built once and rendered twice, so SRT and VTT agree.
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from diarized.pipeline.atomic import write_json, write_text
+
+MAX_LINE = 42
+MAX_LINES = 2
+MAX_CUE_SECONDS = 7.0
+MIN_CUE_SECONDS = 0.05
+
+FILENAMES = {
+    "json": "final_transcription.json",
+    "srt": "transcription.srt",
+    "vtt": "transcription.vtt",
+    "txt": "transcription.txt",
+    "rttm": "diarization.rttm",
+}
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    speaker: str
+    text: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.speaker}: "
+
+    def lines(self, prefix: str = "") -> list[str]:
+        return textwrap.wrap(prefix + self.text, MAX_LINE, break_long_words=True)
+
+
+def _fits(speaker: str, text: str, start: float, end: float) -> bool:
+    lines = textwrap.wrap(f"{speaker}: {text}", MAX_LINE, break_long_words=True)
+    return len(lines) <= MAX_LINES and end - start <= MAX_CUE_SECONDS
+
+
+def _segment_cues(segment: dict) -> list[Cue]:
+    words = segment.get("words") or [{"word": segment["text"], "start": segment["start_time"],
+                                      "end": segment["end_time"]}]
+    speaker, cues = segment["speaker_id"], []
+    current: list[dict] = []
+    for word in words:
+        candidate = current + [word]
+        text = " ".join(w["word"] for w in candidate)
+        if current and not _fits(speaker, text, candidate[0]["start"], word["end"]):
+            cues.append(Cue(current[0]["start"], current[-1]["end"], speaker,
+                            " ".join(w["word"] for w in current)))
+            current = []
+        current.append(word)
+    if current:
+        cues.append(Cue(current[0]["start"], current[-1]["end"], speaker,
+                        " ".join(w["word"] for w in current)))
+    return cues
+
+
+def _truncate_words(cue: Cue) -> Cue:
+    """A single over-long word still has to fit two lines: cut it with an ellipsis."""
+    room = MAX_LINE * MAX_LINES - len(cue.prefix)
+    if len(cue.lines(cue.prefix)) > MAX_LINES:
+        cue.text = cue.text[: room - 2] + "…"
+        while len(cue.lines(cue.prefix)) > MAX_LINES:
+            cue.text = cue.text[:-2] + "…"
+    return cue
+
+
+def build_cues(segments: list[dict]) -> list[Cue]:
+    """Cues in time order, clipped so none overlaps the next or lasts over 7 s."""
+    cues = [_truncate_words(c) for s in segments for c in _segment_cues(s) if c.text.strip()]
+    cues.sort(key=lambda c: c.start)
+    for prev, cue in zip(cues, cues[1:]):
+        if cue.start < prev.end:
+            prev.end = max(prev.start + MIN_CUE_SECONDS, cue.start)
+            cue.start = max(cue.start, prev.end)
+    for cue in cues:
+        cue.end = min(max(cue.end, cue.start + MIN_CUE_SECONDS), cue.start + MAX_CUE_SECONDS)
+    for prev, cue in zip(cues, cues[1:]):  # the minimum length may have pushed into the next
+        cue.start = max(cue.start, prev.end)
+        cue.end = max(cue.end, cue.start)
+    return cues
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def render_srt(cues: list[Cue]) -> str:
+    blocks = []
+    for i, cue in enumerate(cues, 1):
+        blocks.append(f"{i}\n{_clock(cue.start, ',')} --> {_clock(cue.end, ',')}\n"
+                      + "\n".join(cue.lines(cue.prefix)) + "\n")
+    return "\n".join(blocks)
+
+
+def render_vtt(cues: list[Cue]) -> str:
+    blocks = ["WEBVTT\n"]
+    for cue in cues:
+        # wrap with the prefix so line breaks match the SRT, then drop it for the voice tag
+        lines = cue.lines(cue.prefix)
+        lines[0] = lines[0][len(cue.prefix):]
+        body = "\n".join(html.escape(line, quote=False) for line in lines)
+        blocks.append(f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}\n"
+                      f"<v {cue.speaker}>{body}</v>\n")
+    return "\n".join(blocks)
+
+
+def render_txt(segments: list[dict]) -> str:
+    """Paragraphs per speaker turn: consecutive segments of one speaker are joined."""
+    paragraphs: list[tuple[str, float, float, list[str]]] = []
+    for seg in segments:
+        if paragraphs and paragraphs[-1][0] == seg["speaker_id"]:
+            speaker, start, _, texts = paragraphs[-1]
+            paragraphs[-1] = (speaker, start, seg["end_time"], texts + [seg["text"]])
+        else:
+            paragraphs.append((seg["speaker_id"], seg["start_time"], seg["end_time"], [seg["text"]]))
+    out = []
+    for speaker, start, end, texts in paragraphs:
+        out.append(f"[{_clock(start, '.')[:-4]} - {_clock(end, '.')[:-4]}] {speaker}\n"
+                   + textwrap.fill(" ".join(texts), 80) + "\n")
+    return "\n".join(out)
+
+
+def to_rttm(turns: list[dict], uri: str) -> str:
+    uri = "_".join(uri.split()) or "audio"
+    return "".join(
+        f"SPEAKER {uri} 1 {t['start']:.3f} {t['end'] - t['start']:.3f} <NA> <NA> {t['speaker']} <NA> <NA>\n"
+        for t in turns
+    )
+
+
+def write_outputs(out_dir: Path, document: dict, turns: list[dict], formats: tuple[str, ...],
+                  uri: str) -> dict[str, Path]:
+    """Write the requested formats; returns {format: path}."""
+    written = {}
+    cues = build_cues(document["segments"]) if {"srt", "vtt"} & set(formats) else []
+    renderers = {
+        "json": lambda p: write_json(p, document),
+        "srt": lambda p: write_text(p, render_srt(cues)),
+        "vtt": lambda p: write_text(p, render_vtt(cues)),
+        "txt": lambda p: write_text(p, render_txt(document["segments"])),
+        "rttm": lambda p: write_text(p, to_rttm(turns, uri)),
+    }
+    for fmt in formats:
+        written[fmt] = renderers[fmt](out_dir / FILENAMES[fmt])
+    return written

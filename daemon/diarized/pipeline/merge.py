@@ -1,0 +1,115 @@
+"""Words + speaker turns -> speaker-attributed segments (the seed's TranscriptionMerger).
+
+Each word goes to the speaker whose turn overlaps it most, or to the nearest
+turn when none does (diarization leaves short gaps that Whisper fills). Segments
+break on a speaker change, on a pause longer than MAX_PAUSE, after a sentence
+end, and at MAX_SEGMENT seconds, so they read like subtitles and paragraphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_PAUSE = 1.0
+MAX_SEGMENT = 30.0
+SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+
+
+@dataclass
+class Word:
+    text: str
+    start: float
+    end: float
+    probability: float
+    speaker: str = ""
+
+
+def words_from_segments(segments: list[dict]) -> list[Word]:
+    """Whisper words; a segment without word timings counts as one long word."""
+    words = []
+    for seg in segments:
+        if seg.get("words"):
+            words.extend(Word(w["word"], w["start"], w["end"], w["probability"]) for w in seg["words"])
+        elif seg.get("text"):
+            words.append(Word(" " + seg["text"], seg["start"], seg["end"],
+                              float(np.exp(seg.get("avg_logprob", 0.0)))))
+    return sorted(words, key=lambda w: (w.start, w.end))
+
+
+def assign_speakers(words: list[Word], turns: list[dict]) -> None:
+    """Set word.speaker: most overlap, else nearest turn; '' when there are no turns."""
+    if not turns:
+        return
+    starts = np.array([t["start"] for t in turns])
+    ends = np.array([t["end"] for t in turns])
+    labels = [t["speaker"] for t in turns]
+    for word in words:
+        overlap = np.minimum(ends, word.end) - np.maximum(starts, word.start)
+        best = int(np.argmax(overlap))
+        if overlap[best] <= 0:
+            middle = (word.start + word.end) / 2
+            distance = np.maximum(starts - middle, middle - ends)
+            best = int(np.argmin(distance))
+        word.speaker = labels[best]
+
+
+def speaker_order(words: list[Word], turns: list[dict]) -> dict[str, str]:
+    """Map raw labels to SPEAKER_00, SPEAKER_01… by first appearance.
+
+    Speakers who said words come first, in the order they first speak; speakers
+    with turns but no recognised words follow, so RTTM and transcript agree.
+    """
+    order: list[str] = []
+    for label in [w.speaker for w in words] + [t["speaker"] for t in turns]:
+        if label and label not in order:
+            order.append(label)
+    return {label: f"SPEAKER_{i:02d}" for i, label in enumerate(order)}
+
+
+def _closes_segment(current: list[Word], word: Word) -> bool:
+    last = current[-1]
+    return (
+        word.speaker != last.speaker
+        or word.start - last.end > MAX_PAUSE
+        or last.text.strip().endswith(SENTENCE_END)
+        or word.end - current[0].start > MAX_SEGMENT
+    )
+
+
+def _segment(words: list[Word]) -> dict:
+    return {
+        "speaker_id": words[0].speaker,
+        "start_time": round(words[0].start, 3),
+        "end_time": round(max(w.end for w in words), 3),
+        "text": "".join(w.text for w in words).strip(),
+        "confidence": round(float(np.mean([w.probability for w in words])), 4),
+        "words": [{"word": w.text.strip(), "start": w.start, "end": w.end,
+                   "probability": w.probability} for w in words],
+    }
+
+
+def build_segments(words: list[Word]) -> list[dict]:
+    segments, current = [], []
+    for word in words:
+        if current and _closes_segment(current, word):
+            segments.append(_segment(current))
+            current = []
+        current.append(word)
+    if current:
+        segments.append(_segment(current))
+    return segments
+
+
+def merge(whisper_segments: list[dict], turns: list[dict]) -> tuple[list[dict], list[dict], list[str]]:
+    """Returns (segments, relabelled turns, speakers in order)."""
+    words = words_from_segments(whisper_segments)
+    assign_speakers(words, turns)
+    mapping = speaker_order(words, turns)
+    for word in words:
+        word.speaker = mapping.get(word.speaker, "SPEAKER_00")
+    relabelled = [{**t, "speaker": mapping[t["speaker"]]} for t in turns]
+    segments = build_segments(words)
+    speakers = sorted({s["speaker_id"] for s in segments} | {t["speaker"] for t in relabelled})
+    return segments, relabelled, speakers

@@ -1,0 +1,218 @@
+"""Run every stage for one recording, with a checkpoint after each step.
+
+Checkpoints live in the work folder the caller gives (the daemon's job dir, or
+a temporary folder for `diarizectl transcribe`): the decoded audio, the unit
+plan, one file per transcribed unit, the diarization turns. A run that finds
+them skips that work, so a job killed half-way resumes and ends with the same
+outputs as an uninterrupted run (the models are deterministic on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from diarized.config import Settings
+from diarized.models import resolve_diarization, resolve_whisper
+from diarized.pipeline import chunking, formats, media, merge
+from diarized.pipeline.atomic import write_json
+from diarized.pipeline.transcribe import AsrOptions, results_document
+
+# Share of the wall time each stage takes on CPU (measured on base, 2 threads);
+# used to turn per-stage progress into one job fraction.
+WEIGHTS = {"decode": 0.03, "transcribe": 0.55, "diarize": 0.39, "write": 0.03}
+STAGES = tuple(WEIGHTS)
+
+
+class Interrupted(Exception):
+    """The caller asked us to stop; every finished step is checkpointed."""
+
+
+@dataclass
+class Hooks:
+    """How a run reports to its caller (a progress bar, or the job store)."""
+
+    progress: Callable[[str, float, float], None] = lambda stage, stage_frac, job_frac: None
+    event: Callable[[str, str], None] = lambda kind, detail: None
+    should_stop: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    document: dict
+    outputs: dict[str, Path]
+    units_total: int
+    units_resumed: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def job_fraction(stage: str, fraction: float) -> float:
+    done = sum(WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
+    return min(1.0, done + WEIGHTS[stage] * max(0.0, min(1.0, fraction)))
+
+
+def asr_options(settings: Settings) -> AsrOptions:
+    model_path = resolve_whisper(settings.model, settings.models_cache, settings.models_dir,
+                                 settings.allow_downloads)
+    return AsrOptions(
+        model_path=model_path, model_name=settings.model, language=settings.language,
+        compute_type=settings.compute_type, beam_size=settings.beam_size,
+        batch_size=settings.batch_size, word_timestamps=settings.word_timestamps,
+        initial_prompt=settings.initial_prompt, hotwords=settings.hotwords,
+        cpu_threads=settings.threads_per_worker,
+    )
+
+
+class Runner:
+    def __init__(self, settings: Settings, hooks: Hooks | None = None):
+        self.settings = settings
+        self.hooks = hooks or Hooks()
+        self.timings: dict[str, float] = {}
+
+    # -- helpers ---------------------------------------------------------
+    def _report(self, stage: str, fraction: float) -> None:
+        self.hooks.progress(stage, fraction, job_fraction(stage, fraction))
+
+    def _checkpoint(self, kind: str, detail: str) -> None:
+        self.hooks.event(kind, detail)
+        if self.hooks.should_stop():
+            raise Interrupted(f"stopped after {kind}")
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + time.monotonic() - started, 3)
+
+    def _diarize_progress(self, step: str, fraction: float) -> None:
+        # segmentation is about 15 % of diarization time; embeddings the rest
+        share = 0.15 * fraction if step == "segmentation" else 0.15 + 0.85 * fraction
+        self._report("diarize", share)
+
+    # -- stages ----------------------------------------------------------
+    def decode(self, source: Path, work: Path) -> tuple:
+        raw, meta_path = work / "audio.f32", work / "decode.json"
+        self._report("decode", 0.0)
+        if raw.exists() and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            self.hooks.event("resume", "decoded audio found; not decoding again")
+        else:
+            started = time.monotonic()
+            info = media.probe(source)
+            decoded = media.decode(source, raw)
+            meta = {"duration": decoded.duration, "warnings": decoded.warnings,
+                    "container": info.container, "codec": info.codec,
+                    "header_duration": info.duration}
+            write_json(meta_path, meta)
+            self._timed("decode", started)
+            self._checkpoint("decoded", f"{decoded.duration:.1f} s of audio")
+        self._report("decode", 1.0)
+        return media.open_audio(raw), meta
+
+    def plan(self, audio, work: Path, duration: float) -> list[chunking.Unit]:
+        chunks = work / "chunks"
+        if (chunks / "chunks_metadata.json").exists():
+            return chunking.read_metadata(chunks)
+        units = chunking.plan_units(audio, self.settings.unit_seconds)
+        chunking.write_metadata(units, chunks, duration)
+        if self.settings.keep_chunks:
+            chunking.write_chunk_wavs(audio, units, chunks)
+        return units
+
+    def transcribe(self, audio, work: Path, units: list[chunking.Unit], duration: float):
+        from diarized.pipeline.transcribe import Transcriber
+
+        unit_dir, lang_path = work / "units", work / "language.json"
+        unit_dir.mkdir(exist_ok=True)
+        paths = [unit_dir / f"unit_{u.index:04d}.json" for u in units]
+        resumed = sum(p.exists() for p in paths)
+        options = asr_options(self.settings)
+        transcriber = None
+        if resumed < len(units) or not lang_path.exists():
+            transcriber = Transcriber(options)
+        started = time.monotonic()
+        if lang_path.exists():
+            lang = json.loads(lang_path.read_text())
+        else:
+            code, prob = transcriber.detect_language(audio)
+            lang = {"language": code, "probability": prob}
+            write_json(lang_path, lang)
+            self.hooks.event("language", f"{code} (p={prob:.2f})")
+        results = []
+        for unit, path in zip(units, paths):
+            if path.exists():
+                results.append(json.loads(path.read_text()))
+                self.hooks.event("unit_skipped", f"unit {unit.index} already transcribed")
+                continue
+            report = lambda t, u=unit: self._report(  # noqa: E731
+                "transcribe", min(1.0, (u.start + t) / duration))
+            segments = transcriber.transcribe_unit(audio, unit, lang["language"], report)
+            write_json(path, segments)
+            results.append(segments)
+            self._timed("transcribe", started)
+            started = time.monotonic()
+            self._checkpoint("unit_done", f"unit {unit.index + 1}/{len(units)} "
+                                          f"({unit.start:.0f}-{unit.end:.0f} s)")
+        self._timed("transcribe", started)
+        del transcriber  # free the ASR model before diarization loads its own
+        return results_document(lang["language"], lang["probability"], options.model_name,
+                                results), resumed
+
+    def diarize(self, audio, work: Path) -> list[dict]:
+        path = work / "diarization_results.json"
+        if path.exists():
+            self.hooks.event("resume", "diarization found; not diarizing again")
+            return json.loads(path.read_text())["turns"]
+        from diarized.pipeline.diarize import DiarizeOptions, build_pipeline, diarize
+
+        started = time.monotonic()
+        options = DiarizeOptions.from_settings(self.settings)
+        pipeline = build_pipeline(resolve_diarization(), options)
+        turns = diarize(pipeline, audio, options, self._diarize_progress)
+        write_json(path, {"turns": turns})
+        self._timed("diarize", started)
+        self._checkpoint("diarized", f"{len({t['speaker'] for t in turns})} speakers, "
+                                     f"{len(turns)} turns")
+        return turns
+
+    # -- the whole run -----------------------------------------------------
+    def run(self, source: Path, work: Path, out_dir: Path, display_name: str | None = None) -> RunResult:
+        source, work, out_dir = Path(source), Path(work), Path(out_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        audio, meta = self.decode(source, work)
+        duration = meta["duration"]
+        units = self.plan(audio, work, duration)
+        whisper_doc, resumed = self.transcribe(audio, work, units, duration)
+        turns = self.diarize(audio, work)
+        started = time.monotonic()
+        self._report("write", 0.0)
+        segments, turns, speakers = merge.merge(whisper_doc["segments"], turns)
+        document = {
+            "file_path": display_name or source.name,
+            "total_duration": round(duration, 3),
+            "speakers": speakers,
+            "segments": segments,
+            "language": whisper_doc["language"],
+            "language_probability": whisper_doc["language_probability"],
+            "models": {"whisper": self.settings.model, "segmentation": "pyannote/segmentation-3.0",
+                       "embedding": "3D-Speaker CAM++ (campplus_cn_en_common)"},
+            "timings": self.timings,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "warnings": meta["warnings"],
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "whisper_results.json", whisper_doc)
+        write_json(out_dir / "diarization_results.json", {"speakers": speakers, "turns": turns})
+        (out_dir / "chunks").mkdir(exist_ok=True)
+        for item in (work / "chunks").iterdir():
+            shutil.copy2(item, out_dir / "chunks" / item.name)
+        self._timed("merge", started)
+        started = time.monotonic()
+        outputs = formats.write_outputs(out_dir, document, turns, self.settings.formats,
+                                        Path(display_name or source.name).stem)
+        self._timed("write", started)
+        self._report("write", 1.0)
+        return RunResult(out_dir, document, outputs, len(units), resumed, meta["warnings"])

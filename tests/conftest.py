@@ -1,0 +1,47 @@
+"""Shared fixtures: the real data in ../shared/data and real models, loaded once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.scoring import DATA
+from diarized.config import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    if not (DATA / "README.md").is_file():
+        pytest.fail(f"test data not found at {DATA}; set DIARIZED_DATA to ../shared/data")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def models_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models-cache")
+
+
+@pytest.fixture
+def make_settings(tmp_path, models_cache):
+    """Settings as an operator's TOML would give them, rooted in a temp folder."""
+    def make(**overrides) -> Settings:
+        values = {"state_dir": tmp_path / "var", "cache_dir": models_cache, **overrides}
+        return load_settings(None, values, env={})
+    return make
+
+
+@pytest.fixture(scope="session")
+def base_model(models_cache) -> Path:
+    from diarized.models import resolve_whisper
+
+    return resolve_whisper("base", models_cache)
+
+
+@pytest.fixture(scope="session")
+def diarization_pipeline():
+    from diarized.models import resolve_diarization
+    from diarized.pipeline.diarize import DiarizeOptions, build_pipeline
+
+    options = DiarizeOptions.from_settings(Settings(cpu_threads=2))
+    return build_pipeline(resolve_diarization(), options), options

@@ -1,0 +1,94 @@
+"""SRT/VTT/TXT/RTTM on a real run, parsed back with well-kept libraries."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import srt
+import webvtt
+
+from diarized.pipeline import formats
+
+pytestmark = pytest.mark.slow
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_srt_cues_follow_the_rules(sample_out):
+    cues = list(srt.parse((sample_out / "transcription.srt").read_text()))
+    assert len(cues) > 5
+    for prev, cue in zip(cues, cues[1:]):
+        assert cue.start >= prev.end  # monotonic, never overlapping
+    for cue in cues:
+        seconds = (cue.end - cue.start).total_seconds()
+        assert 0 < seconds <= formats.MAX_CUE_SECONDS
+        lines = cue.content.split("\n")
+        assert 1 <= len(lines) <= formats.MAX_LINES
+        assert all(len(line) <= formats.MAX_LINE for line in lines)
+        assert re.match(r"SPEAKER_\d\d: ", lines[0])
+
+
+def test_vtt_cues_carry_voice_tags_and_match_srt(sample_out):
+    vtt = webvtt.read(str(sample_out / "transcription.vtt"))
+    cues = list(srt.parse((sample_out / "transcription.srt").read_text()))
+    assert len(vtt.captions) == len(cues)
+    for caption, cue in zip(vtt.captions, cues):
+        speaker, text = cue.content.split(": ", 1)
+        assert caption.voice == speaker
+        assert _norm(caption.text) == _norm(text)
+        assert caption.start == srt.timedelta_to_srt_timestamp(cue.start).replace(",", ".")
+        assert caption.end == srt.timedelta_to_srt_timestamp(cue.end).replace(",", ".")
+        assert all(len(line) <= formats.MAX_LINE for line in caption.text.split("\n"))  # shown text, tags excluded
+
+
+def test_outputs_agree_with_each_other(sample_run, sample_out):
+    doc = sample_run["document"]
+    srt_text = _norm(" ".join(c.content.split(": ", 1)[1] for c in srt.parse(
+        (sample_out / "transcription.srt").read_text())))
+    json_text = _norm(" ".join(s["text"] for s in doc["segments"]))
+    assert srt_text == json_text
+    rttm = (sample_out / "diarization.rttm").read_text().splitlines()
+    rttm_speakers = {line.split()[7] for line in rttm}
+    assert {s["speaker_id"] for s in doc["segments"]} <= rttm_speakers <= set(doc["speakers"])
+    assert max(float(x.split()[3]) + float(x.split()[4]) for x in rttm) <= doc["total_duration"] + 0.01
+    txt = (sample_out / "transcription.txt").read_text()
+    assert _norm(re.sub(r"\[[\d:. -]+\] SPEAKER_\d\d", " ", txt)) == json_text
+    assert doc["total_duration"] == pytest.approx(30.0, abs=0.05)
+
+
+def test_json_keeps_the_seed_schema(sample_run):
+    doc = sample_run["document"]
+    assert {"file_path", "total_duration", "speakers", "segments"} <= set(doc)
+    assert doc["file_path"] == "sample.wav"
+    for seg in doc["segments"]:
+        assert {"speaker_id", "start_time", "end_time", "text", "confidence"} <= set(seg)
+        assert seg["speaker_id"] in doc["speakers"]
+        assert 0 <= seg["confidence"] <= 1 and seg["start_time"] <= seg["end_time"]
+
+
+def test_overlapping_and_long_words_are_clipped_into_valid_cues():
+    segments = [
+        {"speaker_id": "SPEAKER_00", "start_time": 0.0, "end_time": 12.0, "text": "x",
+         "words": [{"word": "a" * 120, "start": 0.0, "end": 12.0}]},
+        {"speaker_id": "SPEAKER_01", "start_time": 5.0, "end_time": 6.0, "text": "hi",
+         "words": [{"word": "hi", "start": 5.0, "end": 6.0}]},
+    ]
+    cues = list(srt.parse(formats.render_srt(formats.build_cues(segments))))
+    for prev, cue in zip(cues, cues[1:]):
+        assert cue.start >= prev.end
+    for cue in cues:
+        assert (cue.end - cue.start).total_seconds() <= formats.MAX_CUE_SECONDS
+        assert all(len(line) <= formats.MAX_LINE for line in cue.content.split("\n"))
+        assert len(cue.content.split("\n")) <= formats.MAX_LINES
+
+
+def test_every_output_file_is_written(sample_out):
+    names = {p.name for p in sample_out.iterdir()}
+    assert set(formats.FILENAMES.values()) | {"whisper_results.json", "diarization_results.json",
+                                              "chunks"} <= names
+    meta = json.loads((sample_out / "chunks/chunks_metadata.json").read_text())
+    assert meta["units"][0]["start"] == 0 and meta["units"][-1]["end"] == pytest.approx(30.0, abs=0.05)

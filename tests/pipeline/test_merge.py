@@ -1,0 +1,97 @@
+"""Word-to-speaker assignment and segment breaking, on a real run of the sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.scoring import DATA
+from diarized.pipeline import merge
+
+pytestmark = pytest.mark.slow
+
+
+def _turns(sample_out):
+    return json.loads((sample_out / "diarization_results.json").read_text())["turns"]
+
+
+def _words(document):
+    return [(w, seg["speaker_id"]) for seg in document["segments"] for w in seg["words"]]
+
+
+def test_each_word_goes_to_the_turn_it_overlaps_most(sample_run, sample_out):
+    turns = _turns(sample_out)
+    checked = 0
+    for word, speaker in _words(sample_run["document"]):
+        overlaps = {}
+        for t in turns:
+            ov = min(t["end"], word["end"]) - max(t["start"], word["start"])
+            overlaps[t["speaker"]] = max(overlaps.get(t["speaker"], 0.0), ov)
+        best = max(overlaps.values())
+        if best > 0:
+            # a word's speaker is one of those with the largest single-turn overlap
+            assert overlaps[speaker] == pytest.approx(best), word
+            checked += 1
+    assert checked > 30
+
+
+def test_words_outside_every_turn_go_to_the_nearest():
+    words = [merge.Word(" hi", 4.5, 4.7, 0.9), merge.Word(" there", 9.0, 9.5, 0.8)]
+    turns = [{"speaker": "A", "start": 0.0, "end": 4.0}, {"speaker": "B", "start": 6.0, "end": 8.7}]
+    merge.assign_speakers(words, turns)
+    assert [w.speaker for w in words] == ["A", "B"]
+
+
+def test_words_match_the_reference_speakers(sample_run):
+    """Against sample.stm: most words are said by the speaker we attribute them to."""
+    stm = [line.split(maxsplit=5) for line in (DATA / "pyannote-sample/sample.stm").read_text().splitlines()]
+    utterances = [(parts[2], float(parts[3]), float(parts[4])) for parts in stm]
+    pairs = {}
+    for word, speaker in _words(sample_run["document"]):
+        mid = (word["start"] + word["end"]) / 2
+        for ref, start, end in utterances:
+            if start <= mid <= end:
+                pairs.setdefault((speaker, ref), 0)
+                pairs[(speaker, ref)] += 1
+    # best one-to-one mapping of our labels to Diane/Sheila
+    total = sum(pairs.values())
+    mapped = max(pairs.get(("SPEAKER_00", a), 0) + pairs.get(("SPEAKER_01", b), 0)
+                 for a, b in (("Diane", "Sheila"), ("Sheila", "Diane")))
+    assert total > 40
+    assert mapped / total >= 0.9
+
+
+def test_segments_break_where_the_rules_say(sample_run):
+    segments = sample_run["document"]["segments"]
+    assert len(segments) > 5
+    for seg in segments:
+        words = seg["words"]
+        assert seg["end_time"] - seg["start_time"] <= merge.MAX_SEGMENT
+        for a, b in zip(words, words[1:]):
+            assert b["start"] - a["end"] <= merge.MAX_PAUSE
+            assert not a["word"].endswith(merge.SENTENCE_END)
+        assert seg["confidence"] == pytest.approx(
+            sum(w["probability"] for w in words) / len(words), abs=1e-4)
+    for prev, seg in zip(segments, segments[1:]):
+        last, first = prev["words"][-1], seg["words"][0]
+        assert (prev["speaker_id"] != seg["speaker_id"]
+                or first["start"] - last["end"] > merge.MAX_PAUSE
+                or last["word"].endswith(merge.SENTENCE_END)
+                or seg["end_time"] - prev["start_time"] > merge.MAX_SEGMENT)
+
+
+def test_speakers_are_numbered_in_order_of_first_appearance(sample_run):
+    seen = []
+    for seg in sample_run["document"]["segments"]:
+        if seg["speaker_id"] not in seen:
+            seen.append(seg["speaker_id"])
+    assert seen == [f"SPEAKER_{i:02d}" for i in range(len(seen))]
+    assert sample_run["document"]["speakers"][: len(seen)] == seen
+
+
+def test_pause_longer_than_a_second_breaks_a_segment():
+    words = [merge.Word(" one", 0.0, 0.4, 0.9, "S"), merge.Word(" two", 0.5, 0.9, 0.9, "S"),
+             merge.Word(" three", 2.1, 2.5, 0.7, "S")]
+    segments = merge.build_segments(words)
+    assert [s["text"] for s in segments] == ["one two", "three"]

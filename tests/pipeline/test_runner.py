@@ -1,0 +1,53 @@
+"""Checkpoints: a run stopped after a unit resumes without redoing it, with identical outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diarized.pipeline.runner import Hooks, Interrupted, Runner, job_fraction
+
+pytestmark = pytest.mark.slow
+
+STABLE = ("file_path", "total_duration", "speakers", "segments", "language")
+
+
+def _stable(out):
+    doc = json.loads((out / "final_transcription.json").read_text())
+    return {k: doc[k] for k in STABLE}
+
+
+def test_interrupted_run_resumes_from_checkpoints(make_settings, data, tmp_path):
+    settings = make_settings(unit_seconds=10.0, language="en")
+    source = data / "pyannote-sample/sample.wav"
+
+    stop_after_first_unit = Hooks(should_stop=lambda: True)
+    with pytest.raises(Interrupted):
+        Runner(settings, stop_after_first_unit).run(source, tmp_path / "work", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing published by a stopped run
+    assert (tmp_path / "work/audio.f32").exists() and not (tmp_path / "work/units").exists()
+
+    events: list[tuple[str, str]] = []
+    stops = iter([False, True])  # decode is resumed (no check): unit 0 goes on, unit 1 stops
+    hooks = Hooks(event=lambda k, d: events.append((k, d)), should_stop=lambda: next(stops, False))
+    with pytest.raises(Interrupted):
+        Runner(settings, hooks).run(source, tmp_path / "work", tmp_path / "out")
+    assert len(list((tmp_path / "work/units").iterdir())) == 2
+
+    events.clear()
+    result = Runner(settings, Hooks(event=lambda k, d: events.append((k, d)))).run(
+        source, tmp_path / "work", tmp_path / "out")
+    kinds = [k for k, _ in events]
+    assert kinds.count("unit_skipped") == 2 and kinds.count("unit_done") == 1
+    assert ("resume", "decoded audio found; not decoding again") in events
+    assert result.units_total == 3 and result.units_resumed == 2
+
+    Runner(settings).run(source, tmp_path / "work2", tmp_path / "out2")  # uninterrupted
+    assert _stable(tmp_path / "out") == _stable(tmp_path / "out2")
+
+
+def test_job_fraction_is_monotonic():
+    points = [job_fraction(stage, f) for stage in ("decode", "transcribe", "diarize", "write")
+              for f in (0.0, 0.5, 1.0)]
+    assert points == sorted(points) and points[0] == 0.0 and points[-1] == pytest.approx(1.0)

@@ -1,0 +1,62 @@
+"""Settings: TOML + environment + overrides, and clear messages for mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diarized.config import ConfigError, load_settings
+
+
+def test_precedence_override_env_file_default(tmp_path):
+    toml = tmp_path / "d.toml"
+    toml.write_text('max_workers = 1\nmodel = "tiny.en"\nlanguage = "pt"\n')
+    s = load_settings(toml, {"language": "en"}, env={"DIARIZED_MODEL": "base"})
+    assert (s.max_workers, s.model, s.language) == (1, "base", "en")
+    assert s.settle_seconds == 5.0 and s.max_attempts == 3
+
+
+def test_env_values_are_typed(tmp_path):
+    s = load_settings(None, {"state_dir": tmp_path}, env={
+        "DIARIZED_MAX_WORKERS": "1", "DIARIZED_ALLOW_DOWNLOADS": "yes",
+        "DIARIZED_FORMATS": "json,srt", "DIARIZED_SETTLE_SECONDS": "2.5"})
+    assert s.max_workers == 1 and s.allow_downloads is True
+    assert s.formats == ("json", "srt") and s.settle_seconds == 2.5
+    assert s.inbox == tmp_path / "inbox" and s.db_path == tmp_path / "state/diarized.db"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_wokers = 2\n", "unknown key"),
+    ("max_workers = 'two'\n", "max_workers: expected int"),
+    ("max_memory_gb = 100000\n", "more than this machine's RAM"),
+    ("max_memory_gb = 1.5\nmax_workers = 2\n", "at least 1 GiB"),
+    ("done_policy = 'shred'\n", "done_policy must be keep or delete"),
+    ("formats = ['json', 'docx']\n", "formats must be a subset"),
+    ("max_workers = [\n", "not valid TOML"),
+])
+def test_mistakes_are_named(tmp_path, text, message):
+    toml = tmp_path / "d.toml"
+    toml.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(toml, env={})
+
+
+def test_unknown_environment_key_is_an_error():
+    with pytest.raises(ConfigError, match="DIARIZED_MAX_WORKRS"):
+        load_settings(None, env={"DIARIZED_MAX_WORKRS": "2"})
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_example_config_documents_every_key():
+    from diarized.config import KEYS
+
+    example = Path(__file__).resolve().parents[1] / "etc/diarized.toml"
+    text = example.read_text()
+    missing = [k for k in KEYS if f"{k} =" not in text]
+    assert missing == []
+    load_settings(example, {"state_dir": "/tmp/x"}, env={})  # the example itself is valid
