@@ -50,6 +50,7 @@ class Settings:
     rescan_seconds: float = 30.0
     unit_timeout_seconds: float = 600.0
     max_attempts: int = 3
+    retry_backoff_seconds: float = 30.0  # doubled after each failed attempt
     stop_timeout_seconds: float = 30.0
     done_policy: str = "keep"
     # models

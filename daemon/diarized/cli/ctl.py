@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diarized.cli.jobs_cmd import COMMANDS
 from diarized.cli.models_cmd import models
 from diarized.cli.oneshot import transcribe
 
@@ -25,6 +26,8 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None
 
 cli.add_command(transcribe)
 cli.add_command(models)
+for command in COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

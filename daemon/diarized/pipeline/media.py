@@ -65,8 +65,9 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)  # without the path: callers name the file
         raise MediaError(
-            path, f"not a readable audio or video file ({exc.__class__.__name__}: {exc})",
+            path, f"not a readable audio or video file ({reason})",
             "if it is a recording, it may be truncated or still uploading; "
             "re-export or copy it again",
         ) from None

@@ -1,0 +1,286 @@
+"""diarizectl commands that read or change jobs. They talk to the store, never to the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import click
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from diarized.cli import EXIT_NOT_FOUND
+from diarized.cli.common import fail, settings_from
+from diarized.store import FINAL_STATES, InvalidTransition, Job, NotFound, Priority, Store
+
+WIDTH = 80
+STALE_SECONDS = 15.0
+ACTIVE = ("incoming", "running", "queued")
+
+
+def _store(ctx: click.Context) -> tuple[Store, object]:
+    settings = settings_from(ctx)
+    if not settings.db_path.exists():
+        fail(f"no job store at {settings.db_path}; is the daemon's state_dir {settings.state_dir}? "
+             "(use --state-dir or --config)")
+    return Store(settings.db_path, readonly=True), settings
+
+
+def _job(store: Store, job_id: str) -> Job:
+    try:
+        return store.get(job_id)
+    except NotFound:
+        fail(f"no job {job_id!r} (see `diarizectl list`)", EXIT_NOT_FOUND)
+
+
+def _console() -> Console:
+    return Console(width=WIDTH if not os.environ.get("COLUMNS") else None, highlight=False)
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def daemon_state(store: Store) -> dict:
+    row = store.daemon() or {}
+    alive = bool(row) and row.get("state") in ("running", "stopping") and psutil.pid_exists(row["pid"]) \
+        and time.time() - row["heartbeat_at"] < STALE_SECONDS
+    return {**row, "up": alive}
+
+
+def _emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# -- status -------------------------------------------------------------------------
+def status_header(daemon: dict) -> str:
+    if not daemon.get("up"):
+        return "daemon [bold red]DOWN[/]" + (f" (last seen pid {daemon['pid']})" if daemon.get("pid") else "")
+    return (f"daemon [bold green]up[/] pid {daemon['pid']} · workers {daemon['workers_busy']}/"
+            f"{daemon['workers_total']} · memory {daemon['memory_used_gb']:.1f}/"
+            f"{daemon['memory_budget_gb']:.0f} GiB · queued {daemon['queued']}")
+
+
+def jobs_table(jobs: list[Job], now: float) -> Table:
+    """One line per job; at 80 columns only the file name is shortened."""
+    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1), collapse_padding=True)
+    for name, kw in (("id", {}), ("file", {"max_width": 16, "overflow": "ellipsis", "no_wrap": True}),
+                     ("pri", {}), ("state", {}), ("stage", {}), ("done", {"justify": "right"}),
+                     ("elapsed", {"justify": "right"}), ("eta", {"justify": "right"}),
+                     ("rss", {"justify": "right"}), ("try", {"justify": "right"})):
+        table.add_column(name, **kw)
+    for job in jobs:
+        running = job.state == "running"
+        table.add_row(
+            job.short_id, job.source_name, job.priority_name, job.state, job.stage or "-",
+            f"{job.progress:.0%}" if running else "-",
+            duration_text(now - job.started_at) if running and job.started_at else "-",
+            duration_text(job.eta_seconds) if running else "-",
+            f"{job.peak_rss_mb / 1024:.1f}G" if job.peak_rss_mb else "-",
+            f"{job.attempts}/{job.max_attempts}")
+    return table
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Daemon health and every active or queued job."""
+    store, _ = _store(ctx)
+    daemon = daemon_state(store)
+    running = store.jobs(states=("running",))
+    waiting = sorted(store.jobs(states=("incoming", "queued")), key=lambda j: (j.priority, j.created_at))
+    jobs = sorted(running, key=lambda j: j.started_at or 0) + waiting
+    if as_json:
+        _emit_json({"daemon": daemon, "jobs": [j.to_dict() for j in jobs], "counts": store.counts()})
+        return
+    console = _console()
+    console.print(status_header(daemon))
+    if jobs:
+        console.print(jobs_table(jobs, time.time()))
+    else:
+        console.print("no active or queued jobs")
+    counts = store.counts()
+    console.print(" · ".join(f"{counts.get(s, 0)} {s}" for s in FINAL_STATES))
+
+
+@click.command("list")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(["incoming", "queued", "running", *FINAL_STATES]))
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Jobs, newest first."""
+    store, _ = _store(ctx)
+    jobs = store.jobs(states=states or None, limit=limit)
+    if as_json:
+        _emit_json([j.to_dict() for j in jobs])
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("id", "created", "file", "state", "audio", "took"):
+        table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=30 if name == "file" else None)
+    for job in jobs:
+        took = job.processing_seconds if job.state == "succeeded" else None
+        table.add_row(job.id, time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), job.source_name,
+                      job.state, duration_text(job.duration), duration_text(took))
+    _console().print(table)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """One job: details, the events timeline and its output files."""
+    store, _ = _store(ctx)
+    job = _job(store, job_id)
+    events = store.events(job.id)
+    outputs = sorted(str(p) for p in Path(job.output_dir).rglob("*") if p.is_file()) \
+        if job.output_dir and Path(job.output_dir).is_dir() else []
+    if as_json:
+        _emit_json({"job": job.to_dict(), "events": [e.__dict__ for e in events], "outputs": outputs})
+        return
+    console = _console()
+    details = Table(box=None, show_header=False, pad_edge=False)
+    details.add_column(style="bold")
+    details.add_column(overflow="fold")
+    for key in ("id", "source_name", "state", "priority_name", "stage", "attempts", "duration",
+                "processing_seconds", "peak_rss_mb", "error_type", "error", "hint", "source_path",
+                "output_dir", "duplicate_of"):
+        value = getattr(job, key) if key != "priority_name" else job.priority_name
+        if value not in (None, ""):
+            details.add_row(key, str(round(value, 1) if isinstance(value, float) else value))
+    console.print(details)
+    timeline = Table("time", "event", "detail", box=None, pad_edge=False, header_style="bold")
+    for e in events:
+        timeline.add_row(time.strftime("%H:%M:%S", time.localtime(e.at)), e.kind, e.detail, end_section=False)
+    console.print(timeline)
+    for path in outputs:
+        console.print(path)
+
+
+def _change(ctx: click.Context, job_id: str, action) -> Job:
+    settings = settings_from(ctx)
+    store = Store(settings.db_path)
+    job = _job(store, job_id)
+    try:
+        return action(store, job)
+    except InvalidTransition as exc:
+        fail(str(exc))
+
+
+@click.command()
+@click.argument("job_id")
+@click.pass_context
+def retry(ctx: click.Context, job_id: str) -> None:
+    """Queue a failed or cancelled job again (its original is taken from failed/)."""
+    job = _change(ctx, job_id, lambda store, job: store.request_retry(job.id))
+    click.echo(f"{job.id} queued again")
+
+
+@click.command()
+@click.argument("job_id")
+@click.pass_context
+def cancel(ctx: click.Context, job_id: str) -> None:
+    """Cancel a queued or running job; its original goes to failed/ marked cancelled."""
+    job = _change(ctx, job_id, lambda store, job: store.request_cancel(job.id))
+    click.echo(f"{job.id} will be cancelled by the daemon within a second")
+
+
+@click.command()
+@click.argument("job_id")
+@click.argument("level", type=click.Choice(["high", "normal", "low"]))
+@click.pass_context
+def priority(ctx: click.Context, job_id: str, level: str) -> None:
+    """Change a waiting job's priority."""
+    job = _change(ctx, job_id, lambda store, job: store.set_priority(job.id, Priority.parse(level)))
+    click.echo(f"{job.id} priority {job.priority_name}")
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--priority", "level", type=click.Choice(["high", "normal", "low"]), default="normal")
+@click.pass_context
+def submit(ctx: click.Context, files: tuple[Path, ...], level: str) -> None:
+    """Copy files into the inbox safely: a hidden temporary name, then a rename."""
+    settings = settings_from(ctx)
+    folder = settings.inbox / ("" if level == "normal" else level)
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in files:
+        target = folder / src.name
+        n = 1
+        while target.exists():
+            target = folder / f"{src.stem}-{n}{src.suffix}"
+            n += 1
+        tmp = folder / f".{target.name}.part"
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.rename(tmp, target)
+        click.echo(f"{src} -> {target}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """The seed's metrics: totals, success rate, average time and real-time factor, peak memory."""
+    store, _ = _store(ctx)
+    data = store.stats()
+    if as_json:
+        _emit_json(data)
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    fmt = {"success_rate": lambda v: f"{v:.1%}", "average_processing_seconds": duration_text,
+           "average_real_time_factor": lambda v: f"{v:.3f}", "peak_memory_mb": lambda v: f"{v / 1024:.2f} GiB",
+           "audio_hours_processed": lambda v: f"{v:.2f} h"}
+    for key, value in data.items():
+        table.add_row(key.replace("_", " "), "-" if value is None else fmt.get(key, str)(value))
+    _console().print(table)
+
+
+@click.command()
+@click.argument("job_id")
+@click.pass_context
+def logs(ctx: click.Context, job_id: str) -> None:
+    """One job's story: journald under systemd, else its events and worker log."""
+    store, settings = _store(ctx)
+    job = _job(store, job_id)
+    if shutil.which("journalctl") and os.environ.get("DIARIZED_JOURNAL", "auto") != "off" \
+            and Path("/run/systemd/system").is_dir():
+        code = subprocess.call(["journalctl", "--no-pager", "-o", "short-iso", f"JOB_ID={job.id}"])
+        if code == 0:
+            return
+    for e in store.events(job.id):
+        click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.at))} {e.kind}: {e.detail}")
+    candidates = [settings.jobs_dir / job.id / "worker.log"]
+    if job.source_path:
+        candidates.append(Path(job.source_path).parent / "worker.log")
+    for path in candidates:
+        if path.is_file():
+            click.echo(f"--- {path}")
+            click.echo(path.read_text(errors="replace"), nl=False)
+            return
+    if settings.log_file and settings.log_file.is_file():
+        for line in settings.log_file.read_text(errors="replace").splitlines():
+            if job.id in line:
+                click.echo(line)
+
+
+COMMANDS = (status, list_jobs, show, retry, cancel, priority, submit, stats, logs)

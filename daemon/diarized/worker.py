@@ -1,0 +1,131 @@
+"""One job in its own process: `python -m diarized.worker JOB_ID --settings FILE`.
+
+The worker runs the pipeline, reports stage, progress and ETA to the store,
+and exits with a code that tells the supervisor what to do next. It never
+touches another job, and it publishes nothing: the supervisor does that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # worth another attempt
+EXIT_BAD_INPUT = 2  # retrying will not help: failed/ at once
+EXIT_INTERRUPTED = 3  # asked to stop; checkpoints are on disk
+HEARTBEAT_SECONDS = 5.0
+PROGRESS_EVERY = 1.0
+
+
+def settings_to_json(settings) -> str:
+    return json.dumps({k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in asdict(settings).items() if v is not None})
+
+
+def _die_with_parent() -> None:
+    """If the supervisor is killed -9, take this worker down too (no orphans)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Reporter:
+    """Turns runner callbacks into throttled store updates with an ETA."""
+
+    def __init__(self, store, job_id: str):
+        self.store, self.job_id = store, job_id
+        self.started = time.monotonic()
+        self.first_fraction: float | None = None
+        self.last_write = 0.0
+        self.last_stage = ""
+
+    def progress(self, stage: str, stage_fraction: float, job_fraction: float) -> None:
+        now = time.monotonic()
+        if self.first_fraction is None:
+            self.first_fraction = job_fraction  # a resumed job starts part-way
+        if stage == self.last_stage and now - self.last_write < PROGRESS_EVERY:
+            return
+        self.last_write, self.last_stage = now, stage
+        done = job_fraction - self.first_fraction
+        eta = (now - self.started) * (1 - job_fraction) / done if done > 0.02 else None
+        self.store.progress(self.job_id, stage, round(job_fraction, 4), eta)
+
+    def event(self, kind: str, detail: str) -> None:
+        self.store.event(self.job_id, kind, detail)
+
+
+def _heartbeat(store, job_id: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            store.heartbeat(job_id)
+        except Exception:  # noqa: BLE001 - a busy database must not kill the job
+            pass
+
+
+def run(job_id: str, settings_file: Path) -> int:
+    from diarized.config import load_settings
+    from diarized.models import ModelError
+    from diarized.pipeline.media import MediaError
+    from diarized.pipeline.runner import Hooks, Interrupted, Runner
+    from diarized.store import Store
+
+    settings = load_settings(None, json.loads(settings_file.read_text()), env={})
+    if not settings.allow_downloads:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    store = Store(settings.db_path)
+    job = store.get(job_id)
+    stop, beat_stop = threading.Event(), threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=_heartbeat, args=(store, job_id, beat_stop), daemon=True).start()
+    reporter = Reporter(store, job_id)
+    hooks = Hooks(progress=reporter.progress, event=reporter.event, should_stop=stop.is_set)
+    work = settings.jobs_dir / job_id
+    try:
+        result = Runner(settings, hooks).run(Path(job.source_path), work / "work", work / "out",
+                                             display_name=job.source_name)
+        store.set_duration(job_id, result.document["total_duration"])
+        for warning in result.warnings:
+            store.event(job_id, "warning", warning)
+        return EXIT_OK
+    except Interrupted as exc:
+        store.event(job_id, "interrupted", str(exc))
+        return EXIT_INTERRUPTED
+    except MediaError as exc:
+        store.record_error(job_id, "BadMedia", f"{job.source_name}: {exc.problem}", exc.hint)
+        return EXIT_BAD_INPUT
+    except ModelError as exc:
+        store.record_error(job_id, "ModelMissing", str(exc), "fix the model setting, then "
+                           f"`diarizectl retry {job.short_id}`")
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - reported, then retried by the supervisor
+        traceback.print_exc()
+        store.record_error(job_id, type(exc).__name__, str(exc) or repr(exc),
+                           "see worker.log in the job's failed/ folder")
+        return EXIT_FAILED
+    finally:
+        beat_stop.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    _die_with_parent()
+    parser = argparse.ArgumentParser(prog="diarized.worker")
+    parser.add_argument("job_id")
+    parser.add_argument("--settings", type=Path, required=True)
+    args = parser.parse_args(argv)
+    sys.exit(run(args.job_id, args.settings))
+
+
+if __name__ == "__main__":
+    main()

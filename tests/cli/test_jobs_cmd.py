@@ -1,0 +1,114 @@
+"""diarizectl's job commands against a real store: JSON agrees, tables fit 80 columns."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from diarized.cli.ctl import cli
+from diarized.cli.jobs_cmd import jobs_table, status_header
+from diarized.store import Priority, Store
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+@pytest.fixture
+def state(tmp_path):
+    """A store with one job in each interesting state, made through the store's own transitions."""
+    store = Store(tmp_path / "state/diarized.db")
+    jobs = tmp_path / "state/jobs"
+
+    def queued(name, sha, priority=Priority.NORMAL):
+        job = store.record_incoming(name, sha, 1000, priority, 3, tmp_path / name, jobs)
+        return store.mark_queued(job.id, 3600.0)
+    running = store.claim(queued("board-meeting-2024-quarterly-review.mp4", "a").id)
+    store.set_worker(running.id, 4242, 1)
+    store.progress(running.id, "transcribe", 0.42, 1234.0)
+    store.record_rss(running.id, 2150.0)
+    queued("interview.m4a", "b", Priority.HIGH)
+    done = store.claim(queued("short.wav", "c").id)
+    store.mark_succeeded(done.id, str(tmp_path / "outbox/short"), None)
+    store.record_incoming("copy.wav", "c", 1000, Priority.NORMAL, 3, tmp_path / "copy.wav", jobs)
+    return tmp_path, store
+
+
+def ctl(root: Path, *args: str):
+    result = CliRunner().invoke(cli, ["--state-dir", str(root), *args], env={"DIARIZED_CONFIG": ""})
+    return result
+
+
+def test_json_views_agree_with_the_store(state):
+    root, store = state
+    status = json.loads(ctl(root, "status", "--json").output)
+    assert [j["state"] for j in status["jobs"]] == ["running", "queued"]
+    assert status["jobs"][0]["progress"] == 0.42 and status["jobs"][1]["priority_name"] == "high"
+    assert status["daemon"]["up"] is False
+    listed = json.loads(ctl(root, "list", "--json").output)
+    assert {j["id"] for j in listed} == {j.id for j in store.jobs()}
+    assert json.loads(ctl(root, "list", "--state", "duplicate", "--json").output)[0]["source_name"] == "copy.wav"
+    running = store.jobs(states=("running",))[0]
+    shown = json.loads(ctl(root, "show", running.short_id, "--json").output)
+    assert shown["job"]["id"] == running.id
+    assert [e["kind"] for e in shown["events"]] == [e.kind for e in store.events(running.id)]
+    stats = json.loads(ctl(root, "stats", "--json").output)
+    assert stats == json.loads(json.dumps(store.stats()))
+    assert stats["jobs_total"] == 4 and stats["succeeded"] == 1 and stats["duplicates"] == 1
+
+
+def test_human_status_fits_80_columns(state):
+    root, _ = state
+    out = ctl(root, "status").output
+    assert "daemon DOWN" in out and "board-meeting" in out and "42%" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def _render(renderable) -> str:
+    console = Console(width=80, record=True, color_system=None, file=open("/dev/null", "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_status_table_snapshot(state):
+    _, store = state
+    now = 1_800_000_000.0
+    jobs = [dataclasses.replace(j, started_at=now - 754, created_at=now - 800)
+            for j in store.jobs(states=("running",))] + store.jobs(states=("queued",))
+    header = {"up": True, "pid": 4242, "workers_busy": 1, "workers_total": 2, "memory_used_gb": 2.1,
+              "memory_budget_gb": 20.0, "queued": 1}
+    text = _render(status_header(header)) + _render(jobs_table(jobs, now))
+    text = "\n".join(line.replace(jobs[0].short_id, "RUN001").replace(jobs[1].short_id, "QUE001")
+                     for line in text.splitlines())
+    assert text == (SNAPSHOTS / "status_80.txt").read_text()
+
+
+def test_exit_codes(state, tmp_path):
+    root, store = state
+    assert ctl(root, "show", "nope").exit_code == 3
+    done = store.jobs(states=("succeeded",))[0]
+    result = ctl(root, "cancel", done.id)
+    assert result.exit_code == 1 and "already succeeded" in result.output
+    assert ctl(root, "priority", done.id, "urgent").exit_code == 2
+    assert ctl(tmp_path / "elsewhere", "status").exit_code == 1
+
+
+def test_cancel_priority_retry_change_the_store(state):
+    root, store = state
+    queued = store.jobs(states=("queued",))[0]
+    assert ctl(root, "priority", queued.short_id, "low").exit_code == 0
+    assert store.get(queued.id).priority_name == "low"
+    assert ctl(root, "cancel", queued.short_id).exit_code == 0
+    assert store.get(queued.id).cancel_requested == 1
+
+
+def test_submit_copies_safely_into_the_priority_folder(tmp_path, data):
+    result = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"), str(data / "en-jfk/jfk.flac"),
+                 "--priority", "high")
+    assert result.exit_code == 0, result.output
+    high = tmp_path / "inbox/high"
+    assert sorted(p.name for p in high.iterdir()) == ["jfk-1.flac", "jfk.flac"]
+    assert (high / "jfk.flac").read_bytes() == (data / "en-jfk/jfk.flac").read_bytes()

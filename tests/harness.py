@@ -1,0 +1,97 @@
+"""Run the real daemon as a process, the way systemd would, and watch it through the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from diarized.store import Store
+
+
+def worker_pids() -> set[int]:
+    pids = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "diarized.worker" in cmd:
+            pids.add(proc.pid)
+    return pids
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Daemon:
+    """`diarized run` on a temporary state root with the small bundled model."""
+
+    def __init__(self, root: Path, cache: Path, **settings):
+        self.root = root
+        self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache),
+                    "DIARIZED_MODEL": "tiny.en", "DIARIZED_SETTLE_SECONDS": "1",
+                    "DIARIZED_RESCAN_SECONDS": "1", "DIARIZED_RETRY_BACKOFF_SECONDS": "1",
+                    "DIARIZED_LOG_FORMAT": "json", "HF_HUB_OFFLINE": "1"}
+        self.env.update({f"DIARIZED_{k.upper()}": str(v) for k, v in settings.items()})
+        self.proc: subprocess.Popen | None = None
+        self.inbox = root / "inbox"
+        self.outbox = root / "outbox"
+        self.log = root / "daemon.log"
+
+    def start(self) -> "Daemon":
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(self.root)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.store_ready(), 60, "the daemon to start")
+        return self
+
+    def store_ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+        db = self.root / "state/diarized.db"
+        if not db.exists():
+            return False
+        row = Store(db, readonly=True).daemon()
+        return bool(row) and row["pid"] == self.proc.pid and row["state"] == "running"
+
+    @property
+    def store(self) -> Store:
+        return Store(self.root / "state/diarized.db", readonly=True)
+
+    def drop(self, source: Path, name: str | None = None, sub: str = "") -> Path:
+        """Copy like an operator's `cp`: written in place, then closed."""
+        target = self.inbox / sub / (name or source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+        return target
+
+    def stop(self, timeout: float = 60) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def jobs(self, *states: str):
+        return self.store.jobs(states=states or None)
+
+    def wait_all_final(self, count: int, timeout: float = 300):
+        def done():
+            jobs = self.jobs()
+            return len(jobs) >= count and all(
+                j.state in ("succeeded", "failed", "cancelled", "duplicate") for j in jobs) and jobs
+        return wait_until(done, timeout, f"{count} jobs to finish\n{self.log.read_text()[-3000:]}")

@@ -1,0 +1,92 @@
+"""Inbox decisions on real files and a real store (the daemon tests cover the watcher)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from diarized.inbox import Inbox, is_temporary, open_for_writing
+from diarized.store import Store
+
+
+@pytest.fixture
+def inbox(make_settings):
+    settings = make_settings(settle_seconds=2, rescan_seconds=0.001)  # every tick rescans
+    for folder in (settings.inbox / "high", settings.inbox / "low", settings.done, settings.failed):
+        folder.mkdir(parents=True, exist_ok=True)
+    return Inbox(settings, Store(settings.db_path))
+
+
+@pytest.mark.parametrize("name, temporary", [
+    ("talk.mp4", False), (".talk.mp4", True), ("talk.mp4.part", True), ("talk.tmp", True),
+    ("talk.mp4.crdownload", True), ("talk.partial", True), ("talk.mp4~", True), ("TALK.PART", True)])
+def test_temporary_names(name, temporary):
+    assert is_temporary(name) is temporary
+
+
+def test_file_is_taken_only_after_two_stable_looks(inbox, data):
+    path = inbox.root / "a.wav"
+    path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    assert inbox.tick(now=100.0) == []
+    assert inbox.tick(now=101.0) == []
+    with path.open("ab") as fh:  # still growing: the clock restarts
+        fh.write(b"\0")
+    assert inbox.tick(now=101.5) == []
+    assert inbox.tick(now=103.0) == []
+    created = inbox.tick(now=103.6)
+    assert len(created) == 1
+    job = inbox.store.get(created[0])
+    assert job.state == "queued" and os.path.exists(job.source_path) and not path.exists()
+
+
+def test_temporary_and_hidden_files_are_left_alone(inbox):
+    for name in (".hidden.wav", "x.wav.part", "y.tmp"):
+        (inbox.root / name).write_bytes(b"data")
+    for now in (0.0, 10.0, 20.0):
+        assert inbox.tick(now=now) == []
+    assert len(list(inbox.root.iterdir())) == 5  # + high/ low/
+
+
+def test_priority_folders_and_subdirectories(inbox, data):
+    (inbox.root / "high/h.flac").write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    (inbox.root / "batch/2024").mkdir(parents=True)
+    (inbox.root / "batch/2024/d.wav").write_bytes((data / "pyannote-sample/sample.wav").read_bytes())
+    inbox.tick(now=0.0)
+    created = inbox.tick(now=5.0)
+    jobs = {inbox.store.get(i).source_name: inbox.store.get(i) for i in created}
+    assert jobs["h.flac"].priority_name == "high" and jobs["d.wav"].priority_name == "normal"
+
+
+def test_symlinks_are_not_followed_but_quarantined(inbox, data, tmp_path):
+    secret = tmp_path / "secret.wav"
+    secret.write_bytes((data / "pyannote-sample/sample.wav").read_bytes())
+    (inbox.root / "link.wav").symlink_to(secret)
+    assert inbox.tick(now=0.0) == []
+    assert secret.exists() and not (inbox.root / "link.wav").exists()
+    errors = list(inbox.settings.failed.glob("*/error.json"))
+    assert len(errors) == 1 and "symbolic link" in errors[0].read_text()
+
+
+def test_open_for_writing_sees_our_own_open_file(tmp_path):
+    path = tmp_path / "f.wav"
+    with path.open("wb") as fh:
+        fh.write(b"x")
+        assert open_for_writing(path)
+    assert not open_for_writing(path)
+
+
+def test_reconcile_finishes_a_claim_interrupted_after_recording(inbox, data):
+    path = inbox.root / "crash.flac"
+    path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    # the crash: the row is written, the file never moved
+    job = inbox.store.record_incoming(path.name, "abc", path.stat().st_size, 2, 3, path, inbox.settings.jobs_dir)
+    notes = inbox.reconcile()
+    assert notes and inbox.store.get(job.id).state == "queued"
+    assert os.path.exists(inbox.store.get(job.id).source_path) and not path.exists()
+
+
+def test_reconcile_fails_a_claim_whose_file_vanished(inbox, tmp_path):
+    job = inbox.store.record_incoming("gone.wav", "abc", 1, 2, 3, inbox.root / "gone.wav", inbox.settings.jobs_dir)
+    inbox.reconcile()
+    assert inbox.store.get(job.id).state == "failed"

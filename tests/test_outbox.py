@@ -1,0 +1,77 @@
+"""Publication is atomic and happens once, even when the daemon dies half-way."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from diarized import outbox
+from diarized.store import Priority, Store
+from diarized.supervisor import Supervisor
+
+
+@pytest.fixture
+def env(make_settings):
+    settings = make_settings()
+    store = Store(settings.db_path)
+
+    def finished_job(name: str, sha: str):
+        job = store.record_incoming(name, sha, 3, Priority.NORMAL, 3, settings.inbox / name, settings.jobs_dir)
+        source = outbox.job_dir(settings, job.id) / f"source{os.path.splitext(name)[1]}"
+        source.parent.mkdir(parents=True)
+        source.write_bytes(b"abc")
+        store.mark_queued(job.id, 1.0)
+        job = store.claim(job.id)
+        out = outbox.job_dir(settings, job.id) / "out"
+        out.mkdir()
+        (out / "final_transcription.json").write_text('{"segments": []}')
+        return job
+    return settings, store, finished_job
+
+
+def test_publish_moves_outputs_and_original(env):
+    settings, store, finished_job = env
+    job = outbox.publish(settings, store, finished_job("talk.mp4", "1"))
+    assert job.state == "succeeded" and job.output_dir == str(settings.outbox / "talk")
+    assert json.loads((settings.outbox / "talk/job.json").read_text())["job_id"] == job.id
+    assert (settings.done / "talk.mp4").read_bytes() == b"abc"
+    assert not outbox.job_dir(settings, job.id).exists()
+
+
+def test_same_stem_gets_a_suffixed_folder(env):
+    settings, store, finished_job = env
+    first = outbox.publish(settings, store, finished_job("talk.mp4", "1"))
+    second = outbox.publish(settings, store, finished_job("talk.wav", "2"))
+    assert first.output_dir.endswith("/talk") and second.output_dir.endswith(f"/talk-{second.short_id}")
+
+
+def test_crash_between_rename_and_store_update_publishes_once(env):
+    settings, store, finished_job = env
+    job = finished_job("talk.mp4", "1")
+    target = settings.outbox / "talk"
+    # what publish() does up to the crash: record the target, rename, then die
+    (outbox.job_dir(settings, job.id) / "out" / "job.json").write_text(json.dumps({"job_id": job.id}))
+    store.set_output_dir(job.id, str(target))
+    settings.outbox.mkdir(parents=True, exist_ok=True)
+    os.rename(outbox.job_dir(settings, job.id) / "out", target)
+    notes = Supervisor(settings, store).recover()
+    assert any("published before the crash" in n for n in notes)
+    done = store.get(job.id)
+    assert done.state == "succeeded" and done.output_dir == str(target)
+    assert [p.name for p in settings.outbox.iterdir()] == ["talk"]
+    assert (settings.done / "talk.mp4").exists()
+
+
+def test_failed_job_goes_to_failed_with_error_json(env):
+    settings, store, finished_job = env
+    job = finished_job("broken.mp4", "1")
+    (outbox.job_dir(settings, job.id) / "worker.log").write_text("Traceback: boom\n")
+    job = store.fail(job.id, "BadMedia", "broken.mp4: the file has no audio track", "export it with sound")
+    folder = outbox.fail_job(settings, store, job)
+    error = json.loads((folder / "error.json").read_text())
+    assert error["job_id"] == job.id and error["error_type"] == "BadMedia"
+    assert error["hint"] == "export it with sound" and error["attempts"] == 1
+    assert (folder / "broken.mp4").read_bytes() == b"abc" and (folder / "worker.log").exists()
+    assert store.get(job.id).source_path == str(folder / "broken.mp4")
