@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STATE  ?= ./var
 
-.PHONY: venv run test test-fast bench clean
+.PHONY: venv system-deps run test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -16,10 +16,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Tools the packaging tests use (systemd-analyze, shellcheck), from Debian's packages.
+system-deps:
+	@missing=""; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "make: please install:$$missing (apt-get)"; exit 1; fi; \
+	fi
+
 run: venv
 	$(BIN)/diarized run --state-dir $(STATE)
 
-test: venv
+test: venv system-deps
 	$(BIN)/python -m pytest
 
 test-fast: venv

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diarized.cli.doctor_cmd import doctor
 from diarized.cli.jobs_cmd import COMMANDS
 from diarized.cli.models_cmd import models
 from diarized.cli.oneshot import transcribe
@@ -26,6 +27,7 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None
 
 cli.add_command(transcribe)
 cli.add_command(models)
+cli.add_command(doctor)
 for command in COMMANDS:
     cli.add_command(command)
 

