@@ -129,12 +129,12 @@ def run_bare(model_path: Path, media: Path, threads: int) -> dict:
     return {"faster_whisper": whisper, "pyannote": pyannote}
 
 
-def run_oneshot(media: Path, model: str, cache: Path, work: Path, profile: bool) -> dict:
+def run_oneshot(media: Path, model: str, cache: Path, work: Path, profile_dir: Path | None) -> dict:
     env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
     out = work / "oneshot"
     cmd = [sys.executable, "-m", "diarized.cli.ctl", "transcribe", str(media), "--out", str(out), "--model", model]
-    if profile:
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(RESULTS / "oneshot.prof"), *cmd[1:]]
+    if profile_dir is not None:  # <stage>.prof per stage; read with `python -m pstats FILE`
+        cmd += ["--profile", str(profile_dir / "profile")]
     result = timed_process(cmd, env)
     doc = json.loads((out / "final_transcription.json").read_text())
     result["stages_s"] = doc["timings"]
@@ -232,16 +232,18 @@ def main() -> None:
     ap.add_argument("--model", default="base")
     ap.add_argument("--skip-bare", action="store_true")
     ap.add_argument("--skip-daemon", action="store_true")
-    ap.add_argument("--profile", action="store_true", help="cProfile the one-shot run (bench/results/oneshot.prof)")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--profile", action="store_true", help="cProfile each stage of the one-shot run (<results>/profile/<stage>.prof)")
+    ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/<timestamp>.json)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results, plots and inputs")
     args = ap.parse_args()
     from diarized.models import resolve_whisper
     from diarized.pipeline.media import probe
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = args.results
+    results.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="diarized-bench-"))
     cache = Path(tempfile.gettempdir()) / "diarized-bench-models"
-    inputs = Path(__file__).parent / "inputs"
+    inputs = Path(__file__).parent / "inputs" if results == RESULTS else results / "inputs"
     media = args.input or build_input(args.minutes, inputs)
     threads = psutil.cpu_count()
     result = {"machine": {"cpus": threads, "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -250,17 +252,17 @@ def main() -> None:
               "input": {"path": str(media), "duration_s": probe(media).duration}}
     if not args.skip_bare:
         result["bare"] = run_bare(resolve_whisper(args.model, cache), media, threads)
-    result["oneshot"] = run_oneshot(media, args.model, cache, work, args.profile)
+    result["oneshot"] = run_oneshot(media, args.model, cache, work, results if args.profile else None)
     if not args.skip_daemon:
         second = args.input or build_input(args.minutes, inputs, rotate=5)
         result["daemon_one"] = run_daemon([media], args.model, cache, work / "d1")
         result["daemon_two"] = run_daemon([media, second], args.model, cache, work / "d2")
-        png = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-two-at-once.png"
+        png = results / f"{time.strftime('%Y%m%d-%H%M%S')}-two-at-once.png"
         from diarized.config import Settings
 
         plot(result["daemon_two"]["series"], Settings(max_workers=2).per_worker_memory_gb, png)
         result["plot"] = str(png)
-    out = args.out or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.out or results / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print(table(result))
     print(f"\nresults: {out}")

@@ -75,3 +75,17 @@ def test_failed_job_goes_to_failed_with_error_json(env):
     assert error["hint"] == "export it with sound" and error["attempts"] == 1
     assert (folder / "broken.mp4").read_bytes() == b"abc" and (folder / "worker.log").exists()
     assert store.get(job.id).source_path == str(folder / "broken.mp4")
+
+
+def test_retried_job_leaves_failed_and_publishes(env):
+    settings, store, finished_job = env
+    job = finished_job("flaky.wav", "1")
+    folder = outbox.fail_job(settings, store, store.fail(job.id, "RuntimeError", "boom", "retry"))
+    store.request_retry(job.id)
+    job = store.claim(job.id)
+    out = outbox.job_dir(settings, job.id) / "out"
+    out.mkdir(parents=True)
+    (out / "final_transcription.json").write_text("{}")
+    done = outbox.publish(settings, store, job)
+    assert done.state == "succeeded" and (settings.done / "flaky.wav").exists()
+    assert not folder.exists()

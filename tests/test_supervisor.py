@@ -201,3 +201,15 @@ def test_cancel_stops_a_running_worker(daemon, long_meeting):
     assert done.state == "cancelled" and job.worker_pid not in worker_pids()
     error = json.loads((d.root / "failed/meeting/error.json").read_text())
     assert error["state"] == "cancelled" and (d.root / "failed/meeting/meeting.mp4").exists()
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(daemon, tmp_path, models_cache):
+    import subprocess
+    import sys
+
+    first = daemon()
+    proc = subprocess.run([sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(first.root)],
+                          env=first.env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"another diarized (pid {first.proc.pid}) is running" in proc.stderr
+    assert first.proc.poll() is None

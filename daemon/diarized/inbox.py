@@ -18,7 +18,6 @@ to failed/ with an explanation.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -29,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from diarized.config import Settings
+from diarized.models import sha256_of
 from diarized.outbox import quarantine, settle_original
 from diarized.store import Priority, Store
 
@@ -41,14 +41,6 @@ PRIORITY_DIRS = {"high": Priority.HIGH, "low": Priority.LOW}
 def is_temporary(name: str) -> bool:
     lower = name.lower()
     return name.startswith(".") or name.endswith("~") or lower.endswith(TEMP_SUFFIXES)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_for_writing(path: Path) -> bool:
@@ -191,7 +183,7 @@ class Inbox:
         if not path.is_file():
             return None
         size = path.stat().st_size
-        digest = sha256_file(path)
+        digest = sha256_of(path)
         job = self.store.record_incoming(path.name, digest, size, self.priority_of(path),
                                          self.settings.max_attempts, path, self.settings.jobs_dir)
         if job.state == "duplicate":

@@ -29,9 +29,10 @@ def _fsync_tree(folder: Path) -> None:
         fsync_dir(path)
 
 
-def _owned_by(folder: Path, job_id: str) -> bool:
+def _owned_by(folder: Path, job_id: str, marker: str = "job.json") -> bool:
+    """Does `folder` carry `marker` naming this job? (how a re-run recognises its own work)"""
     try:
-        return json.loads((folder / "job.json").read_text())["job_id"] == job_id
+        return json.loads((folder / marker).read_text())["job_id"] == job_id
     except (OSError, ValueError, KeyError):
         return False
 
@@ -86,7 +87,10 @@ def publish(settings: Settings, store: Store, job: Job) -> Job:
         fsync_dir(settings.outbox)
     elif not _owned_by(target, job.id):
         raise FileNotFoundError(f"job {job.id}: no outputs in {out} and none published at {target}")
-    where = settle_original(settings, Path(job.source_path), job.source_name) if job.source_path else ""
+    source = Path(job.source_path) if job.source_path else None
+    where = settle_original(settings, source, job.source_name) if source else ""
+    if source is not None and source.parent.parent == settings.failed:
+        shutil.rmtree(source.parent, ignore_errors=True)  # a retried job: its old error.json is moot
     done = store.mark_succeeded(job.id, str(target), where or None)
     shutil.rmtree(job_dir(settings, job.id), ignore_errors=True)
     return done
@@ -97,7 +101,7 @@ def quarantine(settings: Settings, source: Path | None, source_name: str, job_id
     """failed/<stem>/ with the original (if any) and error.json saying what to do."""
     stem = Path(source_name).stem
     folder = settings.failed / stem
-    if folder.exists() and not _owned_by_error(folder, job_id):
+    if folder.exists() and not _owned_by(folder, job_id, "error.json"):
         folder = settings.failed / f"{stem}-{job_id[-6:]}"
     folder.mkdir(parents=True, exist_ok=True)
     if source is not None and source.exists() and source.parent != folder:
@@ -108,13 +112,6 @@ def quarantine(settings: Settings, source: Path | None, source_name: str, job_id
     write_json(folder / "error.json", {"job_id": job_id, "file": source_name, **error})
     fsync_dir(folder)
     return folder
-
-
-def _owned_by_error(folder: Path, job_id: str) -> bool:
-    try:
-        return json.loads((folder / "error.json").read_text())["job_id"] == job_id
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def fail_job(settings: Settings, store: Store, job: Job, stage: str | None = None) -> Path:

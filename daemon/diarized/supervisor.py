@@ -9,6 +9,7 @@ retry or fail), enforce memory and time limits, start queued jobs that fit.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -38,6 +39,10 @@ RSS_RECORD_SECONDS = 5.0
 WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.4}
 WORKER_GB_PER_AUDIO_HOUR = 0.6
 BACKOFF_SECONDS = 30.0
+
+
+class AlreadyRunning(RuntimeError):
+    """The state root is locked by another supervisor."""
 
 
 def estimate_peak_gb(model: str, duration: float | None) -> float:
@@ -102,7 +107,22 @@ class Supervisor:
         s = self.settings
         for folder in (s.inbox, s.outbox, s.done, s.failed, s.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self.lock_state_dir()
         write_text(self.settings_file, settings_to_json(s))
+
+    def lock_state_dir(self) -> None:
+        """One supervisor per state root: a second one's recovery would kill the first's workers."""
+        path = self.settings.jobs_dir.parent / "daemon.lock"
+        self._lock = path.open("a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            raise AlreadyRunning(f"another diarized (pid {self._lock.read().strip() or '?'}) is running "
+                                 f"on {self.settings.state_dir}; stop it first") from None
+        self._lock.truncate(0)
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
 
     def recover(self) -> list[str]:
         """Jobs left `running` by a dead supervisor: stop leftovers, then requeue or publish."""

@@ -40,7 +40,7 @@ def run(config: Path | None, state_dir: Path | None) -> None:
     """Watch the inbox and process files until SIGTERM."""
     from diarized import systemd
     from diarized.store import Store
-    from diarized.supervisor import Notifier, Supervisor
+    from diarized.supervisor import AlreadyRunning, Notifier, Supervisor
 
     try:
         settings = load_settings(config or default_config_file(),
@@ -54,7 +54,11 @@ def run(config: Path | None, state_dir: Path | None) -> None:
                extra_handlers=[systemd.JournalHandler()] if journald else None)
     notifier = systemd.systemd_notifier() if os.environ.get("NOTIFY_SOCKET") else Notifier()
     supervisor = Supervisor(settings, Store(settings.db_path), notifier)
-    supervisor.run_forever()
+    try:
+        supervisor.run_forever()
+    except AlreadyRunning as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
 
 
 def main() -> None:

@@ -46,10 +46,12 @@ def _progress_hooks(progress: Progress, task, duration_of) -> Hooks:
 @click.option("--keep-chunks", is_flag=True, default=None, help="Also write chunks/chunk_NNNN.wav.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep checkpoints here (a re-run resumes); default: a temporary folder.")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a cProfile file per stage into this folder (decode.prof, …).")
 @click.pass_context
 def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, language,
                num_speakers, min_speakers, max_speakers, formats, threads, keep_chunks,
-               work_dir: Path | None) -> None:
+               work_dir: Path | None, profile_dir: Path | None) -> None:
     """Transcribe FILE with speaker labels and write JSON, SRT, VTT, TXT and RTTM."""
     if num_speakers and (min_speakers or max_speakers):
         raise click.UsageError("give --num-speakers, or --min-speakers/--max-speakers, not both")
@@ -68,7 +70,7 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
             tempfile.TemporaryDirectory(prefix="diarized-") as tmp:
         task = progress.add_task("starting", total=1.0)
         hooks = _progress_hooks(progress, task, lambda: duration["s"])
-        runner = Runner(settings, hooks)
+        runner = Runner(settings, hooks, profile_dir)
         try:
             duration["s"] = _probe_duration(file)
             result = runner.run(file, work_dir or Path(tmp), out_dir)

@@ -9,13 +9,15 @@ outputs as an uninterrupted run (the models are deterministic on CPU).
 
 from __future__ import annotations
 
+import cProfile
 import json
 import resource
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from diarized.config import Settings
 from diarized.models import resolve_diarization, resolve_whisper
@@ -70,10 +72,25 @@ def asr_options(settings: Settings) -> AsrOptions:
 
 
 class Runner:
-    def __init__(self, settings: Settings, hooks: Hooks | None = None):
+    def __init__(self, settings: Settings, hooks: Hooks | None = None, profile_dir: Path | None = None):
         self.settings = settings
         self.hooks = hooks or Hooks()
         self.timings: dict[str, float] = {}
+        self.profile_dir = profile_dir  # one cProfile file per stage, to find the slow one
+
+    @contextmanager
+    def _profiled(self, stage: str) -> Iterator[None]:
+        if self.profile_dir is None:
+            yield
+            return
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            yield
+        finally:
+            profiler.disable()
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(str(self.profile_dir / f"{stage}.prof"))
 
     # -- helpers ---------------------------------------------------------
     def _report(self, stage: str, fraction: float) -> None:
@@ -182,11 +199,14 @@ class Runner:
     def run(self, source: Path, work: Path, out_dir: Path, display_name: str | None = None) -> RunResult:
         source, work, out_dir = Path(source), Path(work), Path(out_dir)
         work.mkdir(parents=True, exist_ok=True)
-        audio, meta = self.decode(source, work)
-        duration = meta["duration"]
-        units = self.plan(audio, work, duration)
-        whisper_doc, resumed = self.transcribe(audio, work, units, duration)
-        turns = self.diarize(audio, work)
+        with self._profiled("decode"):
+            audio, meta = self.decode(source, work)
+            duration = meta["duration"]
+            units = self.plan(audio, work, duration)
+        with self._profiled("transcribe"):
+            whisper_doc, resumed = self.transcribe(audio, work, units, duration)
+        with self._profiled("diarize"):
+            turns = self.diarize(audio, work)
         started = time.monotonic()
         self._report("write", 0.0)
         segments, turns, speakers = merge.merge(whisper_doc["segments"], turns)
@@ -211,8 +231,11 @@ class Runner:
             shutil.copy2(item, out_dir / "chunks" / item.name)
         self._timed("merge", started)
         started = time.monotonic()
-        outputs = formats.write_outputs(out_dir, document, turns, self.settings.formats,
-                                        Path(display_name or source.name).stem)
-        self._timed("write", started)
+        uri = Path(display_name or source.name).stem
+        rest = tuple(f for f in self.settings.formats if f != "json")
+        outputs = formats.write_outputs(out_dir, document, turns, rest, uri)
+        self._timed("write", started)  # the JSON, written last, carries every stage's time
+        if "json" in self.settings.formats:
+            outputs |= formats.write_outputs(out_dir, document, turns, ("json",), uri)
         self._report("write", 1.0)
         return RunResult(out_dir, document, outputs, len(units), resumed, meta["warnings"])

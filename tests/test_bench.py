@@ -1,0 +1,30 @@
+"""The benchmark runs end to end and writes the numbers it promises (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_runs_and_writes_results(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--minutes", "0.5", "--model", "tiny.en",
+                           "--out", str(out), "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["input"]["duration_s"] == pytest.approx(30.0, abs=0.5)
+    for run in (result["bare"]["faster_whisper"], result["bare"]["pyannote"], result["oneshot"]):
+        assert run["wall_s"] > 0 and run["peak_rss_mib"] > 100
+    assert set(result["oneshot"]["stages_s"]) >= {"decode", "transcribe", "diarize", "merge", "write"}
+    assert result["daemon_one"]["states"] == ["succeeded"]
+    assert result["daemon_two"]["states"] == ["succeeded", "succeeded"]
+    assert len(result["daemon_two"]["peak_rss_mib_per_worker"]) == 2
+    assert Path(result["plot"]).stat().st_size > 10_000
+    assert "ours / bare sum (wall)" in proc.stdout and "two at once / one at a time" in proc.stdout
