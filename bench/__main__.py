@@ -57,11 +57,12 @@ class Sampler:
     def __init__(self, find, every: float = 0.5):
         self.find, self.every = find, every
         self.series: dict[int, list[tuple[float, float, float]]] = {}  # pid -> (t, rss MiB, cpu %)
+        self.known: dict[int, psutil.Process] = {}  # cpu_percent() measures since the last call on the same object
 
     def sample(self, t0: float) -> None:
         for proc in self.find():
             try:
-                tree = [proc, *proc.children(recursive=True)]
+                tree = [self.known.setdefault(p.pid, p) for p in [proc, *proc.children(recursive=True)]]
                 rss = sum(p.memory_info().rss for p in tree) / 2**20
                 cpu = sum(p.cpu_percent(None) for p in tree)
             except psutil.Error:
