@@ -143,6 +143,17 @@ def run_oneshot(media: Path, model: str, cache: Path, work: Path, profile_dir: P
     return result
 
 
+def worker_processes(daemon_pid: int) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.Process(daemon_pid).children():
+        try:
+            if "diarized.worker" in proc.cmdline():
+                found.append(proc)
+        except psutil.Error:  # a worker that just exited
+            continue
+    return found
+
+
 def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
     """Drop `files` at once into a fresh daemon; time until all are published."""
     env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache), "DIARIZED_MODEL": model,
@@ -157,8 +168,7 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
         while not (root / "state/diarized.db").exists():
             time.sleep(0.2)
         time.sleep(1)
-        workers = lambda: [p for p in psutil.Process(daemon.pid).children() if "diarized.worker" in " ".join(p.cmdline())]  # noqa: E731
-        sampler = Sampler(workers)
+        sampler = Sampler(lambda: worker_processes(daemon.pid))
         t0 = time.monotonic()
         for f in files:
             shutil.copyfile(f, root / "inbox" / f.name)

@@ -51,3 +51,13 @@ def test_job_fraction_is_monotonic():
     points = [job_fraction(stage, f) for stage in ("decode", "transcribe", "diarize", "write")
               for f in (0.0, 0.5, 1.0)]
     assert points == sorted(points) and points[0] == 0.0 and points[-1] == pytest.approx(1.0)
+
+
+def test_work_dir_of_another_file_is_not_reused(make_settings, data, tmp_path):
+    settings = make_settings(model="tiny.en")
+    Runner(settings).run(data / "pyannote-sample/sample.wav", tmp_path / "work", tmp_path / "out1")
+    events: list[tuple[str, str]] = []
+    result = Runner(settings, Hooks(event=lambda k, d: events.append((k, d)))).run(
+        data / "en-jfk/jfk.flac", tmp_path / "work", tmp_path / "out2")
+    assert result.document["total_duration"] == pytest.approx(11.0, abs=0.05)
+    assert events[0][0] == "reset"

@@ -250,8 +250,9 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     fmt = {"success_rate": lambda v: f"{v:.1%}", "average_processing_seconds": duration_text,
            "average_real_time_factor": lambda v: f"{v:.3f}", "peak_memory_mb": lambda v: f"{v / 1024:.2f} GiB",
            "audio_hours_processed": lambda v: f"{v:.2f} h"}
+    labels = {"peak_memory_mb": "peak memory", "average_processing_seconds": "average processing time"}
     for key, value in data.items():
-        table.add_row(key.replace("_", " "), "-" if value is None else fmt.get(key, str)(value))
+        table.add_row(labels.get(key, key.replace("_", " ")), "-" if value is None else fmt.get(key, str)(value))
     _console().print(table)
 
 

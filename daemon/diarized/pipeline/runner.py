@@ -113,6 +113,12 @@ class Runner:
     def decode(self, source: Path, work: Path) -> tuple:
         raw, meta_path = work / "audio.f32", work / "decode.json"
         self._report("decode", 0.0)
+        size = source.stat().st_size
+        if meta_path.exists() and json.loads(meta_path.read_text()).get("source_size") != size:
+            # checkpoints of some other recording (a reused --work-dir): never mix them in
+            for item in work.iterdir():
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+            self.hooks.event("reset", "work folder held another file's checkpoints; starting over")
         if raw.exists() and meta_path.exists():
             meta = json.loads(meta_path.read_text())
             self.hooks.event("resume", "decoded audio found; not decoding again")
@@ -120,7 +126,7 @@ class Runner:
             started = time.monotonic()
             info = media.probe(source)
             decoded = media.decode(source, raw)
-            meta = {"duration": decoded.duration, "warnings": decoded.warnings,
+            meta = {"duration": decoded.duration, "warnings": decoded.warnings, "source_size": size,
                     "container": info.container, "codec": info.codec,
                     "header_duration": info.duration}
             write_json(meta_path, meta)
