@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -64,7 +65,10 @@ class Daemon:
         db = self.root / "state/diarized.db"
         if not db.exists():
             return False
-        row = Store(db, readonly=True).daemon()
+        try:
+            row = Store(db, readonly=True).daemon()
+        except sqlite3.OperationalError:  # the daemon is still creating the schema
+            return False
         return bool(row) and row["pid"] == self.proc.pid and row["state"] == "running"
 
     @property

@@ -204,10 +204,9 @@ class Supervisor:
         work = outbox.job_dir(self.settings, job.id)
         work.mkdir(parents=True, exist_ok=True)
         threads = self.settings.threads_per_worker
+        # telemetry and hub access are switched off inside the worker itself
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "PYANNOTE_METRICS_ENABLED": "0", "JOB_ID": job.id}
-        if not self.settings.allow_downloads:
-            env["HF_HUB_OFFLINE"] = "1"
+               "JOB_ID": job.id}
         with (work / "worker.log").open("ab") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "diarized.worker", job.id, "--settings", str(self.settings_file)],

@@ -75,14 +75,15 @@ def _heartbeat(store, job_id: str, stop: threading.Event) -> None:
 
 def run(job_id: str, settings_file: Path) -> int:
     from diarized.config import load_settings
+
+    settings = load_settings(None, json.loads(settings_file.read_text()), env={})
+    if not settings.allow_downloads:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
+
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
     from diarized.store import Store
-
-    settings = load_settings(None, json.loads(settings_file.read_text()), env={})
-    if not settings.allow_downloads:
-        os.environ["HF_HUB_OFFLINE"] = "1"
     store = Store(settings.db_path)
     job = store.get(job_id)
     stop, beat_stop = threading.Event(), threading.Event()

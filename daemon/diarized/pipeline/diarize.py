@@ -8,23 +8,20 @@ so pyannote never opens the file itself.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.pipelines import SpeakerDiarization
+from pyannote.core import Annotation
 
-os.environ["PYANNOTE_METRICS_ENABLED"] = "0"  # before pyannote is imported: no telemetry
-
-import torch  # noqa: E402
-from pyannote.audio.core.plda import PLDA  # noqa: E402
-from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
-from pyannote.core import Annotation  # noqa: E402
-
-from diarized.config import Settings  # noqa: E402
-from diarized.models import DiarizationWeights  # noqa: E402
-from diarized.pipeline.campplus import CamPlusPlus  # noqa: E402
-from diarized.pipeline.media import SAMPLE_RATE  # noqa: E402
+# pyannote's telemetry is switched off in diarized/__init__.py, which always runs first.
+from diarized.config import Settings
+from diarized.models import DiarizationWeights
+from diarized.pipeline.campplus import CamPlusPlus
+from diarized.pipeline.media import SAMPLE_RATE
 
 Progress = Callable[[str, float], None]  # (step, fraction of that step)
 
