@@ -16,7 +16,6 @@ until max_attempts; a graceful stop returns it without spending one.
 from __future__ import annotations
 
 import enum
-import json
 import secrets
 import sqlite3
 import time
@@ -451,7 +450,3 @@ class Store:
             "average_processing_seconds": avg_s, "average_real_time_factor": rtf,
             "peak_memory_mb": peak, "audio_hours_processed": (audio or 0) / 3600,
         }
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -234,11 +234,11 @@ class Supervisor:
                 continue
             job = self.store.get(job_id)
             idle = now - (job.progress_at or job.started_at or now)
+            allowed = job_timeout(job.duration, self.settings.unit_timeout_seconds)
             if idle > self.settings.unit_timeout_seconds:
                 self.kill(run, f"timeout: no progress for {idle:.0f} s in stage {job.stage}")
-            elif job.started_at and now - job.started_at > job_timeout(job.duration,
-                                                                       self.settings.unit_timeout_seconds):
-                self.kill(run, f"timeout: job ran longer than {job_timeout(job.duration, self.settings.unit_timeout_seconds):.0f} s")
+            elif job.started_at and now - job.started_at > allowed:
+                self.kill(run, f"timeout: job ran longer than {allowed:.0f} s")
 
     def kill(self, run: Running, reason: str) -> None:
         run.kill_reason = reason

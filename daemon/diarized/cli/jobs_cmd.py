@@ -20,7 +20,6 @@ from diarized.store import FINAL_STATES, InvalidTransition, Job, NotFound, Prior
 
 WIDTH = 80
 STALE_SECONDS = 15.0
-ACTIVE = ("incoming", "running", "queued")
 
 
 def _store(ctx: click.Context) -> tuple[Store, object]:
