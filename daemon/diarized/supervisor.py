@@ -71,6 +71,7 @@ class Running:
     proc: subprocess.Popen
     ps: psutil.Process
     estimate_gb: float
+    threads: int = 1
     rss: int = 0
     peak_rss: int = 0
     last_rss_record: float = 0.0
@@ -189,7 +190,8 @@ class Supervisor:
         return sum(max(r.estimate_gb, r.rss / 2**30) for r in self.running.values())
 
     def admit(self) -> None:
-        for job in self.store.claimable():
+        waiting = self.store.claimable()
+        for index, job in enumerate(waiting):
             if len(self.running) >= self.settings.max_workers:
                 return
             need = estimate_peak_gb(self.settings.model, job.duration)
@@ -198,21 +200,36 @@ class Supervisor:
                 return  # wait for memory; a lone job always runs, or it would starve
             claimed = self.store.claim(job.id)
             if claimed is not None:
-                self.spawn(claimed, need)
+                self.spawn(claimed, need, self.threads_for(len(waiting) - index))
 
-    def spawn(self, job: Job, estimate_gb: float) -> None:
+    def threads_for(self, waiting: int) -> int:
+        """Split the cores among the jobs that will run together, not among max_workers.
+
+        A job that starts alone gets every core (one file through the daemon is then as
+        fast as the one-shot); jobs admitted together split them. CTranslate2 and torch
+        fix their pools at load time, so a job that arrives while a lone job runs gets
+        what is left, at least one thread: briefly one thread more than cores.
+        """
+        if self.settings.cpu_threads > 0:
+            return self.settings.cpu_threads
+        cores = os.cpu_count() or 1
+        together = min(self.settings.max_workers, len(self.running) + waiting)
+        used = sum(r.threads for r in self.running.values())
+        return max(1, min(cores // max(1, together), cores - used))
+
+    def spawn(self, job: Job, estimate_gb: float, threads: int) -> None:
         work = outbox.job_dir(self.settings, job.id)
         work.mkdir(parents=True, exist_ok=True)
-        threads = self.settings.threads_per_worker
         # telemetry and hub access are switched off inside the worker itself
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "JOB_ID": job.id}
         with (work / "worker.log").open("ab") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "diarized.worker", job.id, "--settings", str(self.settings_file)],
+                [sys.executable, "-m", "diarized.worker", job.id, "--settings", str(self.settings_file),
+                 "--threads", str(threads)],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, close_fds=True)
-        self.running[job.id] = Running(job, proc, psutil.Process(proc.pid), estimate_gb)
+        self.running[job.id] = Running(job, proc, psutil.Process(proc.pid), estimate_gb, threads)
         self.store.set_worker(job.id, proc.pid, threads)
         log.info("%s: started worker %d for %s", job.id, proc.pid, job.source_name,
                  extra={"job_id": job.id, "file": job.source_name})

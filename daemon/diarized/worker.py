@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 EXIT_OK = 0
@@ -73,10 +73,12 @@ def _heartbeat(store, job_id: str, stop: threading.Event) -> None:
             pass
 
 
-def run(job_id: str, settings_file: Path) -> int:
+def run(job_id: str, settings_file: Path, threads: int | None = None) -> int:
     from diarized.config import load_settings
 
     settings = load_settings(None, json.loads(settings_file.read_text()), env={})
+    if threads:  # the supervisor's share of the cores for this job
+        settings = replace(settings, cpu_threads=threads)
     if not settings.allow_downloads:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
 
@@ -124,8 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="diarized.worker")
     parser.add_argument("job_id")
     parser.add_argument("--settings", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    sys.exit(run(args.job_id, args.settings))
+    sys.exit(run(args.job_id, args.settings, args.threads))
 
 
 if __name__ == "__main__":
