@@ -82,10 +82,12 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> int:
     if not settings.allow_downloads:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
 
+    from diarized.allocator import keep_freed_memory
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
     from diarized.store import Store
+    keep_freed_memory()
     store = Store(settings.db_path)
     job = store.get(job_id)
     stop, beat_stop = threading.Event(), threading.Event()

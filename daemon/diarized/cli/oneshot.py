@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
+from diarized.allocator import keep_freed_memory
 from diarized.cli import EXIT_NOT_FOUND
 from diarized.cli.common import fail, settings_from
 from diarized.config import FORMATS
@@ -62,6 +63,7 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
         min_speakers=min_speakers, max_speakers=max_speakers, formats=formats,
         cpu_threads=threads or 0, max_workers=1, keep_chunks=keep_chunks)
     out_dir = out_dir or Path.cwd() / file.stem
+    keep_freed_memory()
     console = Console(stderr=True)
     duration = {"s": 0.0}
     with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),

@@ -1,0 +1,39 @@
+"""Large blocks come from the reusable heap after keep_freed_memory(), not from fresh mmaps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import ctypes, sys
+from diarized.allocator import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "tuned":
+    assert keep_freed_memory()
+block = libc.malloc(100 << 20)
+mmapped = libc.mallinfo2().hblkhd
+libc.free(block)
+print(mmapped, libc.mallinfo2().arena)
+"""
+
+
+@pytest.mark.parametrize("mode", ["default", "tuned"])
+def test_a_100_mb_block_is_served_from_the_heap_only_when_tuned(mode):
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+    mmapped, heap_after_free = map(int, out.stdout.split())
+    if mode == "default":  # glibc's default: a block this large is its own mmap, unmapped on free
+        assert mmapped >= 100 << 20
+    else:  # kept in the heap after free, ready for the next batch
+        assert mmapped < 100 << 20 <= heap_after_free
