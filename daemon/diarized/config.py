@@ -45,7 +45,7 @@ class Settings:
     max_workers: int = 2
     max_memory_gb: float = field(default_factory=default_memory_gb)
     worker_memory_gb: float = 0.0  # 0: max_memory_gb / max_workers
-    cpu_threads: int = 0  # per worker; 0: cores // max_workers
+    cpu_threads: int = 0  # per worker; 0: the supervisor splits the cores among jobs started together
     settle_seconds: float = 5.0
     rescan_seconds: float = 30.0
     unit_timeout_seconds: float = 600.0
