@@ -37,3 +37,30 @@ def test_a_100_mb_block_is_served_from_the_heap_only_when_tuned(mode):
         assert mmapped >= 100 << 20
     else:  # kept in the heap after free, ready for the next batch
         assert mmapped < 100 << 20 <= heap_after_free
+
+
+TRIM_PROBE = """
+import ctypes
+from diarized.allocator import HeapTrimmer, keep_freed_memory
+
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+assert keep_freed_memory()
+hole = libc.malloc(200 << 20)
+ctypes.memset(hole, 1, 200 << 20)  # touched: resident
+pin = libc.malloc(1 << 20)  # above it, so the freed block is a hole, not the heap's top
+libc.free(hole)
+before = rss_mib()
+HeapTrimmer(every=0)()
+print(before, rss_mib())
+"""
+
+
+def test_the_trimmer_hands_a_freed_hole_back_to_the_kernel():
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split())
+    assert before - after > 150, (before, after)

@@ -78,7 +78,7 @@ class Settings:
     clustering_threshold: float = 0.75
     min_cluster_size: int = 4
     embedding_exclude_overlap: bool = False
-    embedding_batch_size: int = 32
+    embedding_batch_size: int = 16
     # outputs and logs
     formats: tuple[str, ...] = FORMATS
     log_format: str = "auto"  # auto | human | json

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from diarized.allocator import HeapTrimmer
 from diarized.config import Settings
 from diarized.models import resolve_diarization, resolve_whisper
 from diarized.pipeline import chunking, formats, media, merge
@@ -77,6 +78,7 @@ class Runner:
         self.hooks = hooks or Hooks()
         self.timings: dict[str, float] = {}
         self.profile_dir = profile_dir  # one cProfile file per stage, to find the slow one
+        self.trim_heap = HeapTrimmer()  # progress comes every batch: a steady place to trim
 
     @contextmanager
     def _profiled(self, stage: str) -> Iterator[None]:
@@ -94,6 +96,7 @@ class Runner:
 
     # -- helpers ---------------------------------------------------------
     def _report(self, stage: str, fraction: float) -> None:
+        self.trim_heap()
         self.hooks.progress(stage, fraction, job_fraction(stage, fraction))
 
     def _checkpoint(self, kind: str, detail: str) -> None:
