@@ -52,22 +52,31 @@ def build_input(minutes: float, folder: Path, rotate: int = 0) -> Path:
 
 
 class Sampler:
-    """Samples RSS (whole process tree) and CPU of processes until stopped."""
+    """Samples RSS (whole process tree) and CPU of processes until stopped.
+
+    Besides RSS it keeps the peak of RSS minus file-backed pages (anonymous
+    memory): the memory-mapped audio and the shared libraries count in RSS but
+    are page cache the kernel can drop, the heap is not.
+    """
 
     def __init__(self, find, every: float = 0.5):
         self.find, self.every = find, every
         self.series: dict[int, list[tuple[float, float, float]]] = {}  # pid -> (t, rss MiB, cpu %)
         self.known: dict[int, psutil.Process] = {}  # cpu_percent() measures since the last call on the same object
+        self.anon: dict[int, float] = {}  # pid -> peak anonymous MiB
 
     def sample(self, t0: float) -> None:
         for proc in self.find():
             try:
                 tree = [self.known.setdefault(p.pid, p) for p in [proc, *proc.children(recursive=True)]]
-                rss = sum(p.memory_info().rss for p in tree) / 2**20
+                memory = [p.memory_info() for p in tree]
+                rss = sum(m.rss for m in memory) / 2**20
+                anon = sum(m.rss - m.shared for m in memory) / 2**20
                 cpu = sum(p.cpu_percent(None) for p in tree)
             except psutil.Error:
                 continue
             self.series.setdefault(proc.pid, []).append((time.monotonic() - t0, rss, cpu))
+            self.anon[proc.pid] = max(anon, self.anon.get(proc.pid, 0.0))
 
     def peak_mib(self) -> dict[int, float]:
         return {pid: max(r for _, r, _ in s) for pid, s in self.series.items() if s}
@@ -89,6 +98,7 @@ def timed_process(cmd: list[str], env: dict | None = None) -> dict:
         raise RuntimeError(f"{cmd[:4]} failed:\n{err[-3000:]}")
     busy = _busy(cpu0, psutil.cpu_times())
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(max(sampler.peak_mib().values(), default=0), 1),
+            "peak_anon_mib": round(max(sampler.anon.values(), default=0), 1),
             "cpu_util": round(busy / wall / psutil.cpu_count(), 3), "stdout": out[-2000:]}
 
 
@@ -185,8 +195,16 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
     return {"wall_s": round(wall, 2), "audio_s": audio, "throughput": round(audio / wall, 3),
             "states": [j.state for j in jobs],
             "job_processing_s": [round(j.processing_seconds or 0, 1) for j in jobs],
+            "worker_threads": [_threads(store, j.id) for j in jobs],
             "peak_rss_mib_per_worker": [round(v, 1) for v in sampler.peak_mib().values()],
+            "peak_anon_mib_per_worker": [round(v, 1) for v in sampler.anon.values()],
             "series": {str(pid): s for pid, s in sampler.series.items()}}
+
+
+def _threads(store, job_id: str) -> int:
+    """Threads the supervisor gave the job's last attempt (its worker_started event)."""
+    started = [e.detail for e in store.events(job_id) if e.kind == "worker_started"]
+    return int(started[-1].split(", ")[1].split()[0]) if started else 0
 
 
 def plot(series: dict, budget_gib: float, path: Path) -> None:
@@ -210,30 +228,53 @@ def plot(series: dict, budget_gib: float, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _slash(values: list[float]) -> str:
+    return "/".join(f"{v:.0f}" for v in values)
+
+
 def table(r: dict) -> str:
     dur = r["input"]["duration_s"]
     bare_sum = r["bare"]["faster_whisper"]["wall_s"] + r["bare"]["pyannote"]["wall_s"] if r.get("bare") else None
-    rows = ["| run | wall s | RTF | peak RSS MiB | CPU use |", "|---|---|---|---|---|"]
+    rows = ["| run | wall s | RTF | threads | peak RSS MiB | of it anonymous | CPU use |",
+            "|---|---|---|---|---|---|---|"]
+    cores = r["machine"]["cpus"]
     if r.get("bare"):
         for name in ("faster_whisper", "pyannote"):
             b = r["bare"][name]
-            rows.append(f"| bare {name} | {b['wall_s']:.0f} | {b['wall_s'] / dur:.3f} | {b['peak_rss_mib']:.0f} | {b['cpu_util']:.0%} |")
-        rows.append(f"| bare sum | {bare_sum:.0f} | {bare_sum / dur:.3f} | | |")
-    o = r["oneshot"]
-    rows.append(f"| diarizectl transcribe | {o['wall_s']:.0f} | {o['wall_s'] / dur:.3f} | {o['peak_rss_mib']:.0f} | {o['cpu_util']:.0%} |")
+            rows.append(f"| bare {name} | {b['wall_s']:.0f} | {b['wall_s'] / dur:.3f} | {cores} | "
+                        f"{b['peak_rss_mib']:.0f} | {b.get('peak_anon_mib', 0):.0f} | {b['cpu_util']:.0%} |")
+        rows.append(f"| bare sum | {bare_sum:.0f} | {bare_sum / dur:.3f} | | | | |")
+    o = r.get("oneshot")
+    if o:
+        rows.append(f"| diarizectl transcribe | {o['wall_s']:.0f} | {o['wall_s'] / dur:.3f} | {cores} | "
+                    f"{o['peak_rss_mib']:.0f} | {o.get('peak_anon_mib', 0):.0f} | {o['cpu_util']:.0%} |")
     for key in ("daemon_one", "daemon_two"):
         if key in r:
             d = r[key]
             rows.append(f"| {key.replace('_', ' ')} | {d['wall_s']:.0f} | {d['wall_s'] / d['audio_s']:.3f} | "
-                        f"{'/'.join(f'{v:.0f}' for v in d['peak_rss_mib_per_worker'])} | |")
+                        f"{'/'.join(str(t) for t in d.get('worker_threads', []))} | "
+                        f"{_slash(d['peak_rss_mib_per_worker'])} | "
+                        f"{_slash(d.get('peak_anon_mib_per_worker', []))} | |")
     rows.append("")
-    if bare_sum:
+    if bare_sum and o:
         rows.append(f"ours / bare sum (wall): {o['wall_s'] / bare_sum:.2f}")
-    if "daemon_two" in r:
+    if "daemon_two" in r and "daemon_one" in r:
         rows.append(f"two at once / one at a time (throughput): "
                     f"{r['daemon_two']['throughput'] / r['daemon_one']['throughput']:.2f}")
-    rows.append("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in o["stages_s"].items()))
+    if o:
+        rows.append("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in o["stages_s"].items()))
     return "\n".join(rows)
+
+
+RUNS = ("bare", "oneshot", "one", "two")
+
+
+def _runs(text: str) -> tuple[str, ...]:
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = set(chosen) - set(RUNS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(RUNS)}, not {text!r}")
+    return chosen
 
 
 def main() -> None:
@@ -241,8 +282,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--input", type=Path)
     ap.add_argument("--model", default="base")
-    ap.add_argument("--skip-bare", action="store_true")
-    ap.add_argument("--skip-daemon", action="store_true")
+    ap.add_argument("--runs", type=_runs, default=RUNS,
+                    help=f"comma-separated subset of {','.join(RUNS)} (default: all)")
     ap.add_argument("--profile", action="store_true", help="cProfile each stage of the one-shot run (<results>/profile/<stage>.prof)")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/<timestamp>.json)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results, plots and inputs")
@@ -261,12 +302,14 @@ def main() -> None:
                           "python": platform.python_version(), "processor": platform.processor()},
               "model": args.model, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "input": {"path": str(media), "duration_s": probe(media).duration}}
-    if not args.skip_bare:
+    if "bare" in args.runs:
         result["bare"] = run_bare(resolve_whisper(args.model, cache), media, threads)
-    result["oneshot"] = run_oneshot(media, args.model, cache, work, results if args.profile else None)
-    if not args.skip_daemon:
-        second = args.input or build_input(args.minutes, inputs, rotate=5)
+    if "oneshot" in args.runs:
+        result["oneshot"] = run_oneshot(media, args.model, cache, work, results if args.profile else None)
+    if "one" in args.runs:
         result["daemon_one"] = run_daemon([media], args.model, cache, work / "d1")
+    if "two" in args.runs:
+        second = args.input or build_input(args.minutes, inputs, rotate=5)
         result["daemon_two"] = run_daemon([media, second], args.model, cache, work / "d2")
         png = results / f"{time.strftime('%Y%m%d-%H%M%S')}-two-at-once.png"
         from diarized.config import Settings

@@ -22,9 +22,12 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert result["input"]["duration_s"] == pytest.approx(30.0, abs=0.5)
     for run in (result["bare"]["faster_whisper"], result["bare"]["pyannote"], result["oneshot"]):
         assert run["wall_s"] > 0 and run["peak_rss_mib"] > 100
+        assert 0 < run["peak_anon_mib"] < run["peak_rss_mib"]
     assert set(result["oneshot"]["stages_s"]) >= {"decode", "transcribe", "diarize", "merge", "write"}
     assert result["daemon_one"]["states"] == ["succeeded"]
     assert result["daemon_two"]["states"] == ["succeeded", "succeeded"]
     assert len(result["daemon_two"]["peak_rss_mib_per_worker"]) == 2
+    assert result["daemon_one"]["worker_threads"] == [result["machine"]["cpus"]]  # alone: every core
+    assert len(result["daemon_two"]["worker_threads"]) == 2 and min(result["daemon_two"]["worker_threads"]) >= 1
     assert Path(result["plot"]).stat().st_size > 10_000
     assert "ours / bare sum (wall)" in proc.stdout and "two at once / one at a time" in proc.stdout
