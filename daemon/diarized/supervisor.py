@@ -34,10 +34,11 @@ log = logging.getLogger("diarized.supervisor")
 TICK_SECONDS = 0.5
 RSS_RECORD_SECONDS = 5.0
 # Admission estimate of a worker's peak RSS: models + runtime, plus the audio.
-# Measured (README, Performance): ~2.3 GiB with base on a short file; the
-# decoded audio is memory-mapped, ~0.23 GiB per audio hour, plus per-stage arrays.
-WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.4}
-WORKER_GB_PER_AUDIO_HOUR = 0.6
+# Measured with base (README, Performance; `python -m bench`): 1.67-1.83 GiB per
+# worker on 30 minutes, 2.10-2.40 GiB on 120 (the memory-mapped audio is 0.23 GiB
+# per hour of it). The estimate stays ~0.4 GiB above those peaks.
+WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.0}
+WORKER_GB_PER_AUDIO_HOUR = 0.4
 BACKOFF_SECONDS = 30.0
 
 
