@@ -1,6 +1,6 @@
 """Speed and memory, ours vs the bare libraries, in one run: `make bench` / `python -m bench`.
 
-    python -m bench [--minutes 30] [--input FILE] [--model base] [--skip-bare] [--skip-daemon] [--profile]
+    python -m bench [--minutes 30] [--input FILE] [--model base] [--runs bare,oneshot,one,two] [--profile]
 
 Builds a long real recording (the recordings in ../shared/data, concatenated,
 as an mp4 with a black video track), then runs, one after the other on this
