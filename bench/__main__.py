@@ -195,16 +195,10 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
     return {"wall_s": round(wall, 2), "audio_s": audio, "throughput": round(audio / wall, 3),
             "states": [j.state for j in jobs],
             "job_processing_s": [round(j.processing_seconds or 0, 1) for j in jobs],
-            "worker_threads": [_threads(store, j.id) for j in jobs],
+            "worker_threads": [(store.worker_threads(j.id) or [0])[-1] for j in jobs],
             "peak_rss_mib_per_worker": [round(v, 1) for v in sampler.peak_mib().values()],
             "peak_anon_mib_per_worker": [round(v, 1) for v in sampler.anon.values()],
             "series": {str(pid): s for pid, s in sampler.series.items()}}
-
-
-def _threads(store, job_id: str) -> int:
-    """Threads the supervisor gave the job's last attempt (its worker_started event)."""
-    started = [e.detail for e in store.events(job_id) if e.kind == "worker_started"]
-    return int(started[-1].split(", ")[1].split()[0]) if started else 0
 
 
 def plot(series: dict, budget_gib: float, path: Path) -> None:

@@ -38,17 +38,11 @@ def daemon(tmp_path, models_cache):
 CORES = os.cpu_count() or 1
 
 
-def _threads(d: Daemon, job) -> list[int]:
-    """Thread counts the supervisor gave each attempt of a job, from its events."""
-    return [int(e.detail.split(", ")[1].split()[0]) for e in d.store.events(job.id)
-            if e.kind == "worker_started"]
-
-
 def test_a_lone_job_gets_every_core(daemon, data):
     d = daemon(max_workers=2)
     d.drop(data / "en-jfk/jfk.flac")
     job = d.wait_all_final(1)[0]
-    assert job.state == "succeeded" and _threads(d, job) == [CORES]
+    assert job.state == "succeeded" and d.store.worker_threads(job.id) == [CORES]
 
 
 def _outputs(folder):
@@ -129,7 +123,7 @@ def test_supervisor_killed_with_two_jobs_running_loses_nothing(daemon, data, lon
     jobs = d.wait_all_final(2)
     assert sorted(j.state for j in jobs) == ["succeeded", "succeeded"]
     # both requeued by recovery, admitted in one tick: they split the cores
-    assert [_threads(d, j)[-1] for j in jobs] == [max(1, CORES // 2)] * 2
+    assert [d.store.worker_threads(j.id)[-1] for j in jobs] == [max(1, CORES // 2)] * 2
     assert sorted(p.name for p in d.outbox.iterdir()) == ["meeting", "sample"]
     assert sorted(p.name for p in (d.root / "done").iterdir()) == ["meeting.mp4", "sample.wav"]
     assert not (old_workers & worker_pids())

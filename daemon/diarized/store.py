@@ -310,6 +310,11 @@ class Store:
             self._update(conn, job_id, worker_pid=pid, heartbeat_at=time.time())
             self._event(conn, job_id, "worker_started", f"pid {pid}, {threads} threads")
 
+    def worker_threads(self, job_id: str) -> list[int]:
+        """Threads each attempt's worker was given, read back from set_worker's events."""
+        return [int(e.detail.split(", ")[1].split()[0]) for e in self.events(job_id)
+                if e.kind == "worker_started"]
+
     def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
         """running -> queued (or failed when attempts are used up and one is spent)."""
         now = time.time()
