@@ -172,7 +172,7 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     daemon = subprocess.Popen([sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(root)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from diarized.store import Store
+    from diarized.store import open_store
 
     try:
         while not (root / "state/diarized.db").exists():
@@ -182,7 +182,7 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
         t0 = time.monotonic()
         for f in files:
             shutil.copyfile(f, root / "inbox" / f.name)
-        store = Store(root / "state/diarized.db", readonly=True)
+        store = open_store(root / "state/diarized.db", readonly=True)
         while len([j for j in store.jobs() if j.state in ("succeeded", "failed")]) < len(files):
             sampler.sample(t0)
             time.sleep(sampler.every)

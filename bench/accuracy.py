@@ -89,8 +89,9 @@ def der_table() -> list[dict]:
 
     weights = resolve_diarization()
     from diarized.config import Settings
+    from diarized.pipeline.runner import diarize_options
 
-    options = diarize.DiarizeOptions.from_settings(Settings(cpu_threads=2))
+    options = diarize_options(Settings(cpu_threads=2))
     ours, bare = diarize.build_pipeline(weights, options), bare_diarization_pipeline(weights, 32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

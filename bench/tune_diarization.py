@@ -20,6 +20,7 @@ from bench.scoring import der, diarization_cases, load_reference
 from diarized.config import Settings
 from diarized.models import resolve_diarization
 from diarized.pipeline import diarize, media
+from diarized.pipeline.runner import diarize_options
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
         dec = media.decode(wav, tmp / (name.replace("/", "_") + ".f32"))
         files.append((name, media.open_audio(dec.raw_path), load_reference(rttm, wav.stem)))
     for step in map(float, args.steps.split(",")):
-        options = replace(diarize.DiarizeOptions.from_settings(Settings(cpu_threads=2)),
+        options = replace(diarize_options(Settings(cpu_threads=2)),
                           segmentation_step=step, min_speaker_duration=0)
         pipeline = diarize.build_pipeline(weights, options)
         pipeline.training = True  # pyannote caches segmentations + embeddings in `file`

@@ -41,7 +41,8 @@ def base_model(models_cache) -> Path:
 @pytest.fixture(scope="session")
 def diarization_pipeline():
     from diarized.models import resolve_diarization
-    from diarized.pipeline.diarize import DiarizeOptions, build_pipeline
+    from diarized.pipeline.diarize import build_pipeline
+    from diarized.pipeline.runner import diarize_options
 
-    options = DiarizeOptions.from_settings(Settings(cpu_threads=2))
+    options = diarize_options(Settings(cpu_threads=2))
     return build_pipeline(resolve_diarization(), options), options

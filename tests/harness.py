@@ -13,14 +13,15 @@ from typing import Callable
 
 import psutil
 
-from diarized.store import Store
+from diarized.store import open_store
 
 
 def worker_pids() -> set[int]:
+    """Real and fake workers alike, of every daemon on the machine."""
     pids = set()
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "diarized.worker" in cmd:
+        if "diarized.worker" in cmd or any(part.endswith("fake_worker.py") for part in cmd):
             pids.add(proc.pid)
     return pids
 
@@ -35,15 +36,24 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, every
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-class Daemon:
-    """`diarized run` on a temporary state root with the small bundled model."""
+FAKE_DAEMON = Path(__file__).parent / "support" / "fake_daemon.py"
 
-    def __init__(self, root: Path, cache: Path, **settings):
+
+class Daemon:
+    """`diarized run` on a temporary state root with the small bundled model.
+
+    fake_workers=True runs the same daemon with tests/support/fake_worker.py as
+    its worker: no model is loaded, so scheduling and crash tests take seconds.
+    """
+
+    def __init__(self, root: Path, cache: Path, fake_workers: bool = False, **settings):
         self.root = root
+        self.fake_workers = fake_workers
         self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache),
                     "DIARIZED_MODEL": "tiny.en", "DIARIZED_SETTLE_SECONDS": "1",
                     "DIARIZED_RESCAN_SECONDS": "1", "DIARIZED_RETRY_BACKOFF_SECONDS": "1",
-                    "DIARIZED_LOG_FORMAT": "json", "HF_HUB_OFFLINE": "1"}
+                    "DIARIZED_LOG_FORMAT": "json", "HF_HUB_OFFLINE": "1",
+                    "XDG_RUNTIME_DIR": str(root.parent / "run")}
         self.env.update({f"DIARIZED_{k.upper()}": str(v) for k, v in settings.items()})
         self.proc: subprocess.Popen | None = None
         self.inbox = root / "inbox"
@@ -53,9 +63,10 @@ class Daemon:
     def start(self) -> "Daemon":
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
+            command = [sys.executable, str(FAKE_DAEMON)] if self.fake_workers else \
+                [sys.executable, "-m", "diarized.cli.daemon", "run"]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(self.root)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [*command, "--state-dir", str(self.root)], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_until(lambda: self.store_ready(), 60, "the daemon to start")
         return self
 
@@ -66,14 +77,14 @@ class Daemon:
         if not db.exists():
             return False
         try:
-            row = Store(db, readonly=True).daemon()
+            status = open_store(db, readonly=True).daemon()
         except sqlite3.OperationalError:  # the daemon is still creating the schema
             return False
-        return bool(row) and row["pid"] == self.proc.pid and row["state"] == "running"
+        return status.pid == self.proc.pid and status.state == "running"
 
     @property
-    def store(self) -> Store:
-        return Store(self.root / "state/diarized.db", readonly=True)
+    def store(self):
+        return open_store(self.root / "state/diarized.db", readonly=True)
 
     def drop(self, source: Path, name: str | None = None, sub: str = "") -> Path:
         """Copy like an operator's `cp`: written in place, then closed."""

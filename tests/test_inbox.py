@@ -7,7 +7,7 @@ import os
 import pytest
 
 from diarized.inbox import Inbox, is_temporary, open_for_writing
-from diarized.store import Store
+from diarized.store import open_store
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def inbox(make_settings):
     settings = make_settings(settle_seconds=2, rescan_seconds=0.001)  # every tick rescans
     for folder in (settings.inbox / "high", settings.inbox / "low", settings.done, settings.failed):
         folder.mkdir(parents=True, exist_ok=True)
-    return Inbox(settings, Store(settings.db_path))
+    return Inbox(settings, open_store(settings.db_path))
 
 
 @pytest.mark.parametrize("name, temporary", [
@@ -81,12 +81,12 @@ def test_reconcile_finishes_a_claim_interrupted_after_recording(inbox, data):
     path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
     # the crash: the row is written, the file never moved
     job = inbox.store.record_incoming(path.name, "abc", path.stat().st_size, 2, 3, path, inbox.settings.jobs_dir)
-    notes = inbox.reconcile()
+    notes = inbox.intake.reconcile()
     assert notes and inbox.store.get(job.id).state == "queued"
     assert os.path.exists(inbox.store.get(job.id).source_path) and not path.exists()
 
 
 def test_reconcile_fails_a_claim_whose_file_vanished(inbox, tmp_path):
     job = inbox.store.record_incoming("gone.wav", "abc", 1, 2, 3, inbox.root / "gone.wav", inbox.settings.jobs_dir)
-    inbox.reconcile()
+    inbox.intake.reconcile()
     assert inbox.store.get(job.id).state == "failed"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from diarized import models
+from diarized import files, models
 
 
 def test_base_is_assembled_once_with_the_pinned_checksum(tmp_path):
     path = models.resolve_whisper("base", tmp_path)
-    assert models.sha256_of(path / "model.bin") == models.BASE_SHA256
+    assert files.sha256_of(path / "model.bin") == models.BASE_SHA256
     mtime = (path / "model.bin").stat().st_mtime_ns
     assert models.resolve_whisper("base", tmp_path) == path
     assert (path / "model.bin").stat().st_mtime_ns == mtime  # not rebuilt
@@ -40,8 +40,8 @@ def test_missing_model_names_model_places_and_fix(tmp_path, monkeypatch):
 
 def test_diarization_weights_are_verified():
     weights = models.resolve_diarization()
-    assert models.sha256_of(weights.segmentation) == models.SEGMENTATION_SHA256
-    assert models.sha256_of(weights.embedding) == models.CAMPPLUS_SHA256
+    assert files.sha256_of(weights.segmentation) == models.SEGMENTATION_SHA256
+    assert files.sha256_of(weights.embedding) == models.CAMPPLUS_SHA256
 
 
 def test_a_damaged_weight_file_is_refused(tmp_path):

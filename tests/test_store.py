@@ -1,97 +1,230 @@
-"""The job state machine on a real SQLite file, including concurrent claims from processes."""
+"""The JobStore contract, point by point, on every backend; then SQLite's own schema story.
+
+The conformance tests take a store location from the `location` fixture and
+open it with `open_store`, in this process and in child processes. A new
+backend joins by adding its location factory to BACKENDS; the tests stay as
+they are.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
-from diarized.store import SCHEMA_VERSION, InvalidTransition, NotFound, Priority, Store
+from diarized.store import (MIGRATIONS, SCHEMA_VERSION, InvalidTransition, JobStore, NotFound, Priority,
+                            SchemaError, SQLiteStore, State, open_store)
 
 
-def _queued(store: Store, tmp_path: Path, name: str = "a.wav", sha: str = "x", priority=Priority.NORMAL):
-    job = store.record_incoming(name, sha, 10, priority, 3, tmp_path / name, tmp_path / "jobs")
-    return store.mark_queued(job.id, 12.0)
+def _sqlite_location(tmp_path: Path) -> str:
+    return str(tmp_path / "state" / "diarized.db")
 
 
-def test_schema_is_versioned_and_wal(tmp_path):
-    store = Store(tmp_path / "d.db")
-    conn = sqlite3.connect(tmp_path / "d.db")
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
-    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    conn.commit()
-    store.close()
-    with pytest.raises(RuntimeError, match="newer than this diarized"):
-        Store(tmp_path / "d.db")
+BACKENDS = {"sqlite": _sqlite_location}
 
 
-def test_lifecycle_and_attempts(tmp_path):
-    store = Store(tmp_path / "d.db")
-    job = _queued(store, tmp_path)
-    assert job.state == "queued" and job.inbox_path is None
-    job = store.claim(job.id)
-    assert (job.state, job.attempts) == ("running", 1)
-    assert store.claim(job.id) is None  # already taken
-    job = store.requeue(job.id, "stopped", spend_attempt=False)
-    assert (job.state, job.attempts) == ("queued", 0)
-    for attempt in (1, 2, 3):
-        store.claim(job.id)
-        job = store.requeue(job.id, "crash", spend_attempt=True)
-    assert job.state == "failed" and "no attempts left" in store.events(job.id)[-1].detail
-    kinds = [e.kind for e in store.events(job.id)]
-    assert kinds[:3] == ["recorded", "queued", "claimed"]
+@pytest.fixture(params=sorted(BACKENDS))
+def location(request, tmp_path) -> str:
+    return BACKENDS[request.param](tmp_path)
 
 
-def test_claim_order_is_priority_then_age(tmp_path):
-    store = Store(tmp_path / "d.db")
-    low = _queued(store, tmp_path, "low.wav", "1", Priority.LOW)
-    normal = _queued(store, tmp_path, "n.wav", "2")
-    high = _queued(store, tmp_path, "h.wav", "3", Priority.HIGH)
-    assert [j.id for j in store.claimable()] == [high.id, normal.id, low.id]
+@pytest.fixture
+def store(location) -> JobStore:
+    s = open_store(location)
+    yield s
+    s.close()
 
 
-def test_duplicates_point_at_the_first_live_or_done_job(tmp_path):
-    store = Store(tmp_path / "d.db")
+def _incoming(store: JobStore, tmp_path: Path, name="a.wav", sha="x", priority=Priority.NORMAL):
+    return store.record_incoming(name, sha, 10, priority, 3, tmp_path / name, tmp_path / "jobs")
+
+
+def _queued(store: JobStore, tmp_path: Path, name="a.wav", sha="x", priority=Priority.NORMAL):
+    return store.mark_queued(_incoming(store, tmp_path, name, sha, priority).id, 12.0)
+
+
+# -- intake ----------------------------------------------------------------------------------
+def test_record_incoming_names_the_job_folder_and_queues_once(store, tmp_path):
+    job = _incoming(store, tmp_path, "Talk.MP4")
+    assert job.state == State.INCOMING and job.attempts == 0 and job.priority_name == "normal"
+    assert job.source_path == str(tmp_path / "jobs" / job.id / "source.mp4")
+    queued = store.mark_queued(job.id, None)
+    assert queued.state == State.QUEUED and queued.inbox_path is None and queued.duration is None
+    with pytest.raises(InvalidTransition):
+        store.mark_queued(job.id)
+
+
+def test_duplicates_point_at_the_first_live_or_done_job(store, tmp_path):
     first = _queued(store, tmp_path, "a.wav", "same")
-    dup = store.record_incoming("b.wav", "same", 10, Priority.NORMAL, 3, tmp_path / "b.wav", tmp_path / "jobs")
-    assert dup.state == "duplicate" and dup.duplicate_of == first.id
+    dup = _incoming(store, tmp_path, "b.wav", "same")
+    assert dup.state == State.DUPLICATE and dup.duplicate_of == first.id and dup.source_path is None
+    store.mark_duplicate_settled(dup.id, "/done/b.wav")
+    assert store.get(dup.id).source_path == "/done/b.wav" and store.get(dup.id).inbox_path is None
     store.claim(first.id)
     store.fail(first.id, "BadMedia", "broken", "re-export")
-    again = store.record_incoming("c.wav", "same", 10, Priority.NORMAL, 3, tmp_path / "c.wav", tmp_path / "jobs")
-    assert again.state == "incoming"  # a failed job does not block a fresh copy
+    again = _incoming(store, tmp_path, "c.wav", "same")
+    assert again.state == State.INCOMING  # a failed job does not block a fresh copy
 
 
-def test_operator_transitions(tmp_path):
-    store = Store(tmp_path / "d.db")
+# -- reads -------------------------------------------------------------------------------------
+def test_get_by_full_or_short_id_and_not_found(store, tmp_path):
     job = _queued(store, tmp_path)
-    assert store.set_priority(job.id, Priority.HIGH).priority_name == "high"
-    assert store.get(job.short_id).id == job.id  # the short id in `status` resolves
-    assert store.request_cancel(job.id).cancel_requested == 1
-    store.mark_cancelled(job.id, str(tmp_path / "a.wav"))
-    with pytest.raises(InvalidTransition):
-        store.request_cancel(job.id)
-    with pytest.raises(InvalidTransition, match="no longer at"):
-        store.request_retry(job.id)
-    (tmp_path / "a.wav").write_bytes(b"x")
-    assert store.request_retry(job.id).state == "queued"
+    assert store.get(job.id).id == job.id and store.get(job.short_id).id == job.id
     with pytest.raises(NotFound):
         store.get("nope")
 
 
-def _claim_all(path: str, ids: list[str], out) -> None:
-    store = Store(Path(path))
+def test_claim_order_is_priority_then_age_and_backoff_is_honoured(store, tmp_path):
+    low = _queued(store, tmp_path, "low.wav", "1", Priority.LOW)
+    normal = _queued(store, tmp_path, "n.wav", "2")
+    high = _queued(store, tmp_path, "h.wav", "3", Priority.HIGH)
+    assert [j.id for j in store.claimable()] == [high.id, normal.id, low.id]
+    store.claim(high.id)
+    store.requeue(high.id, "crash", spend_attempt=True, backoff=60)
+    assert [j.id for j in store.claimable()] == [normal.id, low.id]
+    assert [j.id for j in store.claimable(now=time.time() + 61)] == [high.id, normal.id, low.id]
+
+
+def test_events_come_back_in_the_order_written(store, tmp_path):
+    job = _queued(store, tmp_path)
+    kinds = [f"k{i}" for i in range(30)]
+    for kind in kinds:
+        store.event(job.id, kind, "", {"i": kind})
+    events = store.events(job.id)
+    assert [e.kind for e in events] == ["recorded", "queued", *kinds]
+    assert events[-1].data == {"i": "k29"} and events[0].data == {}
+
+
+def test_counts_stats_and_pending_work(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    store.set_duration(job.id, 100.0)
+    store.mark_succeeded(job.id, str(tmp_path / "out"), None)
+    store.claim(_queued(store, tmp_path, "b.wav", "y").id)
+    running = store.jobs(states=(State.RUNNING,))[0]
+    store.fail(running.id, "BadMedia", "x", "y")
+    _queued(store, tmp_path, "c.wav", "z")
+    assert store.counts() == {"succeeded": 1, "failed": 1, "queued": 1}
+    stats = store.stats()
+    assert stats["jobs_total"] == 3 and stats["succeeded"] == 1 and stats["failed"] == 1
+    assert stats["success_rate"] == 0.5 and stats["average_real_time_factor"] is not None
+    assert stats["audio_hours_processed"] == pytest.approx(100 / 3600)
+    pending = store.pending_work()
+    assert (pending.jobs, pending.bytes, pending.seconds) == (1, 10, 12.0)
+    assert store.integrity_check() == "ok"
+
+
+# -- claims, attempts, leases --------------------------------------------------------------------
+def test_claim_spends_an_attempt_and_only_one_claim_wins(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    assert (job.state, job.attempts, job.stage) == (State.RUNNING, 1, "starting")
+    assert store.claim(job.id) is None
+
+
+def test_requeue_with_and_without_spending_an_attempt(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    job = store.requeue(job.id, "stopped", spend_attempt=False)
+    assert (job.state, job.attempts) == (State.QUEUED, 0)
+    assert "attempt not counted" in store.events(job.id)[-1].detail
+    for attempt in (1, 2):
+        store.claim(job.id)
+        job = store.requeue(job.id, "crash", spend_attempt=True)
+        assert (job.state, job.attempts) == (State.QUEUED, attempt)
+    store.claim(job.id)
+    job = store.requeue(job.id, "crash", spend_attempt=True)
+    assert job.state == State.FAILED and job.error_type == "Crash" and job.error == "crash"
+    assert "no attempts left" in store.events(job.id)[-1].detail
+    assert store.requeue(job.id, "late", spend_attempt=True) == job  # not running: unchanged
+
+
+def test_lease_holder_threads_and_expiry(store, tmp_path):
+    a = store.claim(_queued(store, tmp_path, "a.wav", "1").id)
+    b = store.claim(_queued(store, tmp_path, "b.wav", "2").id)
+    store.set_worker(a.id, 4242, 2)
+    store.set_worker(b.id, 4343, 1)
+    assert store.get(a.id).worker_pid == 4242 and store.worker_threads(a.id) == [2]
+    assert store.expired_leases(60) == []
+    later = time.time() + 120
+    assert {j.id for j in store.expired_leases(60, now=later)} == {a.id, b.id}
+    time.sleep(0.05)
+    store.heartbeat(a.id)
+    cutoff = store.get(a.id).heartbeat_at - 0.01
+    assert [j.id for j in store.expired_leases(0, now=cutoff)] == [b.id]
+    store.requeue(a.id, "stopped", spend_attempt=False)
+    store.claim(a.id)
+    store.set_worker(a.id, 4444, 1)
+    assert store.worker_threads(a.id) == [2, 1]
+
+
+def test_progress_and_heartbeats_are_ignored_once_not_running(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    store.progress(job.id, "transcribe", 0.5, 10.0)
+    assert (store.get(job.id).stage, store.get(job.id).progress) == ("transcribe", 0.5)
+    store.requeue(job.id, "stopped", spend_attempt=False)
+    store.progress(job.id, "diarize", 0.9, 1.0)
+    assert store.get(job.id).progress != 0.9
+
+
+def test_success_ends_the_lease_and_records_the_time(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    store.set_worker(job.id, 4242, 1)
+    store.set_output_dir(job.id, "/outbox/a")
+    store.record_rss(job.id, 900.0)
+    store.record_rss(job.id, 500.0)
+    done = store.mark_succeeded(job.id, "/outbox/a", "/done/a.wav")
+    assert done.state == State.SUCCEEDED and done.progress == 1.0 and done.worker_pid is None
+    assert done.processing_seconds >= 0 and done.peak_rss_mb == 900.0
+    assert done.source_path == "/done/a.wav" and done.output_dir == "/outbox/a"
+
+
+# -- operators ---------------------------------------------------------------------------------
+def test_cancel_retry_and_priority(store, tmp_path):
+    job = _queued(store, tmp_path)
+    assert store.set_priority(job.id, Priority.HIGH).priority_name == "high"
+    assert store.request_cancel(job.id).cancel_requested == 1
+    cancelled = store.mark_cancelled(job.id, str(tmp_path / "a.wav"))
+    assert cancelled.state == State.CANCELLED and cancelled.error_type == "Cancelled"
+    with pytest.raises(InvalidTransition):
+        store.request_cancel(job.id)
+    with pytest.raises(InvalidTransition):
+        store.set_priority(job.id, Priority.LOW)
+    with pytest.raises(InvalidTransition, match="no longer at"):
+        store.request_retry(job.id)
+    (tmp_path / "a.wav").write_bytes(b"x")
+    again = store.request_retry(job.id)
+    assert (again.state, again.attempts, again.cancel_requested, again.error) == (State.QUEUED, 0, 0, None)
+    with pytest.raises(InvalidTransition, match="only failed or cancelled"):
+        store.request_retry(job.id)
+
+
+def test_daemon_status_is_up_only_while_fresh_and_alive(store):
+    assert store.daemon(15).up is False
+    row = dict(pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time(), workers_busy=1,
+               workers_total=2, memory_used_gb=1.5, memory_budget_gb=20.0, queued=3, state="running")
+    store.set_daemon(**row)
+    status = store.daemon(15)
+    assert status.up and status.workers_busy == 1 and status.queued == 3
+    store.set_daemon(**{**row, "heartbeat_at": time.time() - 60})
+    assert not store.daemon(15).up
+    store.set_daemon(**{**row, "state": "stopped"})
+    assert not store.daemon(15).up
+    store.set_daemon(**{**row, "pid": 2**22 + 1})  # above pid_max: no such process
+    assert not store.daemon(15).up
+
+
+def _claim_all(location: str, ids: list[str], out) -> None:
+    store = open_store(location)
     out.put([i for i in ids if store.claim(i) is not None])
 
 
-def test_concurrent_claims_from_processes_never_double_claim(tmp_path):
-    store = Store(tmp_path / "d.db")
+def test_concurrent_claims_from_processes_never_double_claim(store, location, tmp_path):
     ids = [_queued(store, tmp_path, f"{i}.wav", str(i)).id for i in range(40)]
-    out = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=_claim_all, args=(str(tmp_path / "d.db"), ids, out))
-             for _ in range(3)]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(location, ids, out)) for _ in range(3)]
     for p in procs:
         p.start()
     claimed = [out.get(timeout=60) for _ in procs]
@@ -99,14 +232,47 @@ def test_concurrent_claims_from_processes_never_double_claim(tmp_path):
         p.join()
     flat = [i for chunk in claimed for i in chunk]
     assert sorted(flat) == sorted(ids)  # each claimed once, by exactly one process
+    assert all(store.get(i).attempts == 1 for i in ids)
 
 
-def test_stats_follow_the_seed(tmp_path):
-    store = Store(tmp_path / "d.db")
-    job = store.claim(_queued(store, tmp_path).id)
-    store.mark_succeeded(job.id, str(tmp_path / "out"), None)
-    store.claim(_queued(store, tmp_path, "b.wav", "y").id)
-    store.fail(store.jobs(states=("running",))[0].id, "BadMedia", "x", "y")
-    stats = store.stats()
-    assert stats["jobs_total"] == 2 and stats["succeeded"] == 1 and stats["failed"] == 1
-    assert stats["success_rate"] == 0.5 and stats["average_real_time_factor"] is not None
+# -- SQLite's schema -------------------------------------------------------------------------------
+def test_schema_is_versioned_wal_and_a_newer_one_is_refused(tmp_path):
+    SQLiteStore(tmp_path / "d.db")
+    conn = sqlite3.connect(tmp_path / "d.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    with pytest.raises(SchemaError, match="newer than this diarized"):
+        SQLiteStore(tmp_path / "d.db")
+
+
+def test_a_v1_database_migrates_forward_keeping_its_jobs(tmp_path):
+    old = SQLiteStore.__new__(SQLiteStore)  # a store frozen at version 1, as released
+    old.path = tmp_path / "d.db"
+    old.conn = sqlite3.connect(str(old.path), isolation_level=None)
+    old.migrate(target=1)
+    old.conn.execute("INSERT INTO jobs (id, source_name, sha256, size, priority, state, attempts, "
+                     "max_attempts, progress, created_at, updated_at, not_before, cancel_requested) "
+                     "VALUES ('j1', 'old.wav', 's', 1, 2, 'succeeded', 1, 3, 1, 1, 1, 0, 0)")
+    old.conn.execute("INSERT INTO events (job_id, at, kind, detail) VALUES ('j1', 1, 'succeeded', 'x')")
+    assert old.schema_version() == 1
+    old.close()
+    readonly = SQLiteStore(tmp_path / "d.db", readonly=True)  # a newer diarizectl reads it
+    assert readonly.schema_version() == SCHEMA_VERSION == max(MIGRATIONS)
+    job = readonly.get("j1")
+    assert job.state == State.SUCCEEDED and readonly.events("j1")[0].data == {}
+
+
+def test_every_migration_applies_on_a_fresh_database(tmp_path):
+    for target in sorted(MIGRATIONS):
+        store = SQLiteStore.__new__(SQLiteStore)
+        store.path = tmp_path / f"v{target}.db"
+        store.conn = sqlite3.connect(str(store.path), isolation_level=None)
+        store.migrate(target=target)
+        assert store.schema_version() == target
+
+
+def test_open_store_refuses_what_it_cannot_serve(tmp_path):
+    with pytest.raises(SchemaError, match="only a SQLite file path"):
+        open_store("postgresql://localhost/diarized")

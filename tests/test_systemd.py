@@ -12,7 +12,7 @@ import time
 import pytest
 
 from diarized import systemd
-from diarized.store import Priority, Store
+from diarized.store import Priority, open_store
 from tests.harness import Daemon, wait_until
 
 
@@ -66,7 +66,7 @@ def test_daemon_speaks_sd_notify(tmp_path, models_cache, data):
     d = Daemon(tmp_path / "var", models_cache, max_workers=1)
     d.env.update(NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="2000000")
     # a claim interrupted by a "crash": READY must come only after it is recovered
-    store = Store(d.root / "state/diarized.db")
+    store = open_store(d.root / "state/diarized.db")
     (d.root / "inbox").mkdir(parents=True)
     stranded = d.drop(data / "en-jfk/jfk.flac")
     job = store.record_incoming("jfk.flac", "sha-x", stranded.stat().st_size, Priority.NORMAL, 3, stranded,

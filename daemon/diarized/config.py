@@ -8,6 +8,7 @@ ignored is how an operator ends up with a budget they did not ask for.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import types
@@ -45,7 +46,7 @@ class Settings:
     max_workers: int = 2
     max_memory_gb: float = field(default_factory=default_memory_gb)
     worker_memory_gb: float = 0.0  # 0: max_memory_gb / max_workers
-    cpu_threads: int = 0  # per worker; 0: the supervisor splits the cores among jobs started together
+    cpu_threads: int = 0  # per worker; 0: a lone job gets every core, jobs admitted together split them
     settle_seconds: float = 5.0
     rescan_seconds: float = 30.0
     unit_timeout_seconds: float = 600.0
@@ -118,10 +119,20 @@ class Settings:
         return Path(xdg) / "diarized" / "models"
 
     @property
-    def threads_per_worker(self) -> int:
-        if self.cpu_threads > 0:
-            return self.cpu_threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.max_workers))
+    def threads(self) -> int:
+        """Threads one pipeline run uses: cpu_threads, else every core.
+
+        The daemon never relies on the fallback: its supervisor splits the cores
+        among the jobs it admits together and gives each worker its share
+        (supervisor.threads_for). The fallback serves `diarizectl transcribe`.
+        """
+        return self.cpu_threads if self.cpu_threads > 0 else os.cpu_count() or 1
+
+    @property
+    def folders(self) -> dict[str, Path]:
+        """Every folder the daemon writes, by name: the one list start-up checks and doctor use."""
+        return {"inbox": self.inbox, "outbox": self.outbox, "done": self.done, "failed": self.failed,
+                "state": self.db_path.parent, "jobs": self.jobs_dir}
 
     @property
     def per_worker_memory_gb(self) -> float:
@@ -201,6 +212,12 @@ def _validate(s: Settings) -> None:
             problems.append(f"{name} must be positive")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def settings_to_json(settings: Settings) -> str:
+    """Settings as the JSON a worker loads back with load_settings (paths as text, unset keys left out)."""
+    return json.dumps({k: (str(v) if isinstance(v, Path) else v)
+                       for k, v in dataclasses.asdict(settings).items() if v is not None})
 
 
 def read_toml(path: Path) -> dict[str, Any]:

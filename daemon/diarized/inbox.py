@@ -1,4 +1,4 @@
-"""Watch the inbox, decide when a file is complete, and hand it to the store.
+"""Watch the inbox, decide when a file is complete, and hand it to intake.
 
 Two sources of truth, because each misses things: watchdog (inotify) for
 prompt close-after-write and rename events, and a periodic full rescan for
@@ -7,9 +7,9 @@ inotify events). A file is taken:
 - right after a close-after-write or rename-into-place event, if no process
   still holds it open for writing; or
 - once its size and mtime are unchanged for `settle_seconds` across two looks;
-and never while it has a temporary name. Claiming records the job first and
-moves the file second (same filesystem: rename, never copy), so `reconcile()`
-can finish or undo a claim interrupted by a crash.
+and never while it has a temporary name. Hashing, recording and moving the
+file are intake.py's; this module only decides when a file is complete and
+which priority its folder gives it.
 
 Directories dropped into the inbox are processed file by file (their files
 keep their own names). Symlinks are never followed: they are moved, as links,
@@ -28,9 +28,8 @@ from pathlib import Path
 import psutil
 
 from diarized.config import Settings
-from diarized.models import sha256_of
-from diarized.outbox import quarantine, settle_original
-from diarized.store import Priority, Store
+from diarized.intake import Intake
+from diarized.store import JobStore, Priority
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +79,9 @@ class _Handler:
 
 
 class Inbox:
-    def __init__(self, settings: Settings, store: Store):
+    def __init__(self, settings: Settings, store: JobStore):
         self.settings, self.store = settings, store
+        self.intake = Intake(settings, store)
         self.root = settings.inbox
         self.looks: dict[Path, Look] = {}
         self.events: "queue.Queue[tuple[str, str]]" = queue.Queue()
@@ -171,63 +171,7 @@ class Inbox:
                 created.append(job_id)
         return created
 
-    # -- claiming ----------------------------------------------------------------------------
+    # -- handing over ----------------------------------------------------------------------
     def claim(self, path: Path) -> str | None:
-        if path.is_symlink():
-            folder = quarantine(self.settings, path, path.name, f"symlink-{int(time.time())}", {
-                "state": "rejected", "error_type": "Symlink",
-                "message": f"{path.name} is a symbolic link; links are never followed out of the inbox",
-                "hint": "copy the file itself into the inbox (diarizectl submit FILE does it safely)"})
-            log.warning("rejected symlink %s -> %s", path, folder)
-            return None
-        if not path.is_file():
-            return None
-        size = path.stat().st_size
-        digest = sha256_of(path)
-        job = self.store.record_incoming(path.name, digest, size, self.priority_of(path),
-                                         self.settings.max_attempts, path, self.settings.jobs_dir)
-        if job.state == "duplicate":
-            where = settle_original(self.settings, path, path.name)
-            self.store.mark_duplicate_settled(job.id, where)
-            log.info("duplicate of %s: %s", job.duplicate_of, path.name)
-            return job.id
-        self._move_in(job.id, path, Path(job.source_path))
-        return job.id
-
-    def _move_in(self, job_id: str, inbox_path: Path, source: Path) -> None:
-        source.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(inbox_path, source)
-        self.store.mark_queued(job_id, probe_duration(source))
-
-    def reconcile(self) -> list[str]:
-        """At start: finish claims and duplicate moves that a crash interrupted."""
-        notes = []
-        for job in self.store.jobs(states=("incoming",)):
-            source = Path(job.source_path)
-            inbox_path = Path(job.inbox_path) if job.inbox_path else None
-            if source.exists():
-                self.store.mark_queued(job.id, probe_duration(source))
-                notes.append(f"{job.id}: claim finished (file was already moved)")
-            elif inbox_path is not None and inbox_path.is_file():
-                self._move_in(job.id, inbox_path, source)
-                notes.append(f"{job.id}: claim finished (file moved now)")
-            else:
-                self.store.fail(job.id, "Vanished", f"{job.source_name} disappeared from the inbox "
-                                "before it was moved", "drop the file into the inbox again")
-                notes.append(f"{job.id}: file vanished before it was moved")
-        for job in self.store.jobs(states=("duplicate",)):
-            if job.inbox_path and Path(job.inbox_path).is_file():
-                where = settle_original(self.settings, Path(job.inbox_path), job.source_name)
-                self.store.mark_duplicate_settled(job.id, where)
-                notes.append(f"{job.id}: duplicate moved now")
-        return notes
-
-
-def probe_duration(path: Path) -> float | None:
-    """Header duration for admission and ETA; None when the header says nothing."""
-    from diarized.pipeline.media import MediaError, probe
-
-    try:
-        return probe(path).duration
-    except MediaError:
-        return None  # the worker will fail it with the full explanation
+        job = self.intake.take(path, self.priority_of(path))
+        return job.id if job else None

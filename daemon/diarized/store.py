@@ -1,35 +1,58 @@
-"""The job store: SQLite in WAL mode, the job state machine, and an events timeline.
+"""The job store: the `JobStore` contract, job states, and its SQLite backend.
 
-Only this module writes SQL. Every transition is one BEGIN IMMEDIATE
-transaction, so the supervisor, its workers and `diarizectl` (separate
-processes) never see a half-made change. States:
+Only this module writes SQL. The contract (`JobStore`) says what every backend
+guarantees, method by method, the way huey's BaseStorage documents its
+backends; tests/store/test_contract.py checks each point against a real
+database, and a second backend (PostgreSQL, for several nodes) must pass the
+same suite unchanged. States:
 
     incoming -> queued -> running -> succeeded | failed | cancelled
     incoming -> duplicate   (same content as a live or finished job)
+    incoming -> failed      (the file vanished before it was moved)
 
 `incoming` is a job recorded but whose file is not yet moved out of the inbox
 (record first, then move: a crash in between is finished at the next start).
 A crash or timeout returns a running job to queued with one attempt spent,
 until max_attempts; a graceful stop returns it without spending one.
+
+The SQLite backend runs every transition in one BEGIN IMMEDIATE transaction,
+so the supervisor, its workers and `diarizectl` (separate processes) never
+see a half-made change. Its schema is a list of frozen migrations, each the
+literal DDL of its version: a migration is never edited once released, a
+change is a new one.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import secrets
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
-import sqlite_utils
+from diarized.runtime import pid_alive
 
-SCHEMA_VERSION = 1
-LIVE_STATES = ("incoming", "queued", "running")
-DEDUPE_STATES = ("incoming", "queued", "running", "succeeded")
-FINAL_STATES = ("succeeded", "failed", "cancelled", "duplicate")
+
+class State(enum.StrEnum):
+    """A job's place in its lifecycle (see the module docstring for the arrows)."""
+
+    INCOMING = "incoming"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DUPLICATE = "duplicate"
+
+
+LIVE_STATES = (State.INCOMING, State.QUEUED, State.RUNNING)
+DEDUPE_STATES = (*LIVE_STATES, State.SUCCEEDED)
+FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.DUPLICATE)
 
 
 class Priority(enum.IntEnum):
@@ -62,7 +85,7 @@ class Job:
     sha256: str
     size: int
     priority: int
-    state: str
+    state: State
     attempts: int
     max_attempts: int
     stage: str | None
@@ -88,9 +111,12 @@ class Job:
     cancel_requested: int
     processing_seconds: float | None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", State(self.state))
+
     @property
     def short_id(self) -> str:
-        return self.id[-6:]
+        return short_id(self.id)
 
     @property
     def priority_name(self) -> str:
@@ -100,20 +126,46 @@ class Job:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"priority_name": self.priority_name}
 
 
-JOB_COLUMNS = {f.name: f.type for f in fields(Job)}
-_SQL_TYPES = {"str": str, "int": int, "float": float}
-
-
-def _column_type(annotation: str) -> type:
-    return _SQL_TYPES[annotation.split(" ")[0].split("|")[0].strip()]
-
-
 @dataclass(frozen=True)
 class Event:
     job_id: str
     at: float
     kind: str
     detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """The supervisor's last published heartbeat, and whether it is still alive."""
+
+    up: bool
+    pid: int | None = None
+    state: str | None = None
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    workers_busy: int = 0
+    workers_total: int = 0
+    memory_used_gb: float = 0.0
+    memory_budget_gb: float = 0.0
+    queued: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """What the live jobs still need: bytes of originals and seconds of audio known so far."""
+
+    jobs: int
+    bytes: int
+    seconds: float
+
+
+def short_id(job_id: str) -> str:
+    """The 6-character id `diarizectl status` shows and accepts (the random tail of the id)."""
+    return job_id[-6:]
 
 
 def new_job_id(now: float) -> str:
@@ -121,43 +173,219 @@ def new_job_id(now: float) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
 
 
-def _migrate_v1(db: sqlite_utils.Database) -> None:
-    db["jobs"].create({name: _column_type(t) for name, t in JOB_COLUMNS.items()}, pk="id")
-    db["jobs"].create_index(["state", "priority", "created_at"])
-    db["jobs"].create_index(["sha256"])
-    db["events"].create({"id": int, "job_id": str, "at": float, "kind": str, "detail": str}, pk="id")
-    db["events"].create_index(["job_id", "at"])
-    db["daemon"].create({"id": int, "pid": int, "started_at": float, "heartbeat_at": float,
-                         "workers_busy": int, "workers_total": int, "memory_used_gb": float,
-                         "memory_budget_gb": float, "queued": int, "state": str}, pk="id")
+class JobStore(Protocol):
+    """What every job store guarantees; the supervisor, workers and CLI rely on nothing else.
+
+    Every method that changes a job is atomic: other processes see all of it or
+    none of it. Methods that take a job id raise NotFound for an unknown id,
+    except where a lost race is part of the contract (then it says what comes back).
+    """
+
+    # -- intake (intake.py) ---------------------------------------------------
+    def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
+                        max_attempts: int, inbox_path: Path, jobs_dir: Path) -> Job:
+        """Record a complete file before it is moved, deduplicating by content in the same step.
+
+        Returns a new `incoming` job whose source_path is jobs_dir/<id>/source<ext>, or a
+        new `duplicate` job (duplicate_of = the oldest incoming, queued, running or
+        succeeded job with that sha256). Two callers racing with the same content get
+        one `incoming` and one `duplicate`, never two `incoming`.
+        """
+
+    def mark_queued(self, job_id: str, duration: float | None = None) -> Job:
+        """incoming -> queued once the file is in the job folder; InvalidTransition otherwise."""
+
+    def mark_duplicate_settled(self, job_id: str, where: str) -> None:
+        """A duplicate's original has been moved (to done/); clears its inbox_path."""
+
+    # -- reads -----------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        """By full id, or by a unique prefix or suffix (the short id in `status`)."""
+
+    def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
+        """Newest first, optionally only in the given states."""
+
+    def events(self, job_id: str) -> list[Event]:
+        """The job's timeline in the order the events were written."""
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (states with no job are absent)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The seed's orchestrator metrics over the whole history."""
+
+    def pending_work(self) -> PendingWork:
+        """Size and known audio duration of every incoming, queued or running job."""
+
+    def claimable(self, now: float | None = None) -> list[Job]:
+        """Queued jobs whose backoff has passed, in claim order: priority, then age, then id."""
+
+    def expired_leases(self, lease_seconds: float, now: float | None = None) -> list[Job]:
+        """Running jobs whose worker has not sent a heartbeat for lease_seconds."""
+
+    def worker_threads(self, job_id: str) -> list[int]:
+        """The threads each attempt's worker was given, in attempt order."""
+
+    # -- the supervisor (lifecycle.py) -----------------------------------------------
+    def claim(self, job_id: str) -> Job | None:
+        """queued -> running, spending one attempt and starting a lease.
+
+        Returns None (and changes nothing) when the job is not queued any more: of
+        several processes claiming one job, exactly one gets it.
+        """
+
+    def set_worker(self, job_id: str, pid: int, threads: int) -> None:
+        """Record the running job's worker process (its lease holder) and its thread share."""
+
+    def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
+        """running -> queued, not claimable for `backoff` seconds.
+
+        spend_attempt=False gives the attempt back (the job was stopped, not at fault).
+        spend_attempt=True keeps it; when attempts reach max_attempts the job becomes
+        failed instead ("no attempts left"). A job that is not running is returned as it is.
+        """
+
+    def fail(self, job_id: str, error_type: str, error: str, hint: str) -> Job:
+        """Any live state -> failed with the reason and what to do; the worker lease ends."""
+
+    def set_output_dir(self, job_id: str, output_dir: str) -> None:
+        """The outbox folder chosen for a job, recorded before the rename that publishes it."""
+
+    def mark_succeeded(self, job_id: str, output_dir: str, source_path: str | None) -> Job:
+        """-> succeeded with progress 1 and the processing time; the worker lease ends."""
+
+    def mark_cancelled(self, job_id: str, where: str | None) -> Job:
+        """-> cancelled; `where` is the original's new place (failed/)."""
+
+    def set_source(self, job_id: str, source_path: str) -> None:
+        """Where the original is now (after a move to failed/)."""
+
+    def record_rss(self, job_id: str, rss_mb: float) -> None:
+        """Raise the job's peak RSS to rss_mb if it is higher; never lowers it."""
+
+    def set_daemon(self, **values: Any) -> None:
+        """The supervisor's heartbeat row: pid, state, workers, memory, queue length."""
+
+    def daemon(self, stale_seconds: float) -> DaemonStatus:
+        """The last heartbeat row; up only if running, recent and its process exists."""
+
+    # -- workers ---------------------------------------------------------------------------
+    def progress(self, job_id: str, stage: str, progress: float, eta: float | None) -> None:
+        """Stage, fraction and ETA of a running job; also renews its lease. Ignored if not running."""
+
+    def heartbeat(self, job_id: str) -> None:
+        """Renew a running job's lease. Ignored if not running."""
+
+    def event(self, job_id: str, kind: str, detail: str = "", data: dict | None = None) -> None:
+        """Append to the job's timeline."""
+
+    def record_error(self, job_id: str, error_type: str, error: str, hint: str) -> None:
+        """The worker says why it is about to exit; the supervisor decides what follows."""
+
+    def set_duration(self, job_id: str, duration: float) -> None:
+        """The decoded audio duration (admission and ETA use it from then on)."""
+
+    # -- operators ---------------------------------------------------------------------------
+    def request_cancel(self, job_id: str) -> Job:
+        """Flag a live job; the supervisor cancels it. InvalidTransition once it is final."""
+
+    def request_retry(self, job_id: str) -> Job:
+        """failed or cancelled -> queued with attempts reset, if the original still exists."""
+
+    def set_priority(self, job_id: str, priority: Priority) -> Job:
+        """Change a live job's priority; InvalidTransition once it is final."""
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def integrity_check(self) -> str:
+        """'ok', or what the database engine found wrong."""
+
+    def close(self) -> None:
+        """Release the connection."""
 
 
-MIGRATIONS = {1: _migrate_v1}  # version -> function bringing the schema from version-1
+# -- SQLite ---------------------------------------------------------------------------------
+SCHEMA_VERSION = 2
+
+# Frozen: version -> the statements that bring the schema from version-1. Never edit a
+# released entry (databases in the field already ran it); add the next version instead.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE "jobs" (
+           "id" TEXT PRIMARY KEY, "source_name" TEXT, "sha256" TEXT, "size" INTEGER,
+           "priority" INTEGER, "state" TEXT, "attempts" INTEGER, "max_attempts" INTEGER,
+           "stage" TEXT, "progress" REAL, "eta_seconds" REAL, "duration" REAL,
+           "created_at" REAL, "started_at" REAL, "finished_at" REAL, "updated_at" REAL,
+           "not_before" REAL, "worker_pid" INTEGER, "heartbeat_at" REAL, "progress_at" REAL,
+           "peak_rss_mb" REAL, "error" TEXT, "error_type" TEXT, "hint" TEXT,
+           "inbox_path" TEXT, "source_path" TEXT, "output_dir" TEXT, "duplicate_of" TEXT,
+           "cancel_requested" INTEGER, "processing_seconds" REAL)""",
+        'CREATE INDEX "idx_jobs_state_priority_created_at" ON "jobs" ("state", "priority", "created_at")',
+        'CREATE INDEX "idx_jobs_sha256" ON "jobs" ("sha256")',
+        """CREATE TABLE "events" (
+           "id" INTEGER PRIMARY KEY, "job_id" TEXT, "at" REAL, "kind" TEXT, "detail" TEXT)""",
+        'CREATE INDEX "idx_events_job_id_at" ON "events" ("job_id", "at")',
+        """CREATE TABLE "daemon" (
+           "id" INTEGER PRIMARY KEY, "pid" INTEGER, "started_at" REAL, "heartbeat_at" REAL,
+           "workers_busy" INTEGER, "workers_total" INTEGER, "memory_used_gb" REAL,
+           "memory_budget_gb" REAL, "queued" INTEGER, "state" TEXT)""",
+    ),
+    2: (
+        # structured event payloads (worker pid and threads, ...) instead of parsing text
+        'ALTER TABLE "events" ADD COLUMN "data" TEXT',
+    ),
+}
 
 
-class Store:
-    """One connection per process; cheap to open."""
+def _import_sqlite_utils():
+    """sqlite-utils without pandas and numpy.
+
+    sqlite-utils imports pandas and numpy, when installed, only to map their scalar
+    types to column types; this package never stores them. Importing both costs
+    the CLI and the supervisor ~0.3 s and loads numpy into the process that must
+    stay free of it, so they are hidden (a None entry in sys.modules makes an import
+    fail) while sqlite-utils loads. A process that already has numpy keeps it.
+    """
+    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils
+    finally:
+        for name in hidden:
+            if sys.modules.get(name) is None:
+                del sys.modules[name]
+    return sqlite_utils
+
+
+class SchemaError(RuntimeError):
+    """The database is not a schema this diarized can use."""
+
+
+class SQLiteStore:
+    """The embedded backend: one SQLite file in WAL mode; one connection per process."""
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = Path(path)
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        self.db = sqlite_utils.Database(conn)
+        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
         if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        # readonly callers (diarizectl) leave an empty file to the daemon that is creating it,
+        # but bring an older schema forward: a CLI newer than the running daemon must still read
+        if not readonly or 0 < self.schema_version() < SCHEMA_VERSION:
+            self.migrate()
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
 
     # -- plumbing -----------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.db.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -166,17 +394,35 @@ class Store:
             raise
         conn.execute("COMMIT")
 
-    def _migrate(self) -> None:
+    def schema_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> None:
+        """Apply the frozen migrations up to `target`, all in one transaction."""
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
+            version = self.schema_version()
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has schema version {version}, newer than this "
-                                   f"diarized ({SCHEMA_VERSION}); upgrade diarized")
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[target](self.db)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+                raise SchemaError(f"{self.path} has schema version {version}, newer than this "
+                                  f"diarized ({SCHEMA_VERSION}); upgrade diarized")
+            for step in range(version + 1, target + 1):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            if target > version:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+        if target == SCHEMA_VERSION:
+            self._check_columns()
+
+    def _check_columns(self) -> None:
+        """The migrated table must hold every Job field: catches a migration forgotten in review."""
+        db = _import_sqlite_utils().Database(self.conn)
+        missing = {f.name for f in fields(Job)} - set(db["jobs"].columns_dict)
+        if missing:
+            raise SchemaError(f"{self.path}: the jobs table lacks {', '.join(sorted(missing))}")
 
     def _row(self, conn: sqlite3.Connection, sql: str, params: list) -> Job | None:
         cur = conn.execute(sql, params)
@@ -185,14 +431,20 @@ class Store:
             return None
         return Job(**dict(zip([d[0] for d in cur.description], row)))
 
+    def _rows(self, sql: str, params: list) -> list[Job]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [Job(**dict(zip(names, row))) for row in cur.fetchall()]
+
     def _update(self, conn: sqlite3.Connection, job_id: str, **values: Any) -> None:
         values["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in values)
         conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id])
 
-    def _event(self, conn: sqlite3.Connection, job_id: str, kind: str, detail: str = "") -> None:
-        conn.execute("INSERT INTO events (job_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-                     [job_id, time.time(), kind, detail])
+    def _event(self, conn: sqlite3.Connection, job_id: str, kind: str, detail: str = "",
+               data: dict | None = None) -> None:
+        conn.execute("INSERT INTO events (job_id, at, kind, detail, data) VALUES (?, ?, ?, ?, ?)",
+                     [job_id, time.time(), kind, detail, json.dumps(data) if data else None])
 
     def _require(self, conn: sqlite3.Connection, job_id: str) -> Job:
         job = self._row(conn, "SELECT * FROM jobs WHERE id = ?", [job_id])
@@ -202,64 +454,85 @@ class Store:
 
     # -- reads ------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
-        """By full id, or by a unique suffix/prefix (the short id in `status`)."""
-        conn = self.db.conn
-        job = self._row(conn, "SELECT * FROM jobs WHERE id = ?", [job_id])
+        job = self._row(self.conn, "SELECT * FROM jobs WHERE id = ?", [job_id])
         if job is not None:
             return job
-        cur = conn.execute("SELECT id FROM jobs WHERE id LIKE ? OR id LIKE ?", [f"%{job_id}", f"{job_id}%"])
+        cur = self.conn.execute("SELECT id FROM jobs WHERE id LIKE ? OR id LIKE ?",
+                                [f"%{job_id}", f"{job_id}%"])
         ids = [r[0] for r in cur.fetchall()]
         if len(ids) != 1:
             raise NotFound(job_id)
-        return self._require(conn, ids[0])
+        return self._require(self.conn, ids[0])
 
     def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
         sql, params = "SELECT * FROM jobs", []
         if states:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
-            params += list(states)
+            params += [str(s) for s in states]
         sql += " ORDER BY created_at DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        cur = self.db.conn.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [Job(**dict(zip(names, row))) for row in cur.fetchall()]
+        return self._rows(sql, params)
 
     def events(self, job_id: str) -> list[Event]:
-        cur = self.db.conn.execute(
-            "SELECT job_id, at, kind, detail FROM events WHERE job_id = ? ORDER BY at, id", [job_id])
-        return [Event(*row) for row in cur.fetchall()]
+        cur = self.conn.execute(
+            "SELECT job_id, at, kind, detail, data FROM events WHERE job_id = ? ORDER BY id", [job_id])
+        return [Event(j, at, kind, detail, json.loads(data) if data else {})
+                for j, at, kind, detail, data in cur.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        cur = self.db.conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return dict(cur.fetchall())
+        return dict(self.conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
 
-    def daemon(self) -> dict[str, Any] | None:
-        cur = self.db.conn.execute("SELECT * FROM daemon WHERE id = 1")
+    def pending_work(self) -> PendingWork:
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(duration), 0) FROM jobs "
+            "WHERE state IN (?, ?, ?)", [str(s) for s in LIVE_STATES]).fetchone()
+        return PendingWork(*row)
+
+    def claimable(self, now: float | None = None) -> list[Job]:
+        now = time.time() if now is None else now
+        return self._rows("SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
+                          "ORDER BY priority, created_at, id", [now])
+
+    def expired_leases(self, lease_seconds: float, now: float | None = None) -> list[Job]:
+        now = time.time() if now is None else now
+        return self._rows("SELECT * FROM jobs WHERE state = 'running' AND "
+                          "COALESCE(heartbeat_at, started_at, 0) < ? ORDER BY started_at",
+                          [now - lease_seconds])
+
+    def worker_threads(self, job_id: str) -> list[int]:
+        return [e.data["threads"] for e in self.events(job_id) if e.kind == "worker_started"]
+
+    def daemon(self, stale_seconds: float = 15.0) -> DaemonStatus:
+        cur = self.conn.execute("SELECT * FROM daemon WHERE id = 1")
         row = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], row)) if row else None
+        if row is None:
+            return DaemonStatus(up=False)
+        values = dict(zip([d[0] for d in cur.description], row))
+        values.pop("id")
+        up = (values["state"] in ("running", "stopping") and pid_alive(values["pid"])
+              and time.time() - values["heartbeat_at"] < stale_seconds)
+        return DaemonStatus(up=up, **values)
 
-    # -- the inbox side -----------------------------------------------------------
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # -- intake -----------------------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
                         max_attempts: int, inbox_path: Path, jobs_dir: Path) -> Job:
-        """Record a complete inbox file before it is moved; dedupe by content.
-
-        Returns the new job: state `incoming`, or `duplicate` (duplicate_of set)
-        when the same content is already queued, running or done.
-        """
         now = time.time()
         job_id = new_job_id(now)
         with self.transaction() as conn:
             first = self._row(conn, f"SELECT * FROM jobs WHERE sha256 = ? AND state IN "
                                     f"({','.join('?' * len(DEDUPE_STATES))}) ORDER BY created_at LIMIT 1",
                               [sha256, *DEDUPE_STATES])
-            source = jobs_dir / job_id / ("source" + Path(source_name).suffix.lower())
+            source = Path(jobs_dir) / job_id / ("source" + Path(source_name).suffix.lower())
             conn.execute(
                 "INSERT INTO jobs (id, source_name, sha256, size, priority, state, attempts, "
                 "max_attempts, progress, created_at, updated_at, not_before, inbox_path, "
                 "source_path, duplicate_of, cancel_requested) VALUES (?,?,?,?,?,?,0,?,0,?,?,0,?,?,?,0)",
                 [job_id, source_name, sha256, size, int(priority),
-                 "duplicate" if first else "incoming", max_attempts, now, now, str(inbox_path),
+                 State.DUPLICATE if first else State.INCOMING, max_attempts, now, now, str(inbox_path),
                  None if first else str(source), first.id if first else None])
             if first:
                 self._event(conn, job_id, "duplicate", f"same content as job {first.id} ({first.source_name})")
@@ -268,13 +541,12 @@ class Store:
                                                       f"{Priority(priority).name.lower()}")
             return self._require(conn, job_id)
 
-    def mark_queued(self, job_id: str, duration: float | None) -> Job:
-        """The file is in the job dir: the job may now be claimed."""
+    def mark_queued(self, job_id: str, duration: float | None = None) -> Job:
         with self.transaction() as conn:
             job = self._require(conn, job_id)
-            if job.state != "incoming":
+            if job.state != State.INCOMING:
                 raise InvalidTransition(f"job {job_id} is {job.state}, not incoming")
-            self._update(conn, job_id, state="queued", duration=duration, inbox_path=None)
+            self._update(conn, job_id, state=State.QUEUED, duration=duration, inbox_path=None)
             self._event(conn, job_id, "queued", f"{duration:.1f} s of audio" if duration else "")
             return self._require(conn, job_id)
 
@@ -284,22 +556,13 @@ class Store:
             self._event(conn, job_id, "settled", f"original moved to {where}")
 
     # -- the supervisor side ---------------------------------------------------------
-    def claimable(self, now: float | None = None) -> list[Job]:
-        now = time.time() if now is None else now
-        cur = self.db.conn.execute(
-            "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
-            "ORDER BY priority, created_at, id", [now])
-        names = [d[0] for d in cur.description]
-        return [Job(**dict(zip(names, row))) for row in cur.fetchall()]
-
     def claim(self, job_id: str) -> Job | None:
-        """queued -> running, spending one attempt; None if someone else got it."""
         now = time.time()
         with self.transaction() as conn:
             job = self._require(conn, job_id)
-            if job.state != "queued":
+            if job.state != State.QUEUED:
                 return None
-            self._update(conn, job_id, state="running", attempts=job.attempts + 1, stage="starting",
+            self._update(conn, job_id, state=State.RUNNING, attempts=job.attempts + 1, stage="starting",
                          progress=0.0, eta_seconds=None, started_at=now, heartbeat_at=now,
                          progress_at=now, worker_pid=None, error=None, error_type=None, hint=None)
             self._event(conn, job_id, "claimed", f"attempt {job.attempts + 1}/{job.max_attempts}")
@@ -308,27 +571,22 @@ class Store:
     def set_worker(self, job_id: str, pid: int, threads: int) -> None:
         with self.transaction() as conn:
             self._update(conn, job_id, worker_pid=pid, heartbeat_at=time.time())
-            self._event(conn, job_id, "worker_started", f"pid {pid}, {threads} threads")
-
-    def worker_threads(self, job_id: str) -> list[int]:
-        """Threads each attempt's worker was given, read back from set_worker's events."""
-        return [int(e.detail.split(", ")[1].split()[0]) for e in self.events(job_id)
-                if e.kind == "worker_started"]
+            self._event(conn, job_id, "worker_started", f"pid {pid}, {threads} threads",
+                        {"pid": pid, "threads": threads})
 
     def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
-        """running -> queued (or failed when attempts are used up and one is spent)."""
         now = time.time()
         with self.transaction() as conn:
             job = self._require(conn, job_id)
-            if job.state != "running":
+            if job.state != State.RUNNING:
                 return job
             attempts = job.attempts if spend_attempt else max(0, job.attempts - 1)
             if spend_attempt and attempts >= job.max_attempts:
-                self._update(conn, job_id, state="failed", finished_at=now, worker_pid=None,
+                self._update(conn, job_id, state=State.FAILED, finished_at=now, worker_pid=None,
                              error=job.error or reason, error_type=job.error_type or "Crash")
                 self._event(conn, job_id, "failed", f"{reason}; no attempts left")
             else:
-                self._update(conn, job_id, state="queued", attempts=attempts, worker_pid=None,
+                self._update(conn, job_id, state=State.QUEUED, attempts=attempts, worker_pid=None,
                              stage=None, not_before=now + backoff)
                 self._event(conn, job_id, "requeued", reason + (
                     f"; retry in {backoff:.0f} s" if backoff else "") + (
@@ -337,13 +595,13 @@ class Store:
 
     def fail(self, job_id: str, error_type: str, error: str, hint: str) -> Job:
         with self.transaction() as conn:
-            self._update(conn, job_id, state="failed", finished_at=time.time(), worker_pid=None,
+            self._require(conn, job_id)
+            self._update(conn, job_id, state=State.FAILED, finished_at=time.time(), worker_pid=None,
                          error=error, error_type=error_type, hint=hint)
             self._event(conn, job_id, "failed", f"{error_type}: {error}")
             return self._require(conn, job_id)
 
     def set_output_dir(self, job_id: str, output_dir: str) -> None:
-        """Chosen before the rename, so a crash right after it can be recognised."""
         with self.transaction() as conn:
             self._update(conn, job_id, output_dir=output_dir)
 
@@ -352,7 +610,7 @@ class Store:
         with self.transaction() as conn:
             job = self._require(conn, job_id)
             processing = now - job.started_at if job.started_at else None
-            self._update(conn, job_id, state="succeeded", finished_at=now, output_dir=output_dir,
+            self._update(conn, job_id, state=State.SUCCEEDED, finished_at=now, output_dir=output_dir,
                          source_path=source_path, progress=1.0, stage="done", eta_seconds=0,
                          worker_pid=None, processing_seconds=processing)
             self._event(conn, job_id, "succeeded", f"published to {output_dir}")
@@ -360,7 +618,8 @@ class Store:
 
     def mark_cancelled(self, job_id: str, where: str | None) -> Job:
         with self.transaction() as conn:
-            self._update(conn, job_id, state="cancelled", finished_at=time.time(), worker_pid=None,
+            self._require(conn, job_id)
+            self._update(conn, job_id, state=State.CANCELLED, finished_at=time.time(), worker_pid=None,
                          source_path=where, error="cancelled by the operator", error_type="Cancelled")
             self._event(conn, job_id, "cancelled", f"original in {where}" if where else "")
             return self._require(conn, job_id)
@@ -393,12 +652,11 @@ class Store:
             conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state = 'running'",
                          [time.time(), job_id])
 
-    def event(self, job_id: str, kind: str, detail: str = "") -> None:
+    def event(self, job_id: str, kind: str, detail: str = "", data: dict | None = None) -> None:
         with self.transaction() as conn:
-            self._event(conn, job_id, kind, detail)
+            self._event(conn, job_id, kind, detail, data)
 
     def record_error(self, job_id: str, error_type: str, error: str, hint: str) -> None:
-        """The worker says why it is about to exit; the supervisor decides what follows."""
         with self.transaction() as conn:
             self._update(conn, job_id, error=error, error_type=error_type, hint=hint)
             self._event(conn, job_id, "error", f"{error_type}: {error}")
@@ -409,7 +667,6 @@ class Store:
 
     # -- the operator side ------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> Job:
-        """Queued jobs are cancelled by the supervisor at its next tick; running ones are stopped."""
         with self.transaction() as conn:
             job = self._require(conn, job_id)
             if job.state not in LIVE_STATES:
@@ -421,11 +678,11 @@ class Store:
     def request_retry(self, job_id: str) -> Job:
         with self.transaction() as conn:
             job = self._require(conn, job_id)
-            if job.state not in ("failed", "cancelled"):
+            if job.state not in (State.FAILED, State.CANCELLED):
                 raise InvalidTransition(f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried")
             if not job.source_path or not Path(job.source_path).exists():
                 raise InvalidTransition(f"job {job.id}: the original is no longer at {job.source_path}")
-            self._update(conn, job_id, state="queued", attempts=0, cancel_requested=0, not_before=0,
+            self._update(conn, job_id, state=State.QUEUED, attempts=0, cancel_requested=0, not_before=0,
                          error=None, error_type=None, hint=None, finished_at=None, stage=None, progress=0.0)
             self._event(conn, job_id, "retry", "requested by the operator")
             return self._require(conn, job_id)
@@ -440,8 +697,7 @@ class Store:
             return self._require(conn, job_id)
 
     def stats(self) -> dict[str, Any]:
-        """The seed's orchestrator metrics, from the whole history."""
-        cur = self.db.conn.execute(
+        cur = self.conn.execute(
             "SELECT COUNT(*), SUM(state = 'succeeded'), SUM(state = 'failed'), SUM(state = 'cancelled'), "
             "SUM(state = 'duplicate'), AVG(CASE WHEN state = 'succeeded' THEN processing_seconds END), "
             "AVG(CASE WHEN state = 'succeeded' AND duration > 0 THEN processing_seconds / duration END), "
@@ -455,3 +711,11 @@ class Store:
             "average_processing_seconds": avg_s, "average_real_time_factor": rtf,
             "peak_memory_mb": peak, "audio_hours_processed": (audio or 0) / 3600,
         }
+
+
+def open_store(location: str | Path, readonly: bool = False) -> JobStore:
+    """The backend for a `store` setting: today a SQLite file path (the embedded default)."""
+    text = str(location)
+    if "://" in text:
+        raise SchemaError(f"store = {text!r}: only a SQLite file path is supported by this version")
+    return SQLiteStore(Path(text), readonly=readonly)

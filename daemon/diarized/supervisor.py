@@ -1,10 +1,12 @@
 """Scheduling and worker lifecycle: at most max_workers isolated workers, within budget.
 
-The supervisor never imports torch or the models: it stays small, starts fast
-and survives whatever a model does to a worker. Each worker is its own process
+The supervisor process never imports torch, numpy, PyAV or the pipeline (a
+test checks its memory map): it stays small, starts fast and survives whatever
+a model or a crafted file does to a worker. Each worker is its own process
 session (killable as a group) with its own thread budget. Decisions per tick:
 take complete inbox files, honour cancellations, reap finished workers (publish,
 retry or fail), enforce memory and time limits, start queued jobs that fit.
+The supervisor decides; lifecycle.py makes each job transition happen.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Callable
 import psutil
 
 from diarized import outbox
-from diarized.config import Settings
+from diarized.config import Settings, settings_to_json
+from diarized.files import write_text
 from diarized.inbox import Inbox
-from diarized.pipeline.atomic import write_text
-from diarized.store import Job, Store
-from diarized.worker import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, settings_to_json
+from diarized.lifecycle import Lifecycle
+from diarized.store import Job, JobStore, State
+from diarized.worker import WorkerExit
 
 log = logging.getLogger("diarized.supervisor")
 
@@ -40,20 +43,43 @@ RSS_RECORD_SECONDS = 5.0
 WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.0}
 WORKER_GB_PER_AUDIO_HOUR = 0.4
 BACKOFF_SECONDS = 30.0
+# Until its worker has decoded a file, its duration is unknown (the supervisor
+# never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
+# and uncompressed audio are larger per second, so this over-estimates them),
+# capped at four hours: the estimate errs on the safe side and a lone job always runs.
+GUESS_BYTES_PER_SECOND = 16_000
+GUESS_MAX_SECONDS = 4 * 3600.0
+# A running job whose worker sent no heartbeat (every 5 s) for this long is killed.
+LEASE_SECONDS = 120.0
+
+WorkerCommand = Callable[[str, Path, int], list[str]]
+
+
+def worker_command(job_id: str, settings_file: Path, threads: int) -> list[str]:
+    """The real worker; tests give the supervisor small fake workers instead."""
+    return [sys.executable, "-m", "diarized.worker", job_id, "--settings", str(settings_file),
+            "--threads", str(threads), "--supervisor-pid", str(os.getpid())]
 
 
 class AlreadyRunning(RuntimeError):
     """The state root is locked by another supervisor."""
 
 
-def estimate_peak_gb(model: str, duration: float | None) -> float:
+def audio_seconds(job: Job) -> float:
+    """The decoded duration once a worker knows it, else a guess from the file size."""
+    if job.duration:
+        return job.duration
+    return min(GUESS_MAX_SECONDS, job.size / GUESS_BYTES_PER_SECOND)
+
+
+def estimate_peak_gb(model: str, seconds: float) -> float:
     base = WORKER_BASE_GB.get(model, 4.0)
-    return base + WORKER_GB_PER_AUDIO_HOUR * (duration or 3600.0) / 3600.0
+    return base + WORKER_GB_PER_AUDIO_HOUR * seconds / 3600.0
 
 
-def job_timeout(duration: float | None, unit_timeout: float) -> float:
+def job_timeout(seconds: float, unit_timeout: float) -> float:
     """Whole-job limit: generous (real-time factor 2) but finite."""
-    return max(3 * unit_timeout, 900.0 + 2.0 * (duration or 7200.0))
+    return max(3 * unit_timeout, 900.0 + 2.0 * seconds)
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -94,56 +120,61 @@ class Notifier:
 @dataclass
 class Supervisor:
     settings: Settings
-    store: Store
+    store: JobStore
     notifier: Notifier = field(default_factory=Notifier)
+    worker_command: WorkerCommand = worker_command
     running: dict[str, Running] = field(default_factory=dict)
     stop_requested: bool = False
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.settings, self.store)
-        self.settings_file = self.settings.state_dir / "state" / "worker-settings.json"
+        self.lifecycle = Lifecycle(self.settings, self.store)
+        self.settings_file = self.settings.db_path.parent / "worker-settings.json"
         self.started_at = time.time()
+        self._lock = None
 
     # -- start ------------------------------------------------------------------
     def prepare(self) -> None:
-        s = self.settings
-        for folder in (s.inbox, s.outbox, s.done, s.failed, s.jobs_dir):
+        """Folders, the state-root lock and the workers' settings file; once per process."""
+        if self._lock is not None:
+            return
+        for folder in self.settings.folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         self.lock_state_dir()
-        write_text(self.settings_file, settings_to_json(s))
+        write_text(self.settings_file, settings_to_json(self.settings), mode=0o600)
 
     def lock_state_dir(self) -> None:
         """One supervisor per state root: a second one's recovery would kill the first's workers."""
-        path = self.settings.jobs_dir.parent / "daemon.lock"
-        self._lock = path.open("a+")
+        lock = (self.settings.db_path.parent / "daemon.lock").open("a+")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.seek(0)
-            raise AlreadyRunning(f"another diarized (pid {self._lock.read().strip() or '?'}) is running "
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise AlreadyRunning(f"another diarized (pid {holder}) is running "
                                  f"on {self.settings.state_dir}; stop it first") from None
-        self._lock.truncate(0)
-        self._lock.write(str(os.getpid()))
-        self._lock.flush()
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock = lock
 
     def recover(self) -> list[str]:
         """Jobs left `running` by a dead supervisor: stop leftovers, then requeue or publish."""
         notes = []
-        for job in self.store.jobs(states=("running",)):
-            leftover = _worker_process(job)
+        for job in self.store.jobs(states=(State.RUNNING,)):
+            leftover = self._leftover_worker(job)
             if leftover is not None:
                 _kill_group(leftover.pid)
                 notes.append(f"{job.id}: killed leftover worker {leftover.pid}")
-            if job.output_dir and outbox._owned_by(Path(job.output_dir), job.id):
-                outbox.publish(self.settings, self.store, job)
+            if self.lifecycle.was_published(job):
+                self.lifecycle.succeed(job)
                 notes.append(f"{job.id}: was published before the crash; marked succeeded")
                 continue
-            job = self.store.requeue(job.id, "the daemon stopped while it ran",
-                                     spend_attempt=leftover is None)
-            if job.state == "failed":
-                outbox.fail_job(self.settings, self.store, job)
+            job = self.lifecycle.retry_or_fail(job, "the daemon stopped while it ran",
+                                               spend_attempt=leftover is None)
             notes.append(f"{job.id}: requeued ({job.state})")
-        notes += self.inbox.reconcile()
+        notes += self.inbox.intake.reconcile()
         for note in notes:
             log.info("recovery: %s", note)
         return notes
@@ -195,7 +226,7 @@ class Supervisor:
         for index, job in enumerate(waiting):
             if len(self.running) >= self.settings.max_workers:
                 return
-            need = estimate_peak_gb(self.settings.model, job.duration)
+            need = estimate_peak_gb(self.settings.model, audio_seconds(job))
             left = self.settings.max_memory_gb - self.memory_in_use_gb()
             if self.running and need > left:
                 return  # wait for memory; a lone job always runs, or it would starve
@@ -226,8 +257,7 @@ class Supervisor:
                "JOB_ID": job.id}
         with (work / "worker.log").open("ab") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "diarized.worker", job.id, "--settings", str(self.settings_file),
-                 "--threads", str(threads)],
+                self.worker_command(job.id, self.settings_file, threads),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, close_fds=True)
         self.running[job.id] = Running(job, proc, psutil.Process(proc.pid), estimate_gb, threads)
@@ -252,9 +282,12 @@ class Supervisor:
                 continue
             job = self.store.get(job_id)
             idle = now - (job.progress_at or job.started_at or now)
-            allowed = job_timeout(job.duration, self.settings.unit_timeout_seconds)
+            silent = now - (job.heartbeat_at or job.started_at or now)
+            allowed = job_timeout(audio_seconds(job), self.settings.unit_timeout_seconds)
             if idle > self.settings.unit_timeout_seconds:
                 self.kill(run, f"timeout: no progress for {idle:.0f} s in stage {job.stage}")
+            elif silent > LEASE_SECONDS:
+                self.kill(run, f"lease expired: no heartbeat from the worker for {silent:.0f} s")
             elif job.started_at and now - job.started_at > allowed:
                 self.kill(run, f"timeout: job ran longer than {allowed:.0f} s")
 
@@ -265,11 +298,21 @@ class Supervisor:
         self.store.event(run.job.id, "killed", reason)
         _kill_group(run.proc.pid)
 
+    def _leftover_worker(self, job: Job) -> psutil.Process | None:
+        """The still-running worker of `job` that a previous supervisor of this state root left."""
+        if not job.worker_pid:
+            return None
+        try:
+            proc = psutil.Process(job.worker_pid)
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            return None
+        return proc if job.id in cmdline and str(self.settings_file) in cmdline else None
+
     def handle_cancellations(self) -> None:
-        for job in self.store.jobs(states=("queued",)):
+        for job in self.store.jobs(states=(State.QUEUED,)):
             if job.cancel_requested:
-                job = self.store.mark_cancelled(job.id, job.source_path)
-                outbox.fail_job(self.settings, self.store, job)
+                self.lifecycle.cancel(job)
         for job_id, run in self.running.items():
             if not run.cancel and self.store.get(job_id).cancel_requested:
                 run.cancel = True
@@ -287,44 +330,41 @@ class Supervisor:
                 self.settle(run, code)
             except OSError as exc:  # e.g. disk full while publishing: try again later
                 log.error("%s: could not settle: %s", job_id, exc, extra={"job_id": job_id})
-                self.store.requeue(job_id, f"publishing failed: {exc}", spend_attempt=True,
-                                   backoff=BACKOFF_SECONDS)
+                self.lifecycle.retry_or_fail(self.store.get(job_id), f"publishing failed: {exc}",
+                                             spend_attempt=True, backoff=BACKOFF_SECONDS)
 
     def settle(self, run: Running, code: int) -> None:
+        """Decide what a worker's exit means; the lifecycle carries it out."""
         job = self.store.get(run.job.id)
+        clean = not run.kill_reason
         if run.cancel:
-            outbox.fail_job(self.settings, self.store, self.store.mark_cancelled(job.id, job.source_path))
-        elif code == EXIT_OK and not run.kill_reason:
-            done = outbox.publish(self.settings, self.store, job)
+            self.lifecycle.cancel(job)
+        elif code == WorkerExit.OK and clean:
+            done = self.lifecycle.succeed(job)
             log.info("%s: succeeded -> %s", job.id, done.output_dir, extra={"job_id": job.id})
-        elif code == EXIT_INTERRUPTED and not run.kill_reason:
-            self.store.requeue(job.id, "stopped at a checkpoint", spend_attempt=False)
-        elif code == EXIT_BAD_INPUT and not run.kill_reason:
-            failed = self.store.fail(job.id, job.error_type or "BadInput", job.error or "bad input",
-                                     job.hint or "see error.json")
-            outbox.fail_job(self.settings, self.store, failed)
+        elif code == WorkerExit.INTERRUPTED and clean:
+            self.lifecycle.retry_or_fail(job, "stopped at a checkpoint", spend_attempt=False)
+        elif code == WorkerExit.BAD_INPUT and clean:
+            self.lifecycle.fail(job, job.error_type or "BadInput", job.error or "bad input",
+                                job.hint or "see error.json")
+        elif run.stopping and clean:
+            self.lifecycle.retry_or_fail(job, _exit_reason(code, job), spend_attempt=False)
         else:
-            reason = run.kill_reason or _exit_reason(code, job)
-            if run.stopping and not run.kill_reason:
-                job = self.store.requeue(job.id, reason, spend_attempt=False)
-            else:
-                job = self.store.requeue(job.id, reason, spend_attempt=True,
-                                         backoff=self.backoff(job.attempts))
-            if job.state == "failed":
-                outbox.fail_job(self.settings, self.store, job)
+            self.lifecycle.retry_or_fail(job, run.kill_reason or _exit_reason(code, job),
+                                         spend_attempt=True, backoff=self.backoff(job.attempts))
 
     def backoff(self, attempts: int) -> float:
         return self.settings.retry_backoff_seconds * 2 ** max(0, attempts - 1)
 
     # -- status and stop ------------------------------------------------------------------
     def publish_status(self, state: str = "running") -> None:
-        counts = self.store.counts()
+        queued = self.store.counts().get(State.QUEUED, 0)
         used = sum(r.rss for r in self.running.values()) / 2**30
         self.store.set_daemon(pid=os.getpid(), started_at=self.started_at, heartbeat_at=time.time(),
                               workers_busy=len(self.running), workers_total=self.settings.max_workers,
                               memory_used_gb=round(used, 2), memory_budget_gb=self.settings.max_memory_gb,
-                              queued=counts.get("queued", 0), state=state)
-        self.notifier.status(f"{len(self.running)} running, {counts.get('queued', 0)} queued, "
+                              queued=queued, state=state)
+        self.notifier.status(f"{len(self.running)} running, {queued} queued, "
                              f"{used:.1f}/{self.settings.max_memory_gb:.0f} GiB")
         self.notifier.watchdog()
 
@@ -345,8 +385,10 @@ class Supervisor:
             run.proc.wait()
         for job_id, run in list(self.running.items()):
             del self.running[job_id]
-            self.store.requeue(job_id, f"the daemon stopped; killed after {self.settings.stop_timeout_seconds:.0f} s",
-                               spend_attempt=False)
+            self.lifecycle.retry_or_fail(
+                self.store.get(job_id),
+                f"the daemon stopped; killed after {self.settings.stop_timeout_seconds:.0f} s",
+                spend_attempt=False)
         self.publish_status("stopped")
         log.info("stopped")
 
@@ -368,15 +410,3 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _kill_group(pid: int) -> None:
     _signal_group(pid, signal.SIGKILL)
-
-
-def _worker_process(job: Job) -> psutil.Process | None:
-    """The still-running worker of `job`, if a previous supervisor left one behind."""
-    if not job.worker_pid:
-        return None
-    try:
-        proc = psutil.Process(job.worker_pid)
-        cmdline = proc.cmdline()
-    except psutil.Error:
-        return None
-    return proc if "diarized.worker" in cmdline and job.id in cmdline else None

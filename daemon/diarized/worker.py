@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import enum
 import json
 import os
 import signal
@@ -16,28 +17,46 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # worth another attempt
-EXIT_BAD_INPUT = 2  # retrying will not help: failed/ at once
-EXIT_INTERRUPTED = 3  # asked to stop; checkpoints are on disk
 HEARTBEAT_SECONDS = 5.0
 PROGRESS_EVERY = 1.0
 
 
-def settings_to_json(settings) -> str:
-    return json.dumps({k: (str(v) if isinstance(v, Path) else v)
-                       for k, v in asdict(settings).items() if v is not None})
+class WorkerExit(enum.IntEnum):
+    """What a worker's exit code tells the supervisor to do next."""
+
+    OK = 0  # outputs are in the job's out/: publish
+    FAILED = 1  # an error worth another attempt
+    BAD_INPUT = 2  # retrying will not help (bad media, missing model): failed/ at once
+    INTERRUPTED = 3  # asked to stop; checkpoints are on disk: requeue without spending an attempt
 
 
-def _die_with_parent() -> None:
-    """If the supervisor is killed -9, take this worker down too (no orphans)."""
+def die_with_parent(supervisor_pid: int | None) -> None:
+    """If the supervisor is killed -9, take this worker down too (no orphans).
+
+    PR_SET_PDEATHSIG only covers a parent that dies after it is set; a supervisor
+    killed between this process's exec and this call has already left it with a
+    new parent. Checking the parent afterwards closes that window: the worker of
+    a dead supervisor exits before it touches its job.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if supervisor_pid is not None and os.getppid() != supervisor_pid:
+        os._exit(WorkerExit.INTERRUPTED)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The worker's command line; the supervisor builds it in supervisor.worker_command."""
+    parser = argparse.ArgumentParser(prog="diarized.worker")
+    parser.add_argument("job_id")
+    parser.add_argument("--settings", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--supervisor-pid", type=int, default=None)
+    return parser.parse_args(argv)
 
 
 class Reporter:
@@ -73,7 +92,7 @@ def _heartbeat(store, job_id: str, stop: threading.Event) -> None:
             pass
 
 
-def run(job_id: str, settings_file: Path, threads: int | None = None) -> int:
+def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerExit:
     from diarized.config import load_settings
 
     settings = load_settings(None, json.loads(settings_file.read_text()), env={})
@@ -86,51 +105,47 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> int:
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
-    from diarized.store import Store
+    from diarized.store import open_store
     keep_freed_memory()
-    store = Store(settings.db_path)
+    store = open_store(settings.db_path)
     job = store.get(job_id)
     stop, beat_stop = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=_heartbeat, args=(store, job_id, beat_stop), daemon=True).start()
     reporter = Reporter(store, job_id)
-    hooks = Hooks(progress=reporter.progress, event=reporter.event, should_stop=stop.is_set)
+    hooks = Hooks(progress=reporter.progress, event=reporter.event, should_stop=stop.is_set,
+                  decoded=lambda seconds: store.set_duration(job_id, seconds))
     work = settings.jobs_dir / job_id
     try:
         result = Runner(settings, hooks).run(Path(job.source_path), work / "work", work / "out",
                                              display_name=job.source_name)
-        store.set_duration(job_id, result.document["total_duration"])
         for warning in result.warnings:
             store.event(job_id, "warning", warning)
-        return EXIT_OK
+        return WorkerExit.OK
     except Interrupted as exc:
         store.event(job_id, "interrupted", str(exc))
-        return EXIT_INTERRUPTED
+        return WorkerExit.INTERRUPTED
     except MediaError as exc:
         store.record_error(job_id, "BadMedia", f"{job.source_name}: {exc.problem}", exc.hint)
-        return EXIT_BAD_INPUT
+        return WorkerExit.BAD_INPUT
     except ModelError as exc:
         store.record_error(job_id, "ModelMissing", str(exc), "fix the model setting, then "
                            f"`diarizectl retry {job.short_id}`")
-        return EXIT_BAD_INPUT
+        return WorkerExit.BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - reported, then retried by the supervisor
         traceback.print_exc()
         store.record_error(job_id, type(exc).__name__, str(exc) or repr(exc),
                            "see worker.log in the job's failed/ folder")
-        return EXIT_FAILED
+        return WorkerExit.FAILED
     finally:
         beat_stop.set()
 
 
 def main(argv: list[str] | None = None) -> None:
-    _die_with_parent()
-    parser = argparse.ArgumentParser(prog="diarized.worker")
-    parser.add_argument("job_id")
-    parser.add_argument("--settings", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    sys.exit(run(args.job_id, args.settings, args.threads))
+    args = parse_args(argv)
+    die_with_parent(args.supervisor_pid)
+    sys.exit(int(run(args.job_id, args.settings, args.threads)))
 
 
 if __name__ == "__main__":

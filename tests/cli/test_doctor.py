@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 
 from diarized.cli.ctl import cli
-from diarized.store import Store
+from diarized.store import open_store
 from diarized.supervisor import Supervisor
 
 
@@ -21,13 +21,13 @@ def test_doctor_on_a_missing_then_healthy_then_damaged_install(make_settings, mo
     settings = make_settings()
     code, checks = doctor(settings.state_dir, models_cache)
     assert code == 1 and checks["folder inbox"]["level"] == "fail" and checks["folder inbox"]["fix"]
-    Supervisor(settings, Store(settings.db_path)).prepare()
+    Supervisor(settings, open_store(settings.db_path)).prepare()
     settings.inbox.chmod(0o2770)
     code, checks = doctor(settings.state_dir, models_cache)
     assert code == 0, checks
     assert checks["whisper model"]["level"] == "ok" and checks["job store"]["level"] == "ok"
     assert checks["free disk"]["level"] == "ok"
-    Store(settings.db_path).close()
+    open_store(settings.db_path).close()
     for suffix in ("-wal", "-shm"):
         settings.db_path.with_name(settings.db_path.name + suffix).unlink(missing_ok=True)
     settings.db_path.write_bytes(b"this is not sqlite" * 100)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from diarized.cli.ctl import cli
 from diarized.cli.jobs_cmd import jobs_table, status_header
-from diarized.store import Priority, Store
+from diarized.store import Priority, open_store
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -20,7 +20,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 @pytest.fixture
 def state(tmp_path):
     """A store with one job in each interesting state, made through the store's own transitions."""
-    store = Store(tmp_path / "state/diarized.db")
+    store = open_store(tmp_path / "state/diarized.db")
     jobs = tmp_path / "state/jobs"
 
     def queued(name, sha, priority=Priority.NORMAL):

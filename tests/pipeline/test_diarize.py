@@ -23,8 +23,6 @@ from bench.scoring import der, diarization_cases, load_reference
 from diarized.models import resolve_diarization
 from diarized.pipeline import diarize, media
 
-pytestmark = pytest.mark.slow
-
 PER_FILE_SLACK = 0.005
 
 
@@ -41,6 +39,7 @@ def scores(diarization_pipeline, tmp_path_factory):
     return rows
 
 
+@pytest.mark.slow
 def test_sample_two_speakers(scores):
     ours, bare = scores["pyannote-sample"]
     assert ours.speakers == 2
@@ -49,6 +48,7 @@ def test_sample_two_speakers(scores):
     assert ours.der_collar <= 0.03
 
 
+@pytest.mark.slow
 def test_ami_mixture_four_speakers(scores):
     ours, bare = scores["ami-mixture-4spk"]
     assert ours.speakers >= 3
@@ -56,6 +56,7 @@ def test_ami_mixture_four_speakers(scores):
     assert ours.der_collar <= bare.der_collar + PER_FILE_SLACK
 
 
+@pytest.mark.slow
 def test_whole_set_no_worse_than_bare(scores):
     assert len([k for k in scores if k.startswith("ami-debug/")]) == 14
     for attr in ("der", "der_collar"):
@@ -64,6 +65,7 @@ def test_whole_set_no_worse_than_bare(scores):
         assert ours <= bare
 
 
+@pytest.mark.slow
 def test_speaker_hints_are_obeyed(diarization_pipeline, data, tmp_path):
     pipeline, options = diarization_pipeline
     audio = media.open_audio(media.decode(data / "ami-mixture-4spk/mixture.wav", tmp_path / "a.f32").raw_path)
@@ -75,6 +77,7 @@ def test_speaker_hints_are_obeyed(diarization_pipeline, data, tmp_path):
     assert len({t["speaker"] for t in one}) == 1
 
 
+@pytest.mark.slow
 def test_silence_gives_no_turns(diarization_pipeline, data, tmp_path):
     pipeline, options = diarization_pipeline
     audio = media.open_audio(media.decode(data / "pyannote-ami-debug/empty.wav", tmp_path / "a.f32").raw_path)

@@ -11,13 +11,12 @@ import webvtt
 
 from diarized.pipeline import formats
 
-pytestmark = pytest.mark.slow
-
 
 def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_srt_cues_follow_the_rules(sample_out):
     cues = list(srt.parse((sample_out / "transcription.srt").read_text()))
     assert len(cues) > 5
@@ -32,6 +31,7 @@ def test_srt_cues_follow_the_rules(sample_out):
         assert re.match(r"SPEAKER_\d\d: ", lines[0])
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_vtt_cues_carry_voice_tags_and_match_srt(sample_out):
     vtt = webvtt.read(str(sample_out / "transcription.vtt"))
     cues = list(srt.parse((sample_out / "transcription.srt").read_text()))
@@ -45,6 +45,7 @@ def test_vtt_cues_carry_voice_tags_and_match_srt(sample_out):
         assert all(len(line) <= formats.MAX_LINE for line in caption.text.split("\n"))  # shown text, tags excluded
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_outputs_agree_with_each_other(sample_run, sample_out):
     doc = sample_run["document"]
     srt_text = _norm(" ".join(c.content.split(": ", 1)[1] for c in srt.parse(
@@ -60,6 +61,7 @@ def test_outputs_agree_with_each_other(sample_run, sample_out):
     assert doc["total_duration"] == pytest.approx(30.0, abs=0.05)
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_json_keeps_the_seed_schema(sample_run):
     doc = sample_run["document"]
     assert {"file_path", "total_duration", "speakers", "segments"} <= set(doc)
@@ -86,6 +88,7 @@ def test_overlapping_and_long_words_are_clipped_into_valid_cues():
         assert len(cue.content.split("\n")) <= formats.MAX_LINES
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_every_output_file_is_written(sample_out):
     names = {p.name for p in sample_out.iterdir()}
     assert set(formats.FILENAMES.values()) | {"whisper_results.json", "diarization_results.json",

@@ -9,8 +9,6 @@ import pytest
 from bench.scoring import DATA
 from diarized.pipeline import merge
 
-pytestmark = pytest.mark.slow
-
 
 def _turns(sample_out):
     return json.loads((sample_out / "diarization_results.json").read_text())["turns"]
@@ -20,6 +18,7 @@ def _words(document):
     return [(w, seg["speaker_id"]) for seg in document["segments"] for w in seg["words"]]
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_each_word_goes_to_the_turn_it_overlaps_most(sample_run, sample_out):
     turns = _turns(sample_out)
     checked = 0
@@ -43,6 +42,7 @@ def test_words_outside_every_turn_go_to_the_nearest():
     assert [w.speaker for w in words] == ["A", "B"]
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_words_match_the_reference_speakers(sample_run):
     """Against sample.stm: most words are said by the speaker we attribute them to."""
     stm = [line.split(maxsplit=5) for line in (DATA / "pyannote-sample/sample.stm").read_text().splitlines()]
@@ -62,6 +62,7 @@ def test_words_match_the_reference_speakers(sample_run):
     assert mapped / total >= 0.9
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_segments_break_where_the_rules_say(sample_run):
     segments = sample_run["document"]["segments"]
     assert len(segments) > 5
@@ -81,6 +82,7 @@ def test_segments_break_where_the_rules_say(sample_run):
                 or seg["end_time"] - prev["start_time"] > merge.MAX_SEGMENT)
 
 
+@pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_speakers_are_numbered_in_order_of_first_appearance(sample_run):
     seen = []
     for seg in sample_run["document"]["segments"]:

@@ -8,8 +8,6 @@ import pytest
 
 from diarized.pipeline.runner import Hooks, Interrupted, Runner, job_fraction
 
-pytestmark = pytest.mark.slow
-
 STABLE = ("file_path", "total_duration", "speakers", "segments", "language")
 
 
@@ -18,6 +16,7 @@ def _stable(out):
     return {k: doc[k] for k in STABLE}
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_checkpoints(make_settings, data, tmp_path):
     settings = make_settings(unit_seconds=10.0, language="en")
     source = data / "pyannote-sample/sample.wav"
@@ -53,6 +52,7 @@ def test_job_fraction_is_monotonic():
     assert points == sorted(points) and points[0] == 0.0 and points[-1] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_work_dir_of_another_file_is_not_reused(make_settings, data, tmp_path):
     settings = make_settings(model="tiny.en")
     Runner(settings).run(data / "pyannote-sample/sample.wav", tmp_path / "work", tmp_path / "out1")

@@ -1,6 +1,12 @@
-"""Thin command-line layers: `diarized` (the daemon) and `diarizectl` (the operator's tool).
+"""Thin command-line layers: `diarized` (the daemon) and `diarizectl` (the operator's tool)."""
 
-Exit codes, for every command: 0 ok, 1 error, 2 usage, 3 not found.
-"""
+import enum
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+
+class CliExit(enum.IntEnum):
+    """Exit codes of every command (a worker's codes are worker.WorkerExit, a different thing)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_FOUND = 3

@@ -9,20 +9,58 @@ from pathlib import Path
 import click
 
 from diarized import logs
-from diarized.cli import EXIT_ERROR
+from diarized.cli import CliExit
 from diarized.config import ConfigError, Settings, default_config_file, load_settings
 
 
 def check_folders(settings: Settings) -> None:
     """Fail at start, with the folder named, rather than on the first file."""
-    for folder in (settings.state_dir, settings.inbox, settings.outbox, settings.done,
-                   settings.failed, settings.jobs_dir):
+    for folder in (settings.state_dir, *settings.folders.values()):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create {folder}: {exc.strerror}") from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(f"{folder} is not writable by this user (uid {os.getuid()})")
+
+
+def serve(settings: Settings, config: Path | None, worker_command=None) -> None:
+    """Run the supervisor until SIGTERM, publishing where its state root is meanwhile.
+
+    `worker_command` replaces the real worker (tests run the real daemon with fake workers).
+    """
+    from diarized import runtime, systemd
+    from diarized.store import open_store
+    from diarized.supervisor import AlreadyRunning, Notifier, Supervisor
+
+    journald = settings.log_format == "auto" and systemd.under_journald()
+    logs.setup(settings.log_format, settings.log_file,
+               extra_handlers=[systemd.JournalHandler()] if journald else None)
+    notifier = systemd.systemd_notifier() if os.environ.get("NOTIFY_SOCKET") else Notifier()
+    supervisor = Supervisor(settings, open_store(settings.db_path), notifier)
+    if worker_command is not None:
+        supervisor.worker_command = worker_command
+    published = None
+    try:
+        supervisor.prepare()
+        published = runtime.publish(settings.state_dir, config)
+        supervisor.run_forever()
+    except AlreadyRunning as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(CliExit.ERROR)
+    finally:
+        runtime.remove(published)
+
+
+def load(config: Path | None, state_dir: Path | None) -> tuple[Settings, Path | None]:
+    config = config or default_config_file()
+    try:
+        settings = load_settings(config, {"state_dir": state_dir.resolve() if state_dir else None})
+        check_folders(settings)
+    except ConfigError as exc:
+        click.echo(f"error: configuration: {exc}", err=True)
+        sys.exit(CliExit.ERROR)
+    return settings, config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,27 +76,7 @@ def cli() -> None:
               help="State root; overrides the config.")
 def run(config: Path | None, state_dir: Path | None) -> None:
     """Watch the inbox and process files until SIGTERM."""
-    from diarized import systemd
-    from diarized.store import Store
-    from diarized.supervisor import AlreadyRunning, Notifier, Supervisor
-
-    try:
-        settings = load_settings(config or default_config_file(),
-                                 {"state_dir": state_dir.resolve() if state_dir else None})
-        check_folders(settings)
-    except ConfigError as exc:
-        click.echo(f"error: configuration: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
-    journald = settings.log_format == "auto" and systemd.under_journald()
-    logs.setup(settings.log_format, settings.log_file,
-               extra_handlers=[systemd.JournalHandler()] if journald else None)
-    notifier = systemd.systemd_notifier() if os.environ.get("NOTIFY_SOCKET") else Notifier()
-    supervisor = Supervisor(settings, Store(settings.db_path), notifier)
-    try:
-        supervisor.run_forever()
-    except AlreadyRunning as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_ERROR)
+    serve(*load(config, state_dir))
 
 
 def main() -> None:

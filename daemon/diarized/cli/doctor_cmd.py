@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from diarized.cli import EXIT_ERROR
-from diarized.config import ConfigError, Settings, default_config_file, load_settings
+from diarized.cli import CliExit
+from diarized.cli.common import locate
+from diarized.config import ConfigError, Settings, load_settings
 
 MARK = {"ok": "[green]ok[/]  ", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
 AUDIO_BYTES_PER_SECOND = 16000 * 4  # the decoded float32 working copy
@@ -32,9 +33,8 @@ class Check:
 
 def check_folders(s: Settings) -> list[Check]:
     checks = []
-    for name, folder, group_write in (("inbox", s.inbox, True), ("outbox", s.outbox, False),
-                                      ("done", s.done, False), ("failed", s.failed, False),
-                                      ("state", s.jobs_dir.parent, False)):
+    for name, folder in s.folders.items():
+        group_write = name == "inbox"
         if not folder.is_dir():
             checks.append(Check(f"folder {name}", "fail", f"{folder} does not exist",
                                 "start the daemon once, or run systemd-tmpfiles --create"))
@@ -86,18 +86,19 @@ def check_models(s: Settings) -> list[Check]:
 
 
 def check_store(s: Settings) -> list[Check]:
+    from diarized.store import open_store
+
     if not s.db_path.exists():
         return [Check("job store", "warn", f"{s.db_path} does not exist yet", "start the daemon")]
     try:
-        conn = sqlite3.connect(f"file:{s.db_path}?mode=ro", uri=True, timeout=10)
-        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        queued = conn.execute("SELECT COALESCE(SUM(size), 0), COALESCE(SUM(duration), 0) FROM jobs "
-                              "WHERE state IN ('queued', 'running', 'incoming')").fetchone()
+        store = open_store(s.db_path, readonly=True)
+        result = store.integrity_check()
+        pending = store.pending_work()
     except sqlite3.Error as exc:
         return [Check("job store", "fail", f"{s.db_path}: {exc}", "check permissions, or restore a backup")]
     checks = [Check("job store", "ok" if result == "ok" else "fail", f"integrity_check: {result}",
                     "" if result == "ok" else "stop the daemon and restore state/diarized.db from a backup")]
-    need = queued[0] + queued[1] * AUDIO_BYTES_PER_SECOND
+    need = pending.bytes + pending.seconds * AUDIO_BYTES_PER_SECOND
     free = shutil.disk_usage(s.state_dir).free
     level = "ok" if free > 2 * need + 2**30 else "fail" if free < need else "warn"
     checks.append(Check("free disk", level, f"{free / 2**30:.1f} GiB free, queued work needs about "
@@ -110,13 +111,13 @@ def check_service(s: Settings) -> list[Check]:
         state = subprocess.run(["systemctl", "is-active", "diarized"], capture_output=True, text=True).stdout.strip()
         return [Check("service", "ok" if state == "active" else "fail", f"diarized.service is {state}",
                       "" if state == "active" else "systemctl start diarized; journalctl -u diarized")]
-    from diarized.cli.jobs_cmd import daemon_state
-    from diarized.store import Store
+    from diarized.cli.jobs_cmd import STALE_SECONDS
+    from diarized.store import open_store
 
     if not s.db_path.exists():
         return [Check("daemon", "warn", "not started yet (no systemd here)", "diarized run")]
     try:
-        up = daemon_state(Store(s.db_path, readonly=True))["up"]
+        up = open_store(s.db_path, readonly=True).daemon(STALE_SECONDS).up
     except sqlite3.Error as exc:
         return [Check("daemon", "warn", f"cannot tell: the job store is unreadable ({exc})")]
     return [Check("daemon", "ok" if up else "warn", "running" if up else "not running (no systemd here)",
@@ -128,8 +129,8 @@ def check_service(s: Settings) -> list[Check]:
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
     """Check config, folders, models, the job store, disk and the service."""
-    config = ctx.obj.get("config") or default_config_file()
-    overrides = {"state_dir": ctx.obj["state_dir"]} if ctx.obj.get("state_dir") else {}
+    config, state_dir = locate(ctx.obj.get("config"), ctx.obj.get("state_dir"))
+    overrides = {"state_dir": state_dir} if state_dir else {}
     try:
         settings = load_settings(config, overrides)
         checks = [Check("config", "ok", str(config or "defaults + environment"))]
@@ -143,4 +144,4 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         for c in checks:
             console.print(f"{MARK[c.level]} {c.name}: {c.detail}" + (f"\n      fix: {c.fix}" if c.fix else ""))
     if any(c.level == "fail" for c in checks):
-        ctx.exit(EXIT_ERROR)
+        ctx.exit(CliExit.ERROR)

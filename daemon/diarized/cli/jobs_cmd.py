@@ -10,31 +10,31 @@ import time
 from pathlib import Path
 
 import click
-import psutil
 from rich.console import Console
 from rich.table import Table
 
-from diarized.cli import EXIT_NOT_FOUND
+from diarized.cli import CliExit
 from diarized.cli.common import fail, settings_from
-from diarized.store import FINAL_STATES, InvalidTransition, Job, NotFound, Priority, Store
+from diarized.config import Settings
+from diarized.store import FINAL_STATES, InvalidTransition, Job, JobStore, NotFound, Priority, State, open_store
 
 WIDTH = 80
-STALE_SECONDS = 15.0
+STALE_SECONDS = 15.0  # three missed supervisor heartbeats (every tick, ~0.5 s) and then some
 
 
-def _store(ctx: click.Context) -> tuple[Store, object]:
+def _store(ctx: click.Context) -> tuple[JobStore, Settings]:
     settings = settings_from(ctx)
     if not settings.db_path.exists():
         fail(f"no job store at {settings.db_path}; is the daemon's state_dir {settings.state_dir}? "
-             "(use --state-dir or --config)")
-    return Store(settings.db_path, readonly=True), settings
+             "(no daemon is running here: start one with `diarized run`, or use --state-dir or --config)")
+    return open_store(settings.db_path, readonly=True), settings
 
 
-def _job(store: Store, job_id: str) -> Job:
+def _job(store: JobStore, job_id: str) -> Job:
     try:
         return store.get(job_id)
     except NotFound:
-        fail(f"no job {job_id!r} (see `diarizectl list`)", EXIT_NOT_FOUND)
+        fail(f"no job {job_id!r} (see `diarizectl list`)", CliExit.NOT_FOUND)
 
 
 def _console() -> Console:
@@ -50,13 +50,6 @@ def duration_text(seconds: float | None) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
-
-
-def daemon_state(store: Store) -> dict:
-    row = store.daemon() or {}
-    alive = bool(row) and row.get("state") in ("running", "stopping") and psutil.pid_exists(row["pid"]) \
-        and time.time() - row["heartbeat_at"] < STALE_SECONDS
-    return {**row, "up": alive}
 
 
 def _emit_json(data) -> None:
@@ -81,7 +74,7 @@ def jobs_table(jobs: list[Job], now: float) -> Table:
                      ("rss", {"justify": "right"}), ("try", {"justify": "right"})):
         table.add_column(name, **kw)
     for job in jobs:
-        running = job.state == "running"
+        running = job.state == State.RUNNING
         table.add_row(
             job.short_id, job.source_name, job.priority_name, job.state, job.stage or "-",
             f"{job.progress:.0%}" if running else "-",
@@ -98,9 +91,9 @@ def jobs_table(jobs: list[Job], now: float) -> Table:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Daemon health and every active or queued job."""
     store, _ = _store(ctx)
-    daemon = daemon_state(store)
-    running = store.jobs(states=("running",))
-    waiting = sorted(store.jobs(states=("incoming", "queued")), key=lambda j: (j.priority, j.created_at))
+    daemon = store.daemon(STALE_SECONDS).to_dict()
+    running = store.jobs(states=(State.RUNNING,))
+    waiting = sorted(store.jobs(states=(State.INCOMING, State.QUEUED)), key=lambda j: (j.priority, j.created_at))
     jobs = sorted(running, key=lambda j: j.started_at or 0) + waiting
     if as_json:
         _emit_json({"daemon": daemon, "jobs": [j.to_dict() for j in jobs], "counts": store.counts()})
@@ -117,7 +110,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @click.command("list")
 @click.option("--state", "states", multiple=True,
-              type=click.Choice(["incoming", "queued", "running", *FINAL_STATES]))
+              type=click.Choice([str(s) for s in State]))
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -132,7 +125,7 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: 
     for name in ("id", "created", "file", "state", "audio", "took"):
         table.add_column(name, overflow="ellipsis", no_wrap=True, max_width=30 if name == "file" else None)
     for job in jobs:
-        took = job.processing_seconds if job.state == "succeeded" else None
+        took = job.processing_seconds if job.state == State.SUCCEEDED else None
         table.add_row(job.id, time.strftime("%m-%d %H:%M", time.localtime(job.created_at)), job.source_name,
                       job.state, duration_text(job.duration), duration_text(took))
     _console().print(table)
@@ -172,8 +165,7 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
 
 
 def _change(ctx: click.Context, job_id: str, action) -> Job:
-    settings = settings_from(ctx)
-    store = Store(settings.db_path)
+    store, _ = _store(ctx)
     job = _job(store, job_id)
     try:
         return action(store, job)

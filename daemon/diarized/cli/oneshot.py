@@ -10,16 +10,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
-from diarized.allocator import keep_freed_memory
-from diarized.cli import EXIT_NOT_FOUND
+from diarized.cli import CliExit
 from diarized.cli.common import fail, settings_from
 from diarized.config import FORMATS
-from diarized.models import ModelError
-from diarized.pipeline.media import MediaError
-from diarized.pipeline.runner import Hooks, Runner
 
 
-def _progress_hooks(progress: Progress, task, duration_of) -> Hooks:
+def _progress_hooks(progress: Progress, task, duration: dict):
+    """Runner hooks that drive the progress bar (the pipeline is imported only when used)."""
+    from diarized.pipeline.runner import Hooks
+
+    duration_of = lambda: duration["s"]  # noqa: E731
     def on_progress(stage: str, stage_fraction: float, job_fraction: float) -> None:
         total = duration_of()
         audio = f"{stage_fraction * total:6.0f}/{total:.0f} s audio" if total else ""
@@ -30,7 +30,8 @@ def _progress_hooks(progress: Progress, task, duration_of) -> Hooks:
         if kind in ("language", "resume", "diarized"):
             progress.console.print(f"  {kind}: {detail}")
 
-    return Hooks(progress=on_progress, event=on_event)
+    return Hooks(progress=on_progress, event=on_event,
+                 decoded=lambda seconds: duration.update(s=seconds))
 
 
 @click.command()
@@ -54,10 +55,15 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
                num_speakers, min_speakers, max_speakers, formats, threads, keep_chunks,
                work_dir: Path | None, profile_dir: Path | None) -> None:
     """Transcribe FILE with speaker labels and write JSON, SRT, VTT, TXT and RTTM."""
+    from diarized.allocator import keep_freed_memory
+    from diarized.models import ModelError
+    from diarized.pipeline.media import MediaError
+    from diarized.pipeline.runner import Runner
+
     if num_speakers and (min_speakers or max_speakers):
         raise click.UsageError("give --num-speakers, or --min-speakers/--max-speakers, not both")
     if not file.is_file():
-        fail(f"{file}: no such file", EXIT_NOT_FOUND)
+        fail(f"{file}: no such file", CliExit.NOT_FOUND)
     settings = settings_from(
         ctx, model=model, language=language, num_speakers=num_speakers,
         min_speakers=min_speakers, max_speakers=max_speakers, formats=formats,
@@ -71,10 +77,9 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
                   transient=False) as progress, \
             tempfile.TemporaryDirectory(prefix="diarized-") as tmp:
         task = progress.add_task("starting", total=1.0)
-        hooks = _progress_hooks(progress, task, lambda: duration["s"])
+        hooks = _progress_hooks(progress, task, duration)
         runner = Runner(settings, hooks, profile_dir)
         try:
-            duration["s"] = _probe_duration(file)
             result = runner.run(file, work_dir or Path(tmp), out_dir)
         except (MediaError, ModelError) as exc:
             progress.stop()
@@ -85,8 +90,3 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
     console.print(f"{file.name}: {doc['total_duration']:.1f} s, language {doc['language']}, "
                   f"{len(doc['speakers'])} speakers, {len(doc['segments'])} segments -> {out_dir}")
 
-
-def _probe_duration(file: Path) -> float:
-    from diarized.pipeline.media import probe
-
-    return probe(file).duration or 0.0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diarized.pipeline.atomic import write_json
+from diarized.files import write_json
 from diarized.pipeline.media import SAMPLE_RATE
 
 FRAME_SECONDS = 0.03

@@ -18,7 +18,6 @@ from pyannote.audio.pipelines import SpeakerDiarization
 from pyannote.core import Annotation
 
 # pyannote's telemetry is switched off in diarized/__init__.py, which always runs first.
-from diarized.config import Settings
 from diarized.models import DiarizationWeights
 from diarized.pipeline.campplus import CamPlusPlus
 from diarized.pipeline.media import SAMPLE_RATE
@@ -28,7 +27,7 @@ Progress = Callable[[str, float], None]  # (step, fraction of that step)
 
 @dataclass(frozen=True)
 class DiarizeOptions:
-    """Knobs of the diarization stage; the defaults live in config.Settings."""
+    """Knobs of the diarization stage; the defaults live in config.Settings (runner.diarize_options)."""
 
     num_speakers: int
     min_speakers: int
@@ -41,18 +40,6 @@ class DiarizeOptions:
     exclude_overlap: bool
     cpu_threads: int
     segmentation_batch_size: int = 32
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "DiarizeOptions":
-        return cls(
-            num_speakers=settings.num_speakers, min_speakers=settings.min_speakers,
-            max_speakers=settings.max_speakers, min_speaker_duration=settings.min_speaker_duration,
-            segmentation_step=settings.segmentation_step, threshold=settings.clustering_threshold,
-            min_cluster_size=settings.min_cluster_size,
-            embedding_batch_size=settings.embedding_batch_size,
-            exclude_overlap=settings.embedding_exclude_overlap,
-            cpu_threads=settings.threads_per_worker,
-        )
 
 
 class NoPLDA(PLDA):

@@ -13,7 +13,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarized.pipeline.atomic import write_json, write_text
+from diarized.files import write_json, write_text
 
 MAX_LINE = 42
 MAX_LINES = 2

@@ -23,7 +23,7 @@ from diarized.allocator import HeapTrimmer
 from diarized.config import Settings
 from diarized.models import resolve_diarization, resolve_whisper
 from diarized.pipeline import chunking, formats, media, merge
-from diarized.pipeline.atomic import write_json
+from diarized.files import write_json
 from diarized.pipeline.transcribe import AsrOptions, results_document
 
 # Share of the wall time each stage takes on CPU (measured on base, 2 threads);
@@ -43,6 +43,7 @@ class Hooks:
     progress: Callable[[str, float, float], None] = lambda stage, stage_frac, job_frac: None
     event: Callable[[str, str], None] = lambda kind, detail: None
     should_stop: Callable[[], bool] = lambda: False
+    decoded: Callable[[float], None] = lambda seconds: None  # the audio's real duration
 
 
 @dataclass
@@ -68,7 +69,22 @@ def asr_options(settings: Settings) -> AsrOptions:
         compute_type=settings.compute_type, beam_size=settings.beam_size,
         batch_size=settings.batch_size, word_timestamps=settings.word_timestamps,
         initial_prompt=settings.initial_prompt, hotwords=settings.hotwords,
-        cpu_threads=settings.threads_per_worker,
+        cpu_threads=settings.threads,
+    )
+
+
+def diarize_options(settings: Settings):
+    """DiarizeOptions from Settings: built here so pipeline/diarize.py needs no config."""
+    from diarized.pipeline.diarize import DiarizeOptions
+
+    return DiarizeOptions(
+        num_speakers=settings.num_speakers, min_speakers=settings.min_speakers,
+        max_speakers=settings.max_speakers, min_speaker_duration=settings.min_speaker_duration,
+        segmentation_step=settings.segmentation_step, threshold=settings.clustering_threshold,
+        min_cluster_size=settings.min_cluster_size,
+        embedding_batch_size=settings.embedding_batch_size,
+        exclude_overlap=settings.embedding_exclude_overlap,
+        cpu_threads=settings.threads,
     )
 
 
@@ -135,6 +151,7 @@ class Runner:
             write_json(meta_path, meta)
             self._timed("decode", started)
             self._checkpoint("decoded", f"{decoded.duration:.1f} s of audio")
+        self.hooks.decoded(meta["duration"])
         self._report("decode", 1.0)
         return media.open_audio(raw), meta
 
@@ -192,10 +209,10 @@ class Runner:
         if path.exists():
             self.hooks.event("resume", "diarization found; not diarizing again")
             return json.loads(path.read_text())["turns"]
-        from diarized.pipeline.diarize import DiarizeOptions, build_pipeline, diarize
+        from diarized.pipeline.diarize import build_pipeline, diarize
 
         started = time.monotonic()
-        options = DiarizeOptions.from_settings(self.settings)
+        options = diarize_options(self.settings)
         pipeline = build_pipeline(resolve_diarization(), options)
         turns = diarize(pipeline, audio, options, self._diarize_progress)
         write_json(path, {"turns": turns})

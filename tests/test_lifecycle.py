@@ -1,21 +1,24 @@
-"""Publication is atomic and happens once, even when the daemon dies half-way."""
+"""Job endings: publication is atomic and happens once, even when the daemon dies half-way;
+failures land in failed/ with error.json. Real files, a real SQLite store."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from diarized import outbox
-from diarized.store import Priority, Store
+from diarized.lifecycle import Lifecycle
+from diarized.store import Priority, open_store
 from diarized.supervisor import Supervisor
 
 
 @pytest.fixture
 def env(make_settings):
     settings = make_settings()
-    store = Store(settings.db_path)
+    store = open_store(settings.db_path)
 
     def finished_job(name: str, sha: str):
         job = store.record_incoming(name, sha, 3, Priority.NORMAL, 3, settings.inbox / name, settings.jobs_dir)
@@ -33,7 +36,7 @@ def env(make_settings):
 
 def test_publish_moves_outputs_and_original(env):
     settings, store, finished_job = env
-    job = outbox.publish(settings, store, finished_job("talk.mp4", "1"))
+    job = Lifecycle(settings, store).succeed(finished_job("talk.mp4", "1"))
     assert job.state == "succeeded" and job.output_dir == str(settings.outbox / "talk")
     assert json.loads((settings.outbox / "talk/job.json").read_text())["job_id"] == job.id
     assert (settings.done / "talk.mp4").read_bytes() == b"abc"
@@ -42,8 +45,8 @@ def test_publish_moves_outputs_and_original(env):
 
 def test_same_stem_gets_a_suffixed_folder(env):
     settings, store, finished_job = env
-    first = outbox.publish(settings, store, finished_job("talk.mp4", "1"))
-    second = outbox.publish(settings, store, finished_job("talk.wav", "2"))
+    first = Lifecycle(settings, store).succeed(finished_job("talk.mp4", "1"))
+    second = Lifecycle(settings, store).succeed(finished_job("talk.wav", "2"))
     assert first.output_dir.endswith("/talk") and second.output_dir.endswith(f"/talk-{second.short_id}")
 
 
@@ -69,7 +72,7 @@ def test_failed_job_goes_to_failed_with_error_json(env):
     job = finished_job("broken.mp4", "1")
     (outbox.job_dir(settings, job.id) / "worker.log").write_text("Traceback: boom\n")
     job = store.fail(job.id, "BadMedia", "broken.mp4: the file has no audio track", "export it with sound")
-    folder = outbox.fail_job(settings, store, job)
+    folder = Path(Lifecycle(settings, store).quarantine(job).source_path).parent
     error = json.loads((folder / "error.json").read_text())
     assert error["job_id"] == job.id and error["error_type"] == "BadMedia"
     assert error["hint"] == "export it with sound" and error["attempts"] == 1
@@ -80,12 +83,13 @@ def test_failed_job_goes_to_failed_with_error_json(env):
 def test_retried_job_leaves_failed_and_publishes(env):
     settings, store, finished_job = env
     job = finished_job("flaky.wav", "1")
-    folder = outbox.fail_job(settings, store, store.fail(job.id, "RuntimeError", "boom", "retry"))
+    failed = Lifecycle(settings, store).fail(job, "RuntimeError", "boom", "retry")
+    folder = Path(failed.source_path).parent
     store.request_retry(job.id)
     job = store.claim(job.id)
     out = outbox.job_dir(settings, job.id) / "out"
     out.mkdir(parents=True)
     (out / "final_transcription.json").write_text("{}")
-    done = outbox.publish(settings, store, job)
+    done = Lifecycle(settings, store).succeed(job)
     assert done.state == "succeeded" and (settings.done / "flaky.wav").exists()
     assert not folder.exists()

@@ -1,0 +1,73 @@
+"""Every store transition of a running or finishing job, in one place.
+
+The supervisor decides *what* happens to a job (its worker exited 0, was
+killed, ran out of attempts, was cancelled); this module makes it happen in
+the one order that survives a crash at any line: files first where the store
+must point at them (the outbox name is recorded before the rename), the store
+last where the files are the proof (succeeded only after publication). Each
+method is idempotent, so recovery at start can simply call it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from diarized import outbox
+from diarized.config import Settings
+from diarized.store import Job, JobStore, State
+
+log = logging.getLogger("diarized.lifecycle")
+
+
+@dataclass
+class Lifecycle:
+    settings: Settings
+    store: JobStore
+
+    def succeed(self, job: Job) -> Job:
+        """Publish the outputs (once), settle the original, then mark succeeded."""
+        target = Path(job.output_dir) if job.output_dir else outbox.output_target(self.settings, job)
+        if not outbox.owned_by(target, job.id):
+            if job.output_dir is None:
+                self.store.set_output_dir(job.id, str(target))  # before the rename: crash-safe
+            outbox.publish_outputs(self.settings, job, target)
+        source = Path(job.source_path) if job.source_path else None
+        where = outbox.settle_original(self.settings, source, job.source_name)
+        outbox.forget_old_failure(self.settings, source)
+        done = self.store.mark_succeeded(job.id, str(target), where or None)
+        outbox.remove_work(self.settings, job.id)
+        return done
+
+    def was_published(self, job: Job) -> bool:
+        """A crash between the rename into outbox/ and the store update: the folder is the proof."""
+        return bool(job.output_dir) and outbox.owned_by(Path(job.output_dir), job.id)
+
+    def fail(self, job: Job, error_type: str, error: str, hint: str) -> Job:
+        """-> failed now (bad input, no attempts left): original and error.json to failed/."""
+        return self.quarantine(self.store.fail(job.id, error_type, error, hint))
+
+    def cancel(self, job: Job) -> Job:
+        return self.quarantine(self.store.mark_cancelled(job.id, job.source_path))
+
+    def retry_or_fail(self, job: Job, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
+        """Back to the queue; when that spends the last attempt, failed with error.json."""
+        job = self.store.requeue(job.id, reason, spend_attempt, backoff)
+        if job.state == State.FAILED:
+            return self.quarantine(job)
+        return job
+
+    def quarantine(self, job: Job) -> Job:
+        """Move a failed or cancelled job's original to failed/ with error.json; clean its work."""
+        source = Path(job.source_path) if job.source_path else None
+        folder = outbox.quarantine(self.settings, source, job.source_name, job.id, {
+            "state": str(job.state), "stage": job.stage, "attempts": job.attempts,
+            "error_type": job.error_type, "message": job.error,
+            "hint": job.hint or "see worker.log; fix the cause and run `diarizectl retry "
+                                f"{job.short_id}`, or drop the file into the inbox again",
+            "failed_at": time.time()})
+        self.store.set_source(job.id, str(folder / job.source_name))
+        outbox.remove_work(self.settings, job.id)
+        return self.store.get(job.id)

@@ -1,0 +1,88 @@
+"""Where a running daemon says which state root it serves, so `diarizectl` needs no flag.
+
+The supervisor writes a small JSON file at start and removes it at exit; a
+`diarizectl` started with neither --config nor --state-dir (nor their
+DIARIZED_* variables) reads it. Places, first found wins:
+$XDG_RUNTIME_DIR/diarized/ (a user's session), /run/diarized/ (the system
+service's RuntimeDirectory=), and /tmp/diarized-<uid>/ when neither is
+writable. A file whose process is gone is ignored (a daemon killed with -9
+cannot remove it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+from diarized.files import write_json
+
+FILE_NAME = "daemon.json"
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    pid: int
+    state_dir: str
+    config: str | None
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Does the process exist, even if it is another user's or hidden by ProtectProc=?"""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def candidates(env: Mapping[str, str] | None = None) -> list[Path]:
+    env = os.environ if env is None else env
+    places = []
+    if env.get("XDG_RUNTIME_DIR"):
+        places.append(Path(env["XDG_RUNTIME_DIR"]) / "diarized")
+    places += [Path("/run/diarized"), Path(f"/tmp/diarized-{os.getuid()}")]
+    return [p / FILE_NAME for p in places]
+
+
+def publish(state_dir: Path, config: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """Write this process's file in the first writable place; None if there is none."""
+    info = RuntimeInfo(os.getpid(), str(state_dir), str(config) if config else None)
+    for path in candidates(env):
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            return write_json(path, asdict(info), mode=0o644)
+        except OSError:
+            continue
+    return None
+
+
+def remove(path: Path | None) -> None:
+    """Remove the file if it is still ours (another daemon may have replaced it)."""
+    if path is None:
+        return
+    info = _read(path)
+    if info is not None and info.pid == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> RuntimeInfo | None:
+    try:
+        return RuntimeInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def find(env: Mapping[str, str] | None = None) -> RuntimeInfo | None:
+    """The first file whose daemon is still running."""
+    for path in candidates(env):
+        info = _read(path)
+        if info is not None and pid_alive(info.pid):
+            return info
+    return None

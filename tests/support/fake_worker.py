@@ -1,0 +1,86 @@
+"""A stand-in worker for scheduling tests: real process, real store, no models.
+
+Called exactly like diarized.worker (JOB_ID --settings FILE --threads N). What
+it does comes from the job's own file, a JSON script, so each test drops files
+that say how their worker behaves:
+
+    {"runs": [{"exit": 1}, {"exit": 0}]}   one entry per worker start (the last repeats)
+    entry keys: exit (a WorkerExit), seconds (work time, with progress), hang (no progress,
+    no heartbeat), allocate_mb (then sleep), ignore_term (SIGTERM does nothing),
+    duration (audio seconds to report), error (message for record_error)
+
+A file that is not such a script succeeds after a short while.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from diarized.config import load_settings
+from diarized.store import open_store
+from diarized.worker import WorkerExit, die_with_parent, parse_args
+
+
+def script_for(source: Path, run: int) -> dict:
+    try:
+        runs = json.loads(source.read_text())["runs"]
+    except (OSError, ValueError, KeyError, UnicodeDecodeError):
+        return {"exit": 0, "seconds": 0.3}
+    return runs[min(run, len(runs) - 1)]
+
+
+def work(store, job_id: str, seconds: float, stop: list[bool]) -> bool:
+    """Report progress for `seconds`; False when asked to stop."""
+    steps = max(1, int(seconds / 0.1))
+    for step in range(steps):
+        if stop[0]:
+            return False
+        time.sleep(seconds / steps)
+        store.progress(job_id, "transcribe", (step + 1) / steps, None)
+    return True
+
+
+def write_outputs(out: Path, job, script: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "final_transcription.json").write_text(json.dumps({
+        "file_path": job.source_name, "total_duration": script.get("duration", 1.0),
+        "speakers": ["SPEAKER_00"], "segments": []}))
+    (out / "transcription.txt").write_text(f"{job.source_name}\n")
+
+
+def main() -> None:
+    args = parse_args()
+    die_with_parent(args.supervisor_pid)
+    settings = load_settings(None, json.loads(args.settings.read_text()), env={})
+    store = open_store(settings.db_path)
+    job = store.get(args.job_id)
+    script = script_for(Path(job.source_path), len(store.worker_threads(job.id)) - 1)
+    stop = [False]
+    if not script.get("ignore_term"):
+        signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    store.set_duration(job.id, script.get("duration", 1.0))
+    if script.get("allocate_mb"):
+        ballast = b"\x01" * (script["allocate_mb"] << 20)  # touched: resident, not just reserved
+        time.sleep(60)
+        del ballast
+    if script.get("hang"):
+        time.sleep(3600)
+    if not work(store, job.id, script.get("seconds", 0.3), stop):
+        sys.exit(WorkerExit.INTERRUPTED)
+    code = WorkerExit(script.get("exit", 0))
+    if code == WorkerExit.OK:
+        write_outputs(settings.jobs_dir / job.id / "out", job, script)
+    elif code in (WorkerExit.FAILED, WorkerExit.BAD_INPUT):
+        store.record_error(job.id, "FakeError", script.get("error", f"{job.source_name}: scripted failure"),
+                           "the test said so")
+    sys.exit(int(code))
+
+
+if __name__ == "__main__":
+    main()
