@@ -60,3 +60,34 @@ def test_example_config_documents_every_key():
     missing = [k for k in KEYS if f"{k} =" not in text]
     assert missing == []
     load_settings(example, {"state_dir": "/tmp/x"}, env={})  # the example itself is valid
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_memory_gb", "nan", "max_memory_gb must be a finite number"),
+    ("max_memory_gb", "inf", "max_memory_gb must be a finite number"),
+    ("max_memory_gb", "0", "max_memory_gb must be more than 0"),
+    ("worker_memory_gb", "-1", "worker_memory_gb must be at least 0"),
+    ("unit_timeout_seconds", "0", "unit_timeout_seconds must be more than 0"),
+    ("stop_timeout_seconds", "-5", "stop_timeout_seconds must be more than 0"),
+    ("settle_seconds", "nan", "settle_seconds must be a finite number"),
+    ("retry_backoff_seconds", "-1", "retry_backoff_seconds must be at least 0"),
+    ("max_attempts", "0", "max_attempts must be at least 1"),
+    ("max_workers", "0", "max_workers must be at least 1"),
+    ("cpu_threads", "-2", "cpu_threads must be at least 0"),
+    ("beam_size", "0", "beam_size must be at least 1"),
+    ("batch_size", "0", "batch_size must be at least 1"),
+    ("max_file_gb", "0", "max_file_gb must be more than 0"),
+    ("language", "klingon", "language must be auto or a Whisper language code"),
+    ("compute_type", "int3", "compute_type must be one of"),
+    ("state_dir", "", "state_dir must not be empty"),
+    ("segmentation_step", "1.5", "segmentation_step must be at most 1"),
+])
+def test_every_value_is_checked_and_the_key_named(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, {"state_dir": "/tmp/x", key: value}, env={})
+
+
+def test_valid_edge_values_pass():
+    s = load_settings(None, {"state_dir": "/tmp/x", "language": "pt", "compute_type": "int8_float32",
+                             "retry_backoff_seconds": 0, "cpu_threads": 0}, env={})
+    assert s.language == "pt" and s.retry_backoff_seconds == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import types
@@ -22,6 +23,30 @@ import psutil
 ENV_PREFIX = "DIARIZED_"
 DEFAULT_CONFIG = Path("/etc/diarized/diarized.toml")
 FORMATS = ("json", "srt", "vtt", "txt", "rttm")
+
+# Whisper's languages (faster_whisper.tokenizer._LANGUAGE_CODES): importing faster-whisper
+# here would load CTranslate2 into every process that reads a config.
+WHISPER_LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw "
+    "he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my "
+    "ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt "
+    "uk ur uz vi yi yo zh yue".split())
+COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                 "float16", "bfloat16", "float32")
+# key -> (lowest, lowest allowed itself?, highest or None): every number's range, one table
+RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "max_workers": (1, True, None), "max_attempts": (1, True, None), "beam_size": (1, True, None),
+    "batch_size": (1, True, None), "embedding_batch_size": (1, True, None),
+    "min_cluster_size": (1, True, None), "cpu_threads": (0, True, None),
+    "num_speakers": (0, True, None), "min_speakers": (0, True, None), "max_speakers": (0, True, None),
+    "max_memory_gb": (0, False, None), "worker_memory_gb": (0, True, None),
+    "max_file_gb": (0, False, None), "settle_seconds": (0, False, None),
+    "rescan_seconds": (0, False, None), "unit_timeout_seconds": (0, False, None),
+    "stop_timeout_seconds": (0, False, None), "unit_seconds": (0, False, None),
+    "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
+    "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
+}
+
 
 
 class ConfigError(ValueError):
@@ -54,6 +79,7 @@ class Settings:
     retry_backoff_seconds: float = 30.0  # doubled after each failed attempt
     stop_timeout_seconds: float = 30.0
     done_policy: str = "keep"
+    max_file_gb: float = 20.0  # larger inbox files are refused before they are hashed
     # models
     model: str = "base"
     models_dir: Path | None = None  # extra folder searched for <model>/ folders
@@ -155,6 +181,8 @@ def _base_type(name: str) -> type:
 def _coerce(name: str, value: Any) -> Any:
     """Turn a TOML or environment value into the field's type, or explain."""
     kind = _base_type(name)
+    if name == "state_dir" and not str(value).strip():
+        raise ConfigError("state_dir must not be empty: give the folder for inbox/, outbox/, state/")
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -169,7 +197,7 @@ def _coerce(name: str, value: Any) -> Any:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
         if kind is Path:
-            return Path(str(value)).expanduser() if str(value) else None
+            return Path(str(value)).expanduser() if str(value).strip() else None
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return kind(value)
@@ -177,12 +205,27 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
 
 
-def _validate(s: Settings) -> None:
+def _range_problems(s: "Settings") -> list[str]:
     problems = []
-    if s.max_workers < 1:
-        problems.append("max_workers must be at least 1")
-    if s.max_memory_gb <= 0:
-        problems.append("max_memory_gb must be positive")
+    for key, (low, inclusive, high) in RANGES.items():
+        value = getattr(s, key)
+        if not math.isfinite(value):
+            problems.append(f"{key} must be a finite number, not {value}")
+        elif value < low or (value == low and not inclusive):
+            problems.append(f"{key} must be {'at least' if inclusive else 'more than'} {low:g}, not {value:g}")
+        elif high is not None and value > high:
+            problems.append(f"{key} must be at most {high:g}, not {value:g}")
+    return problems
+
+
+def _validate(s: Settings) -> None:
+    problems = _range_problems(s)
+    if problems:  # the rules below assume sane numbers
+        raise ConfigError("; ".join(problems))
+    if s.language != "auto" and s.language not in WHISPER_LANGUAGES:
+        problems.append(f"language must be auto or a Whisper language code (pt, en, ...), not {s.language!r}")
+    if s.compute_type not in COMPUTE_TYPES:
+        problems.append(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}; not {s.compute_type!r}")
     ram_gb = psutil.virtual_memory().total / 2**30
     if s.max_memory_gb > ram_gb:
         problems.append(
@@ -202,14 +245,8 @@ def _validate(s: Settings) -> None:
         problems.append(f"formats must be a subset of {','.join(FORMATS)}; got {bad}")
     if s.log_format not in ("auto", "human", "json"):
         problems.append("log_format must be auto, human or json")
-    if min(s.num_speakers, s.min_speakers, s.max_speakers) < 0:
-        problems.append("speaker counts cannot be negative")
     if s.min_speakers and s.max_speakers and s.min_speakers > s.max_speakers:
         problems.append("min_speakers is larger than max_speakers")
-    for name in ("settle_seconds", "rescan_seconds", "unit_timeout_seconds",
-                 "stop_timeout_seconds", "unit_seconds"):
-        if getattr(s, name) <= 0:
-            problems.append(f"{name} must be positive")
     if problems:
         raise ConfigError("; ".join(problems))
 
