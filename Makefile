@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STATE  ?= ./var
 
-.PHONY: venv system-deps run test test-fast bench clean
+.PHONY: venv system-deps run test test-fast chaos bench clean
 
 venv: $(STAMP)
 
@@ -33,8 +33,13 @@ run: venv
 test: venv system-deps
 	$(BIN)/python -m pytest
 
+# The model-free, chaos-free subset: seconds, for a change to scheduling or the store.
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not chaos"
+
+# The long chaos run: more files, at least 100 kills of the daemon.
+chaos: venv system-deps
+	CHAOS_FILES=60 CHAOS_MIN_KILLS=100 $(BIN)/python -m pytest tests/chaos -s
 
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)

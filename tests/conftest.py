@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,36 @@ def diarization_pipeline():
 
     options = diarize_options(Settings(cpu_threads=2))
     return build_pipeline(resolve_diarization(), options), options
+
+
+@pytest.fixture(scope="session")
+def unprivileged():
+    """(uid, gid) of `nobody`, able to run this venv's Python: permissions are real for it.
+
+    Root ignores file modes, so permission tests run the daemon as nobody. The venv's
+    interpreter may live under a folder only root can enter (pyenv under /root): such
+    folders get the search bit (o+x, not read) for the session and lose it afterwards.
+    """
+    import pwd
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    user = pwd.getpwnam("nobody")
+    opened = []
+    for folder in Path(os.path.realpath(sys.executable)).parents:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+            opened.append((folder, mode))
+    yield user.pw_uid, user.pw_gid
+    for folder, mode in opened:
+        folder.chmod(mode)
+
+
+@pytest.fixture
+def public_tmp(unprivileged):
+    """A temporary folder owned by the unprivileged user (pytest's own are root's, mode 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="diarized-test-", dir="/tmp"))
+    os.chown(folder, *unprivileged)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

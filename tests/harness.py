@@ -26,14 +26,16 @@ def worker_pids() -> set[int]:
     return pids
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.2):
+def wait_until(predicate: Callable[[], object], timeout: float, what: str | Callable[[], str],
+               every: float = 0.2):
+    """`what` may be a function: it is asked at the time-out (e.g. for the log as it is then)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
 
 
 FAKE_DAEMON = Path(__file__).parent / "support" / "fake_daemon.py"
@@ -46,9 +48,12 @@ class Daemon:
     its worker: no model is loaded, so scheduling and crash tests take seconds.
     """
 
-    def __init__(self, root: Path, cache: Path, fake_workers: bool = False, **settings):
+    def __init__(self, root: Path, cache: Path, fake_workers: bool = False,
+                 user: tuple[int, int] | None = None, chaos: str | None = None, **settings):
         self.root = root
         self.fake_workers = fake_workers
+        self.user = user  # (uid, gid) to run as; None: as the test runner
+        self.chaos = chaos  # fake_daemon.py --chaos SEED:PROBABILITY:LOG
         self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache),
                     "DIARIZED_MODEL": "tiny.en", "DIARIZED_SETTLE_SECONDS": "1",
                     "DIARIZED_RESCAN_SECONDS": "1", "DIARIZED_RETRY_BACKOFF_SECONDS": "1",
@@ -60,14 +65,22 @@ class Daemon:
         self.outbox = root / "outbox"
         self.log = root / "daemon.log"
 
-    def start(self) -> "Daemon":
+    def start(self, wait: bool = True) -> "Daemon":
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            os.chown(self.root, *self.user)
         with self.log.open("ab") as log:
             command = [sys.executable, str(FAKE_DAEMON)] if self.fake_workers else \
                 [sys.executable, "-m", "diarized.cli.daemon", "run"]
+            if self.chaos:
+                command += ["--chaos", self.chaos]
+            uid, gid = self.user or (None, None)
             self.proc = subprocess.Popen(
-                [*command, "--state-dir", str(self.root)], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: self.store_ready(), 60, "the daemon to start")
+                [*command, "--state-dir", str(self.root)], env=self.env, user=uid, group=gid,
+                extra_groups=[] if uid is not None else None, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        if wait:
+            wait_until(lambda: self.store_ready(), 60, "the daemon to start")
         return self
 
     def store_ready(self) -> bool:
@@ -109,4 +122,5 @@ class Daemon:
             jobs = self.jobs()
             return len(jobs) >= count and all(
                 j.state in ("succeeded", "failed", "cancelled", "duplicate") for j in jobs) and jobs
-        return wait_until(done, timeout, f"{count} jobs to finish\n{self.log.read_text()[-3000:]}")
+        return wait_until(done, timeout, lambda: f"{count} jobs to finish: "
+                          f"{[(j.source_name, j.state) for j in self.jobs()]}\n{self.log.read_text()[-3000:]}")

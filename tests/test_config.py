@@ -91,3 +91,27 @@ def test_valid_edge_values_pass():
     s = load_settings(None, {"state_dir": "/tmp/x", "language": "pt", "compute_type": "int8_float32",
                              "retry_backoff_seconds": 0, "cpu_threads": 0}, env={})
     assert s.language == "pt" and s.retry_backoff_seconds == 0
+
+
+def test_folders_that_overlap_are_refused(tmp_path):
+    from diarized.config import check_folders
+
+    settings = load_settings(None, {"state_dir": tmp_path, "done_dir": tmp_path / "inbox/done"}, env={})
+    with pytest.raises(ConfigError, match="done folder .* is inside .* inbox folder"):
+        check_folders(settings)
+    check_folders(load_settings(None, {"state_dir": tmp_path / "ok"}, env={}))  # the default layout
+
+
+def test_folders_on_another_filesystem_are_refused(tmp_path):
+    from diarized.config import check_folders
+
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) on this machine")
+    outbox = Path(__import__("tempfile").mkdtemp(dir=other))
+    try:
+        settings = load_settings(None, {"state_dir": tmp_path, "outbox_dir": outbox}, env={})
+        with pytest.raises(ConfigError, match="outbox folder .* is on another filesystem"):
+            check_folders(settings)
+    finally:
+        outbox.rmdir()

@@ -10,6 +10,11 @@ from diarized.inbox import Inbox, is_temporary, open_for_writing
 from diarized.store import open_store
 
 
+def take(inbox: Inbox, now: float) -> list[str]:
+    """One tick, then wait for the hashes it started (the daemon collects them on later ticks)."""
+    return inbox.tick(now=now) + inbox.drain(now)
+
+
 @pytest.fixture
 def inbox(make_settings):
     settings = make_settings(settle_seconds=2, rescan_seconds=0.001)  # every tick rescans
@@ -28,13 +33,13 @@ def test_temporary_names(name, temporary):
 def test_file_is_taken_only_after_two_stable_looks(inbox, data):
     path = inbox.root / "a.wav"
     path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
-    assert inbox.tick(now=100.0) == []
-    assert inbox.tick(now=101.0) == []
+    assert take(inbox, 100.0) == []
+    assert take(inbox, 101.0) == []
     with path.open("ab") as fh:  # still growing: the clock restarts
         fh.write(b"\0")
-    assert inbox.tick(now=101.5) == []
-    assert inbox.tick(now=103.0) == []
-    created = inbox.tick(now=103.6)
+    assert take(inbox, 101.5) == []
+    assert take(inbox, 103.0) == []
+    created = take(inbox, 103.6)
     assert len(created) == 1
     job = inbox.store.get(created[0])
     assert job.state == "queued" and os.path.exists(job.source_path) and not path.exists()
@@ -44,7 +49,7 @@ def test_temporary_and_hidden_files_are_left_alone(inbox):
     for name in (".hidden.wav", "x.wav.part", "y.tmp"):
         (inbox.root / name).write_bytes(b"data")
     for now in (0.0, 10.0, 20.0):
-        assert inbox.tick(now=now) == []
+        assert take(inbox, now) == []
     assert len(list(inbox.root.iterdir())) == 5  # + high/ low/
 
 
@@ -52,8 +57,8 @@ def test_priority_folders_and_subdirectories(inbox, data):
     (inbox.root / "high/h.flac").write_bytes((data / "en-jfk/jfk.flac").read_bytes())
     (inbox.root / "batch/2024").mkdir(parents=True)
     (inbox.root / "batch/2024/d.wav").write_bytes((data / "pyannote-sample/sample.wav").read_bytes())
-    inbox.tick(now=0.0)
-    created = inbox.tick(now=5.0)
+    take(inbox, 0.0)
+    created = take(inbox, 5.0)
     jobs = {inbox.store.get(i).source_name: inbox.store.get(i) for i in created}
     assert jobs["h.flac"].priority_name == "high" and jobs["d.wav"].priority_name == "normal"
 
@@ -62,18 +67,74 @@ def test_symlinks_are_not_followed_but_quarantined(inbox, data, tmp_path):
     secret = tmp_path / "secret.wav"
     secret.write_bytes((data / "pyannote-sample/sample.wav").read_bytes())
     (inbox.root / "link.wav").symlink_to(secret)
-    assert inbox.tick(now=0.0) == []
+    assert take(inbox, 0.0) == []
+    assert take(inbox, 5.0) == []
     assert secret.exists() and not (inbox.root / "link.wav").exists()
     errors = list(inbox.settings.failed.glob("*/error.json"))
     assert len(errors) == 1 and "symbolic link" in errors[0].read_text()
 
 
 def test_open_for_writing_sees_our_own_open_file(tmp_path):
-    path = tmp_path / "f.wav"
+    path, other = tmp_path / "f.wav", tmp_path / "g.wav"
+    other.write_bytes(b"y")
     with path.open("wb") as fh:
         fh.write(b"x")
-        assert open_for_writing(path)
-    assert not open_for_writing(path)
+        assert open_for_writing([path, other]) == {path}
+    with other.open("rb"):
+        assert open_for_writing([path, other]) == set()
+
+
+def test_a_file_held_open_for_writing_is_never_taken_whatever_the_pause(inbox, data):
+    path = inbox.root / "upload.wav"
+    payload = (data / "pyannote-sample/sample.wav").read_bytes()
+    with path.open("wb") as fh:
+        fh.write(payload[:1000])
+        fh.flush()
+        for now in (0.0, 10.0, 60.0, 600.0):  # long pauses, the writer still has it open
+            assert take(inbox, now) == []
+        fh.write(payload[1000:])
+    assert take(inbox, 601.0) == []  # the close starts a fresh window
+    created = take(inbox, 604.0)
+    assert len(created) == 1 and inbox.store.get(created[0]).size == len(payload)
+
+
+def test_an_appending_writer_that_reopens_gets_one_job_when_it_stops(inbox, data):
+    path = inbox.root / "growing.wav"
+    payload = (data / "pyannote-sample/sample.wav").read_bytes()
+    step = len(payload) // 10
+    for i in range(10):  # reopen, append, close: a close event each time, a second apart
+        with path.open("ab") as fh:
+            fh.write(payload[i * step:(i + 1) * step])
+        inbox.events.put(str(path))
+        assert take(inbox, float(i)) == []
+    with path.open("ab") as fh:
+        fh.write(payload[10 * step:])
+    inbox.events.put(str(path))
+    assert take(inbox, 10.0) == []
+    created = take(inbox, 12.5)
+    assert len(created) == 1 and inbox.store.get(created[0]).size == len(payload)
+    assert len(inbox.store.jobs()) == 1
+
+
+def test_a_file_replaced_while_hashed_is_not_taken_until_it_settles_again(inbox, data):
+    from diarized.files import sha256_of
+
+    path = inbox.root / "swap.wav"
+    path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    replacement = (data / "pyannote-sample/sample.wav").read_bytes()
+
+    def replaced_while_hashing(p):
+        digest = sha256_of(p)
+        p.unlink()
+        p.write_bytes(replacement)  # a new inode, other bytes, same name
+        return digest
+    inbox.hash_file = replaced_while_hashing
+    assert take(inbox, 0.0) == [] and take(inbox, 3.0) == []  # hashed, then found changed
+    assert inbox.store.jobs() == []
+    inbox.hash_file = sha256_of
+    assert take(inbox, 4.0) == []  # a fresh window
+    created = take(inbox, 6.0)
+    assert len(created) == 1 and inbox.store.get(created[0]).size == len(replacement)
 
 
 def test_reconcile_finishes_a_claim_interrupted_after_recording(inbox, data):

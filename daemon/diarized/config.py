@@ -251,6 +251,35 @@ def _validate(s: Settings) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def check_folders(settings: Settings) -> None:
+    """Refuse at start, naming the folder, what would fail on the first file instead.
+
+    Every folder must be creatable and writable; the inbox, outbox, done, failed and the
+    job folders must be one filesystem (files move between them by rename, which cannot
+    cross filesystems, and a copy could be cut in half); and none may sit inside another
+    (a done/ inside the inbox would feed every original back in as a new job, forever).
+    """
+    for folder in (settings.state_dir, *settings.folders.values()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {folder}: {exc.strerror}") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{folder} is not writable by this user (uid {os.getuid()})")
+    named = {name: path.resolve() for name, path in settings.folders.items() if name != "state"}
+    devices = {name: path.stat().st_dev for name, path in named.items()}
+    for name, device in devices.items():
+        if device != devices["jobs"]:
+            raise ConfigError(f"{name} folder {named[name]} is on another filesystem than "
+                              f"{named['jobs']}: files are moved between them by rename; put them "
+                              "on one filesystem (or leave the *_dir keys empty)")
+    for name, path in named.items():
+        for other, inner in named.items():
+            if other != name and (inner == path or path in inner.parents):
+                raise ConfigError(f"{other} folder {inner} is inside (or is) the {name} folder {path}; "
+                                  "give every folder its own place")
+
+
 def settings_to_json(settings: Settings) -> str:
     """Settings as the JSON a worker loads back with load_settings (paths as text, unset keys left out)."""
     return json.dumps({k: (str(v) if isinstance(v, Path) else v)

@@ -9,12 +9,14 @@ and a rename is durable only once its folder is fsynced.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 HASH_BLOCK = 1 << 20
 
@@ -67,3 +69,97 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: fh.read(HASH_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def display_name(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD.
+
+    Linux names are bytes; Python hands undecodable ones over as lone surrogates,
+    which SQLite, JSON files and terminals refuse.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+NAME_MAX = 255  # bytes in one path component on Linux filesystems
+
+
+def name_candidates(name: str, tag: str) -> Iterator[str]:
+    """name, then name-tag, name-tag-2, ... each cut to fit NAME_MAX bytes (stem shortened)."""
+    stem, suffix = os.path.splitext(name)
+    yield _fit(stem, suffix)
+    yield _fit(stem, f"-{tag}{suffix}")
+    for n in itertools.count(2):
+        yield _fit(stem, f"-{tag}-{n}{suffix}")
+
+
+def _fit(stem: str, tail: str) -> str:
+    raw, end = os.fsencode(stem), os.fsencode(tail)
+    room = NAME_MAX - len(end)
+    return os.fsdecode(raw[:room]) + tail if len(raw) > room else stem + tail
+
+
+def free_path(folder: Path, name: str, tag: str) -> Path:
+    """The first candidate name not present in `folder` (for a caller that then claims it)."""
+    for candidate in name_candidates(name, tag):
+        if not os.path.lexists(folder / candidate):
+            return folder / candidate
+    raise AssertionError("unreachable")
+
+
+def move_to_free_name(src: Path, folder: Path, name: str, tag: str) -> Path:
+    """Move `src` into `folder` as `name`, or name-tag, name-tag-2...: never over an existing file.
+
+    A hard link claims the new name atomically (it fails if the name is taken), then the
+    old name is removed. Where hard links are refused (some network filesystems, or a
+    file of another user under protected_hardlinks) a rename to a name checked free is
+    the fallback; only this daemon's one thread moves files into these folders.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for candidate in name_candidates(name, tag):
+        target = folder / candidate
+        if target == src:
+            return src
+        try:
+            os.link(src, target, follow_symlinks=False)
+        except FileExistsError:
+            if os.path.samestat(os.lstat(src), os.lstat(target)):  # linked before a crash
+                os.unlink(src)
+                fsync_dir(folder)
+                return target
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES):
+                raise
+            if os.path.lexists(target):
+                continue
+            os.rename(src, target)
+        else:
+            os.unlink(src)
+        fsync_dir(folder)
+        return target
+    raise AssertionError("unreachable")
+
+
+def claim_folder(parent: Path, name: str, tag: str, ours: Callable[[Path], bool]) -> Path:
+    """Create parent/name (or name-tag, ...) atomically, or reuse one for which ours() is true."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for candidate in name_candidates(name, tag):
+        folder = parent / candidate
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if folder.is_dir() and not folder.is_symlink() and ours(folder):
+                return folder
+            continue
+        fsync_dir(parent)
+        return folder
+    raise AssertionError("unreachable")
+
+
+def remove_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
+    """Delete what write_text leaves when the process is killed mid-write (.NAME.XXXX.tmp)."""
+    pattern = "**/.*.tmp" if recursive else ".*.tmp"
+    removed = [p for p in folder.glob(pattern) if p.is_file() and not p.is_symlink()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

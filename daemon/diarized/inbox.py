@@ -1,15 +1,23 @@
 """Watch the inbox, decide when a file is complete, and hand it to intake.
 
 Two sources of truth, because each misses things: watchdog (inotify) for
-prompt close-after-write and rename events, and a periodic full rescan for
-files present at start, missed events and network mounts (NFS/SMB send no
-inotify events). A file is taken:
-- right after a close-after-write or rename-into-place event, if no process
-  still holds it open for writing; or
-- once its size and mtime are unchanged for `settle_seconds` across two looks;
-and never while it has a temporary name. Hashing, recording and moving the
-file are intake.py's; this module only decides when a file is complete and
-which priority its folder gives it.
+prompt write, close and rename events, and a periodic full rescan for files
+present at start, missed events and network mounts (NFS/SMB send no inotify
+events). A file is taken only when all of these hold:
+- its size and mtime have not changed for `settle_seconds` (every write, close
+  or rename event restarts that window: an uploader that reopens and appends
+  every second is never cut short);
+- no process this daemon can see holds it open for writing, whatever the pause
+  (a writer running as another user is invisible to an unprivileged daemon:
+  the settle window is then the only guard, so uploaders should write under a
+  temporary name and rename, as `diarizectl submit` does);
+- it does not have a temporary name, and it is not already being taken.
+Hashing runs on a background thread (a multi-GB file must not stall the main
+loop and its watchdog), and the file must be unchanged after it. Recording and
+moving are intake.py's. Every step for one file is guarded: whatever one file
+does (unreadable, vanished, renamed mid-hash, a name that is not UTF-8, too
+large), it ends in failed/ with error.json or is skipped with a back-off, and
+the daemon goes on with the others.
 
 Directories dropped into the inbox are processed file by file (their files
 keep their own names). Symlinks are never followed: they are moved, as links,
@@ -21,13 +29,17 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import stat
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import psutil
 
 from diarized.config import Settings
+from diarized.files import sha256_of
 from diarized.intake import Intake
 from diarized.store import JobStore, Priority
 
@@ -42,17 +54,42 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") or name.endswith("~") or lower.endswith(TEMP_SUFFIXES)
 
 
-def open_for_writing(path: Path) -> bool:
-    """True if any process we can inspect holds `path` open with write access."""
-    target = str(path.resolve())
+WRITE_MODES = ("w", "a", "r+", "a+", "w+")
+BLOCK_FIRST, BLOCK_MAX = 60.0, 3600.0  # back-off for a file that cannot even be moved aside
+
+
+def open_for_writing(paths: Iterable[Path]) -> set[Path]:
+    """Those of `paths` that a process we can inspect holds open with write access (one sweep)."""
+    wanted = {str(p.resolve()): p for p in paths}
+    found: set[Path] = set()
+    if not wanted:
+        return found
     for proc in psutil.process_iter():
         try:
             for f in proc.open_files():
-                if f.path == target and f.mode in ("w", "a", "r+", "a+", "w+"):
-                    return True
+                if f.path in wanted and f.mode in WRITE_MODES:
+                    found.add(wanted[f.path])
         except (psutil.Error, OSError):
             continue
-    return False
+    return found
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must not change between the look that decided and the move: same inode, same bytes."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class Hashing:
+    future: Future
+    identity: tuple[int, int, int, int]
+    priority: Priority
+
+
+@dataclass
+class Blocked:
+    until: float
+    wait: float
 
 
 @dataclass
@@ -65,17 +102,15 @@ class Look:
 class _Handler:
     """watchdog handler: only notes paths; all decisions happen in Inbox.tick()."""
 
-    def __init__(self, events: "queue.Queue[tuple[str, str]]"):
+    def __init__(self, events: "queue.Queue[str]"):
         self.events = events
 
     def dispatch(self, event) -> None:
         if event.is_directory:
             return
-        if event.event_type in ("closed", "moved"):
+        if event.event_type in ("closed", "moved", "created", "modified"):
             path = getattr(event, "dest_path", "") or event.src_path
-            self.events.put(("closed", os.fsdecode(path)))
-        elif event.event_type in ("created", "modified"):
-            self.events.put(("changed", os.fsdecode(event.src_path)))
+            self.events.put(os.fsdecode(path))
 
 
 class Inbox:
@@ -84,8 +119,12 @@ class Inbox:
         self.intake = Intake(settings, store)
         self.root = settings.inbox
         self.looks: dict[Path, Look] = {}
-        self.events: "queue.Queue[tuple[str, str]]" = queue.Queue()
+        self.hashing: dict[Path, Hashing] = {}
+        self.blocked: dict[Path, Blocked] = {}
+        self.events: "queue.Queue[str]" = queue.Queue()
         self.observer = None
+        self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
+        self.hash_file = sha256_of  # runs on the hasher thread
         self.last_scan = float("-inf")  # the first tick scans: files present at start
 
     # -- lifecycle ------------------------------------------------------------
@@ -102,6 +141,7 @@ class Inbox:
         if self.observer is not None:
             self.observer.stop()
             self.observer.join(timeout=5)
+        self.hasher.shutdown(wait=False, cancel_futures=True)
 
     # -- decisions -------------------------------------------------------------------
     def priority_of(self, path: Path) -> Priority:
@@ -141,37 +181,107 @@ class Inbox:
         return found
 
     def tick(self, now: float | None = None) -> list[str]:
-        """Take every complete file; returns the ids of jobs created."""
+        """Advance every file one step; returns the ids of jobs created by this tick."""
         now = time.time() if now is None else now
-        ready: list[Path] = []
-        while True:
-            try:
-                kind, raw = self.events.get_nowait()
-            except queue.Empty:
-                break
-            path = Path(raw)
-            if not self._eligible(path) or not path.is_file():
-                continue
-            if kind == "closed" and not open_for_writing(path):
-                ready.append(path)
-            else:
-                self._stable(path, now)  # start or restart the settle clock
-        candidates = set(self.looks)  # files whose settle clock is running
+        self._note_events(now)
         if now - self.last_scan >= self.settings.rescan_seconds:
             self.last_scan = now
-            candidates.update(self.scan())
-        for path in sorted(candidates):
-            if path not in ready and (path.is_symlink() or self._stable(path, now)):
+            for path in self.scan():
+                if path not in self.looks:
+                    self._stable(path, now)
+        self._start_hashing(self._settled(now), now)
+        return self._finish_hashing(now)
+
+    def _note_events(self, now: float) -> None:
+        """Every write, close or rename restarts the file's settle window; none triggers a take."""
+        while True:
+            try:
+                path = Path(self.events.get_nowait())
+            except queue.Empty:
+                return
+            if self._eligible(path) and path not in self.hashing:
+                self.looks.pop(path, None)
+                self._stable(path, now)
+
+    def _settled(self, now: float) -> list[Path]:
+        """Files whose window has passed and that nobody holds open for writing."""
+        ready = []
+        for path in sorted(self.looks):
+            blocked = self.blocked.get(path)
+            if path in self.hashing or (blocked and now < blocked.until):
+                continue
+            if path.is_symlink() or self._stable(path, now):
                 ready.append(path)
-        created = []
+        writing = open_for_writing(p for p in ready if not p.is_symlink())
+        for path in writing:
+            self.looks.pop(path, None)  # still being written: a fresh window once it stops
+            self._stable(path, now)
+        return [p for p in ready if p not in writing]
+
+    def _start_hashing(self, ready: list[Path], now: float) -> None:
         for path in ready:
             self.looks.pop(path, None)
-            job_id = self.claim(path)
-            if job_id:
-                created.append(job_id)
+            try:
+                if path.is_symlink():
+                    self.intake.reject_symlink(path)
+                    continue
+                st = path.stat()
+                if not stat.S_ISREG(st.st_mode):
+                    self.intake.reject(path, "NotAFile", f"{path.name} is not a regular file (a pipe, "
+                                       "socket or device)", "drop the recording itself into the inbox")
+                    continue
+                if st.st_size > self.settings.max_file_gb * 2**30:
+                    self.intake.reject(path, "TooLarge", f"{path.name} is {st.st_size / 2**20:,.1f} MiB, "
+                                       f"over max_file_gb = {self.settings.max_file_gb:g} GiB",
+                                       "split the recording, or raise max_file_gb in the configuration")
+                    continue
+                future = self.hasher.submit(self.hash_file, path)
+                self.hashing[path] = Hashing(future, identity(st), self.priority_of(path))
+            except Exception as exc:  # noqa: BLE001 - one file must never stop the daemon
+                self._guard(path, exc, now)
+
+    def _finish_hashing(self, now: float) -> list[str]:
+        created = []
+        for path, hashing in list(self.hashing.items()):
+            if not hashing.future.done():
+                continue
+            del self.hashing[path]
+            try:
+                digest = hashing.future.result()
+                if identity(path.stat()) != hashing.identity or open_for_writing([path]):
+                    log.info("%s changed while it was hashed; waiting for it to settle again", path)
+                    self._stable(path, now)
+                    continue
+                job = self.intake.take_hashed(path, hashing.priority, digest)
+                self.blocked.pop(path, None)
+                log.info("%s: %s %s", job.id, job.state, job.source_name,
+                         extra={"job_id": job.id, "file": job.source_name})
+                created.append(job.id)
+            except Exception as exc:  # noqa: BLE001 - one file must never stop the daemon
+                self._guard(path, exc, now)
         return created
 
-    # -- handing over ----------------------------------------------------------------------
-    def claim(self, path: Path) -> str | None:
-        job = self.intake.take(path, self.priority_of(path))
-        return job.id if job else None
+    def _guard(self, path: Path, exc: Exception, now: float) -> None:
+        """A file that broke a step: failed/ with error.json, or skipped with a back-off."""
+        if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
+            log.info("%s disappeared before it was taken; nothing to do", path)
+            return
+        try:
+            folder = self.intake.reject_error(path, exc)
+            log.warning("%s could not be taken (%s); moved to %s with error.json", path, exc, folder)
+        except Exception as again:  # noqa: BLE001
+            previous = self.blocked.get(path)
+            wait = min(BLOCK_MAX, previous.wait * 2) if previous else BLOCK_FIRST
+            self.blocked[path] = Blocked(now + wait, wait)
+            log.error("%s could not be taken (%s) nor moved to failed/ (%s); trying again in %.0f s",
+                      path, exc, again, wait)
+
+    def drain(self, now: float | None = None, timeout: float = 30.0) -> list[str]:
+        """Wait for every hash in flight and finish its file (tests); returns the jobs created."""
+        created, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            created += self._finish_hashing(time.time() if now is None else now)
+            if not self.hashing:
+                break
+            time.sleep(0.02)
+        return created

@@ -10,14 +10,15 @@ when it decodes, so a crafted file can only ever crash a worker.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import time
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from diarized.config import Settings
-from diarized.files import fsync_dir, sha256_of
+from diarized.files import display_name, free_path, fsync_dir, sha256_of
 from diarized.outbox import quarantine, settle_original
 from diarized.store import Job, JobStore, Priority, State
 
@@ -36,24 +37,59 @@ class Intake:
             return None
         if not path.is_file():
             return None
-        size = path.stat().st_size
-        digest = sha256_of(path)
-        job = self.store.record_incoming(path.name, digest, size, priority, self.settings.max_attempts,
-                                         path, self.settings.jobs_dir)
+        return self.take_hashed(path, priority, sha256_of(path))
+
+    def take_hashed(self, path: Path, priority: Priority, digest: str) -> Job:
+        """The rest of `take` once the caller has hashed the file (the inbox does it off-loop).
+
+        A move that fails after the job is recorded fails the job and puts the file in
+        failed/ with error.json; only if that too fails does the error reach the caller.
+        """
+        path = self._valid_name(path)
+        if not os.access(path.parent, os.W_OK | os.X_OK):  # it could not be moved: record nothing
+            raise PermissionError(errno.EACCES, "cannot move files out of this folder", str(path.parent))
+        job = self.store.record_incoming(path.name, digest, path.stat().st_size, priority,
+                                         self.settings.max_attempts, path, self.settings.jobs_dir)
         if job.state == State.DUPLICATE:
             return self._settle_duplicate(job, path)
-        return self._move_in(job, path)
+        try:
+            return self._move_in(job, path)
+        except OSError as exc:
+            error_type, message, hint = explain(path, exc)
+            failed = self.store.fail(job.id, error_type, message, hint)  # never left `incoming`
+            original = quarantine(self.settings, path, path.name, job.id, {
+                "state": "failed", "error_type": error_type, "message": message, "hint": hint})
+            self.store.set_source(job.id, str(original))
+            return self.store.get(failed.id)
 
-    def reject_symlink(self, path: Path) -> Path:
-        folder = quarantine(self.settings, path, path.name, f"symlink-{int(time.time())}", {
-            "state": "rejected", "error_type": "Symlink",
-            "message": f"{path.name} is a symbolic link; links are never followed out of the inbox",
-            "hint": "copy the file itself into the inbox (diarizectl submit FILE does it safely)"})
-        log.warning("rejected symlink %s -> %s", path, folder)
+    def _valid_name(self, path: Path) -> Path:
+        """A name that is not UTF-8 is renamed in place to its readable form first (bytes -> U+FFFD)."""
+        readable = display_name(path.name)
+        if readable == path.name:
+            return path
+        target = free_path(path.parent, readable, secrets.token_hex(3))
+        os.rename(path, target)
+        log.warning("renamed %r to %s: names must be UTF-8", os.fsencode(path.name), target.name)
+        return target
+
+    def reject(self, path: Path, error_type: str, message: str, hint: str) -> Path:
+        """A file that cannot become a job: failed/<stem>/ with the file and error.json."""
+        folder = quarantine(self.settings, path, path.name, f"rejected-{secrets.token_hex(3)}", {
+            "state": "rejected", "error_type": error_type, "message": message, "hint": hint}).parent
+        log.warning("rejected %s: %s -> %s", display_name(path.name), message, folder)
         return folder
 
+    def reject_error(self, path: Path, exc: BaseException) -> Path:
+        return self.reject(path, *explain(path, exc))
+
+    def reject_symlink(self, path: Path) -> Path:
+        return self.reject(path, "Symlink",
+                           f"{display_name(path.name)} is a symbolic link; links are never followed "
+                           "out of the inbox",
+                           "copy the file itself into the inbox (diarizectl submit FILE does it safely)")
+
     def _settle_duplicate(self, job: Job, path: Path) -> Job:
-        where = settle_original(self.settings, path, path.name)
+        where = settle_original(self.settings, path, path.name, job.short_id)
         self.store.mark_duplicate_settled(job.id, where)
         log.info("duplicate of %s: %s", job.duplicate_of, path.name)
         return self.store.get(job.id)
@@ -61,10 +97,9 @@ class Intake:
     def _move_in(self, job: Job, inbox_path: Path) -> Job:
         source = Path(job.source_path)
         source.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(inbox_path, source)
+        os.rename(inbox_path, source)
         fsync_dir(source.parent)
         return self.store.mark_queued(job.id)
-
     def reconcile(self) -> list[str]:
         """At start: finish claims and duplicate moves that a crash interrupted."""
         notes = []
@@ -86,3 +121,20 @@ class Intake:
                 self._settle_duplicate(job, Path(job.inbox_path))
                 notes.append(f"{job.id}: duplicate moved now")
         return notes
+
+
+def explain(path: Path, exc: BaseException) -> tuple[str, str, str]:
+    """(error_type, message naming the file, what to do) for an error met while taking a file."""
+    name = display_name(path.name)
+    if isinstance(exc, PermissionError) and exc.filename and Path(exc.filename).is_dir():
+        return ("Unmovable", f"{name}: diarized (uid {os.getuid()}) cannot move files out of "
+                f"{exc.filename}", "make that folder writable by the service's group (chmod g+w)")
+    if isinstance(exc, PermissionError):
+        return ("Unreadable", f"{name}: permission denied for diarized (uid {os.getuid()})",
+                f"make the file readable by the service's group (chmod g+r '{name}') and drop it again")
+    if isinstance(exc, OSError) and exc.errno == errno.EXDEV:
+        return ("OtherFilesystem", f"{name} is on another filesystem than the state folder, so it "
+                "cannot be moved in one step", "drop files into the inbox itself, not a mount inside it")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return ("DiskFull", f"{name}: no space left on the device", "free disk space, then drop it again")
+    return (type(exc).__name__, f"{name}: {exc}", "check the file and drop it into the inbox again")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from diarized import outbox
 from diarized.config import Settings
-from diarized.store import Job, JobStore, State
+from diarized.store import Job, JobStore, NotFound, State
 
 log = logging.getLogger("diarized.lifecycle")
 
@@ -28,18 +28,45 @@ class Lifecycle:
     store: JobStore
 
     def succeed(self, job: Job) -> Job:
-        """Publish the outputs (once), settle the original, then mark succeeded."""
+        """Publish the outputs (once), settle the original, then mark succeeded (once)."""
         target = Path(job.output_dir) if job.output_dir else outbox.output_target(self.settings, job)
         if not outbox.owned_by(target, job.id):
             if job.output_dir is None:
                 self.store.set_output_dir(job.id, str(target))  # before the rename: crash-safe
             outbox.publish_outputs(self.settings, job, target)
         source = Path(job.source_path) if job.source_path else None
-        where = outbox.settle_original(self.settings, source, job.source_name)
+        where = outbox.settle_original(self.settings, source, job.source_name, job.short_id)
+        if not where and self.settings.done_policy == "keep":  # moved before a crash: find it
+            where = str(outbox.find_settled(self.settings, job) or "")
         outbox.forget_old_failure(self.settings, source)
-        done = self.store.mark_succeeded(job.id, str(target), where or None)
+        if job.state != State.SUCCEEDED:
+            job = self.store.mark_succeeded(job.id, str(target), where or None)
+        elif where:
+            self.store.set_source(job.id, where)
         outbox.remove_work(self.settings, job.id)
-        return done
+        return self.store.get(job.id)
+
+    def repair(self) -> list[str]:
+        """At start: finish what a crash left between a final state and its folders.
+
+        A job folder still in state/jobs/ belongs to a running or queued job, or to a
+        job whose end was recorded but not finished (failed before its original reached
+        failed/, succeeded before its original reached done/): those are finished now.
+        """
+        notes = []
+        for folder in sorted(self.settings.jobs_dir.iterdir()):
+            try:
+                job = self.store.get(folder.name)
+            except NotFound:
+                notes.append(f"{folder.name}: a work folder without a job; left for the operator")
+                continue
+            if job.state == State.SUCCEEDED:
+                self.succeed(job)
+                notes.append(f"{job.id}: succeeded; original settled and work folder removed now")
+            elif job.state in (State.FAILED, State.CANCELLED):
+                self.quarantine(job)
+                notes.append(f"{job.id}: {job.state}; original and error.json moved to failed/ now")
+        return notes
 
     def was_published(self, job: Job) -> bool:
         """A crash between the rename into outbox/ and the store update: the folder is the proof."""
@@ -62,12 +89,12 @@ class Lifecycle:
     def quarantine(self, job: Job) -> Job:
         """Move a failed or cancelled job's original to failed/ with error.json; clean its work."""
         source = Path(job.source_path) if job.source_path else None
-        folder = outbox.quarantine(self.settings, source, job.source_name, job.id, {
+        original = outbox.quarantine(self.settings, source, job.source_name, job.id, {
             "state": str(job.state), "stage": job.stage, "attempts": job.attempts,
             "error_type": job.error_type, "message": job.error,
             "hint": job.hint or "see worker.log; fix the cause and run `diarizectl retry "
                                 f"{job.short_id}`, or drop the file into the inbox again",
             "failed_at": time.time()})
-        self.store.set_source(job.id, str(folder / job.source_name))
+        self.store.set_source(job.id, str(original))
         outbox.remove_work(self.settings, job.id)
         return self.store.get(job.id)

@@ -10,6 +10,7 @@ recognises its own folder (`owned_by`) instead of publishing twice.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -17,7 +18,8 @@ import time
 from pathlib import Path
 
 from diarized.config import Settings
-from diarized.files import fsync_dir, fsync_tree, write_json
+from diarized.files import (claim_folder, display_name, fsync_dir, fsync_tree, move_to_free_name, name_candidates,
+                            remove_temporaries, sha256_of, write_json)
 from diarized.store import Job, short_id
 
 JOB_MARKER = "job.json"
@@ -41,11 +43,24 @@ def job_dir(settings: Settings, job_id: str) -> Path:
 
 
 def output_target(settings: Settings, job: Job) -> Path:
-    """outbox/<stem>/, or outbox/<stem>-<short id>/ when another job has the stem."""
-    first = settings.outbox / Path(job.source_name).stem
-    if not first.exists() or owned_by(first, job.id):
-        return first
-    return settings.outbox / f"{first.name}-{job.short_id}"
+    """outbox/<stem>/, or <stem>-<short id>/, <stem>-<short id>-2/ ... when the name is taken.
+
+    A free name is one that does not exist, is this job's own (a repeated run), or is
+    an empty folder (nothing to lose: the rename that publishes replaces it atomically,
+    while a rename onto a non-empty folder fails instead of overwriting).
+    """
+    for name in name_candidates(Path(job.source_name).stem, job.short_id):
+        target = settings.outbox / name
+        if not os.path.lexists(target) or owned_by(target, job.id) or _empty_dir(target):
+            return target
+    raise AssertionError("unreachable")
+
+
+def _empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def outputs_ready(settings: Settings, job: Job) -> bool:
@@ -59,6 +74,7 @@ def publish_outputs(settings: Settings, job: Job, target: Path) -> Path:
     out = job_dir(settings, job.id) / "out"
     if not out.is_dir():
         raise FileNotFoundError(f"job {job.id}: no outputs in {out} and none published at {target}")
+    remove_temporaries(out, recursive=True)  # a worker or daemon killed mid-write left them
     write_json(out / JOB_MARKER, {
         "job_id": job.id, "source_name": job.source_name, "sha256": job.sha256,
         "attempts": job.attempts, "published_at": time.time()})
@@ -69,24 +85,26 @@ def publish_outputs(settings: Settings, job: Job, target: Path) -> Path:
     return target
 
 
-def _move_into(path: Path, folder: Path, name: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / (name or path.name)
-    if target.exists() and target != path:
-        target = folder / f"{target.stem}-{int(time.time())}{target.suffix}"
-    os.replace(path, target)
-    fsync_dir(folder)
-    return target
+def settle_original(settings: Settings, source: Path | None, name: str, tag: str) -> str:
+    """After success: the original goes to done/ (keep) or away (delete); returns where.
 
-
-def settle_original(settings: Settings, source: Path | None, name: str) -> str:
-    """After success: the original goes to done/ (keep) or away (delete); returns where."""
-    if source is None or not source.exists():
+    Never over another original: a taken name becomes name-<tag>.ext (tag: the job's short id).
+    """
+    if source is None or not os.path.lexists(source):
         return ""
     if settings.done_policy == "delete":
         source.unlink()
         return "deleted"
-    return str(_move_into(source, settings.done, name))
+    return str(move_to_free_name(source, settings.done, name, tag))
+
+
+def find_settled(settings: Settings, job: Job) -> Path | None:
+    """A crash between moving the original to done/ and recording it: find it by its content."""
+    for name in itertools.islice(name_candidates(job.source_name, job.short_id), 10):
+        path = settings.done / name
+        if path.is_file() and sha256_of(path) == job.sha256:
+            return path
+    return None
 
 
 def forget_old_failure(settings: Settings, source: Path | None) -> None:
@@ -97,20 +115,24 @@ def forget_old_failure(settings: Settings, source: Path | None) -> None:
 
 def quarantine(settings: Settings, source: Path | None, source_name: str, job_id: str,
                error: dict) -> Path:
-    """failed/<stem>/ with the original (if any), worker.log and error.json saying what to do."""
-    stem = Path(source_name).stem
-    folder = settings.failed / stem
-    if folder.exists() and not owned_by(folder, job_id, ERROR_MARKER):
-        folder = settings.failed / f"{stem}-{short_id(job_id)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    if source is not None and source.exists() and source.parent != folder:
-        os.replace(source, folder / source_name)
+    """failed/<stem>/ with the original (if any), worker.log and error.json; returns the original's path.
+
+    error.json is written first: it marks the folder as this job's, so a run repeated
+    after a crash at any line finds the same folder (and the original already in it).
+    """
+    folder = claim_folder(settings.failed, Path(source_name).stem, short_id(job_id),
+                          lambda f: owned_by(f, job_id, ERROR_MARKER))
+    remove_temporaries(folder)
+    write_json(folder / ERROR_MARKER, {"job_id": job_id, "file": display_name(source_name), **error},
+               mode=0o640)
+    original = folder / source_name
+    if source is not None and os.path.lexists(source) and source.parent != folder:
+        original = move_to_free_name(source, folder, source_name, short_id(job_id))
     log = job_dir(settings, job_id) / "worker.log"
     if log.exists():
         shutil.copyfile(log, folder / "worker.log")
-    write_json(folder / ERROR_MARKER, {"job_id": job_id, "file": source_name, **error})
     fsync_dir(folder)
-    return folder
+    return original
 
 
 def remove_work(settings: Settings, job_id: str) -> None:

@@ -26,7 +26,7 @@ import psutil
 
 from diarized import outbox
 from diarized.config import Settings, settings_to_json
-from diarized.files import write_text
+from diarized.files import remove_temporaries, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
 from diarized.store import Job, JobStore, State
@@ -43,6 +43,7 @@ RSS_RECORD_SECONDS = 5.0
 WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.0}
 WORKER_GB_PER_AUDIO_HOUR = 0.4
 BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 3600.0
 # Until its worker has decoded a file, its duration is unknown (the supervisor
 # never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
 # and uncompressed audio are larger per second, so this over-estimates them),
@@ -141,6 +142,7 @@ class Supervisor:
         for folder in self.settings.folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         self.lock_state_dir()
+        remove_temporaries(self.settings_file.parent)
         write_text(self.settings_file, settings_to_json(self.settings), mode=0o600)
 
     def lock_state_dir(self) -> None:
@@ -175,6 +177,7 @@ class Supervisor:
                                                spend_attempt=leftover is None)
             notes.append(f"{job.id}: requeued ({job.state})")
         notes += self.inbox.intake.reconcile()
+        notes += self.lifecycle.repair()
         for note in notes:
             log.info("recovery: %s", note)
         return notes
@@ -206,10 +209,7 @@ class Supervisor:
             self.shutdown()
 
     def tick(self) -> None:
-        for job_id in self.inbox.tick():
-            job = self.store.get(job_id)
-            log.info("%s: %s %s", job.id, job.state, job.source_name,
-                     extra={"job_id": job.id, "file": job.source_name})
+        self.inbox.tick()
         self.handle_cancellations()
         self.reap()
         self.enforce_limits()
@@ -354,7 +354,8 @@ class Supervisor:
                                          spend_attempt=True, backoff=self.backoff(job.attempts))
 
     def backoff(self, attempts: int) -> float:
-        return self.settings.retry_backoff_seconds * 2 ** max(0, attempts - 1)
+        """Doubling after each failed attempt, at most an hour."""
+        return min(MAX_BACKOFF_SECONDS, self.settings.retry_backoff_seconds * 2 ** max(0, min(attempts - 1, 30)))
 
     # -- status and stop ------------------------------------------------------------------
     def publish_status(self, state: str = "running") -> None:

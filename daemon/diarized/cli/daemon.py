@@ -10,18 +10,7 @@ import click
 
 from diarized import logs
 from diarized.cli import CliExit
-from diarized.config import ConfigError, Settings, default_config_file, load_settings
-
-
-def check_folders(settings: Settings) -> None:
-    """Fail at start, with the folder named, rather than on the first file."""
-    for folder in (settings.state_dir, *settings.folders.values()):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {folder}: {exc.strerror}") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"{folder} is not writable by this user (uid {os.getuid()})")
+from diarized.config import ConfigError, Settings, check_folders, default_config_file, load_settings
 
 
 def serve(settings: Settings, config: Path | None, worker_command=None) -> None:

@@ -1,0 +1,157 @@
+"""kill -9, over and over: the daemon (at named points of claim, hashing, publication and the
+store updates around them) and its workers, on a seeded schedule, until the batch drains.
+
+Real recordings from ../shared/data go in; the workers are fake_worker.py (a model run per
+kill would take hours), the daemon, store, folders and signals are real. Afterwards every
+input is exactly once in outbox/ (outputs identical to an undisturbed run's) or in failed/
+with error.json, the store agrees with the folders, and nothing is left behind. The short
+run is in `make test`; `make chaos` (CHAOS_FILES=60 CHAOS_MIN_KILLS=100) is the long one.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from diarized.store import FINAL_STATES, State, open_store
+import pytest
+
+from tests.harness import Daemon, worker_pids
+
+pytestmark = pytest.mark.chaos
+
+FILES = int(os.environ.get("CHAOS_FILES", "12"))
+MIN_KILLS = int(os.environ.get("CHAOS_MIN_KILLS", "25"))
+SEED = int(os.environ.get("CHAOS_SEED", "20261127"))
+DAEMON_KILL_PROBABILITY = 0.12  # per armed point, before and after each
+WORKER_KILL_PROBABILITY = 0.05  # per 0.1-s look while a worker of this daemon runs
+
+
+def recordings(data: Path, count: int, folder: Path) -> list[Path]:
+    """`count` distinct files made from the real recordings (a few bytes appended: new content)."""
+    sources = sorted(p for p in data.glob("*/*") if p.suffix in (".wav", ".flac"))
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for n in range(count):
+        source = sources[n % len(sources)]
+        target = folder / f"{n:03d}-{source.stem}{source.suffix}"
+        target.write_bytes(source.read_bytes() + b"\0" * (n // len(sources)))
+        made.append(target)
+    return made
+
+
+def expected_output(name: str) -> dict:
+    """What fake_worker.py writes for a file that is not a script, as an undisturbed run does."""
+    return {"file_path": name, "total_duration": 1.0, "speakers": ["SPEAKER_00"], "segments": []}
+
+
+def test_kill_9_at_every_phase_loses_and_duplicates_nothing(tmp_path, models_cache, data):
+    rng = random.Random(SEED)
+    log = tmp_path / "chaos.log"
+    root = tmp_path / "var"
+    d = Daemon(root, models_cache, fake_workers=True, chaos=f"{SEED}:{DAEMON_KILL_PROBABILITY}:{log}",
+               max_attempts=50, max_workers=2, retry_backoff_seconds=0.1)
+    made = recordings(data, FILES + 200, tmp_path / "inputs")
+    files = made[:FILES]
+    d.start(wait=False)
+    _drop(root, files)
+    restarts, worker_kills, deadline = 0, 0, time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if d.proc.poll() is not None:
+            restarts += 1
+            probability = DAEMON_KILL_PROBABILITY if _kills(log) < MIN_KILLS else 0.0
+            d.chaos = f"{SEED + restarts}:{probability}:{log}"
+            d.start(wait=False)
+        elif _drained(root, len(files)):
+            if _kills(log) >= MIN_KILLS:
+                break
+            wave = made[len(files):len(files) + 4]  # drained too soon: another wave of files
+            files += wave
+            _drop(root, wave)
+        else:
+            ours = [p for p in worker_pids() if str(root) in " ".join(_cmdline(p))]
+            if ours and (worker_kills == 0 or rng.random() < WORKER_KILL_PROBABILITY):
+                os.kill(rng.choice(ours), signal.SIGKILL)
+                worker_kills += 1
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"not drained in time; {d.log.read_text()[-3000:]}")
+    d.stop()
+
+    phases = collections.Counter(log.read_text().splitlines())
+    report = {"files": len(files), "daemon_kills": sum(phases.values()), "daemon_kills_by_phase": phases,
+              "daemon_restarts": restarts, "worker_kills": worker_kills}
+    store = open_store(root / "state/diarized.db", readonly=True)
+    jobs = store.jobs()
+    report["outcomes"] = collections.Counter(str(j.state) for j in jobs)
+    report["resumes"] = sum(1 for j in jobs for e in store.events(j.id) if e.kind == "requeued")
+    (tmp_path / "chaos-report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+    assert report["daemon_kills"] >= MIN_KILLS and worker_kills > 0
+    assert store.integrity_check() == "ok"
+    by_name = collections.defaultdict(list)
+    for job in jobs:
+        by_name[job.source_name].append(job)
+    assert sorted(by_name) == sorted(p.name for p in files)
+    for name, copies in by_name.items():
+        assert len(copies) == 1, f"{name} became {len(copies)} jobs"
+        _folders_agree(root, copies[0])
+    published = [json.loads((p / "job.json").read_text())["job_id"] for p in (root / "outbox").iterdir()]
+    assert sorted(published) == sorted(j.id for j in jobs if j.state == State.SUCCEEDED)  # once each
+    assert list((root / "state/jobs").iterdir()) == []
+    assert [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.endswith(".part")] == []
+    assert [p for p in (root / "inbox").rglob("*") if p.is_file()] == []
+    assert not [p for p in worker_pids() if str(root) in " ".join(_cmdline(p))]
+
+
+def _drop(root: Path, paths: list[Path]) -> None:
+    """As an uploader should: a hidden temporary name, then a rename into place."""
+    (root / "inbox").mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        tmp = root / "inbox" / f".{path.name}.part"
+        tmp.write_bytes(path.read_bytes())
+        tmp.rename(root / "inbox" / path.name)
+
+
+def _kills(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def _drained(root: Path, count: int) -> bool:
+    db = root / "state/diarized.db"
+    if not db.exists():
+        return False
+    try:
+        jobs = open_store(db, readonly=True).jobs()
+    except Exception:  # noqa: BLE001 - the schema is being created by a fresh daemon
+        return False
+    return len(jobs) >= count and all(j.state in FINAL_STATES for j in jobs)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
+
+
+def _folders_agree(root: Path, job) -> None:
+    """succeeded <=> outputs in outbox/ and the original in done/; failed <=> original + error.json in failed/."""
+    if job.state == State.SUCCEEDED:
+        out = Path(job.output_dir)
+        assert json.loads((out / "job.json").read_text())["job_id"] == job.id
+        assert json.loads((out / "final_transcription.json").read_text()) == expected_output(job.source_name)
+        assert Path(job.source_path).parent == root / "done" and Path(job.source_path).exists()
+    else:
+        assert job.state == State.FAILED, f"{job.source_name} ended {job.state}"
+        folder = Path(job.source_path).parent
+        assert folder.parent == root / "failed" and Path(job.source_path).exists()
+        assert json.loads((folder / "error.json").read_text())["job_id"] == job.id
