@@ -88,3 +88,25 @@ def test_models_lists_bundled_models_as_json(models_cache):
     assert proc.returncode == 0, proc.stderr
     names = {row["name"]: row for row in json.loads(proc.stdout)}
     assert names["base"]["available"] and names["tiny.en"]["available"]
+
+
+@pytest.mark.slow
+def test_a_transcription_never_touches_the_network(data, tmp_path, models_cache):
+    """strace sees every connect() of the process and its threads, in C libraries too
+    (onnxruntime's telemetry resolved a Microsoft host from every run until switched off)."""
+    import shutil
+
+    if shutil.which("strace") is None:
+        pytest.fail("strace is missing: `make system-deps` installs it")
+    trace = tmp_path / "connect.trace"
+    env = {**os.environ, "DIARIZED_CACHE_DIR": str(models_cache), "DIARIZED_CONFIG": "",
+           "HF_HUB_OFFLINE": "1"}
+    env.pop("ORT_DISABLE_TELEMETRY", None)  # the package must switch it off itself
+    env.pop("ORT_TELEMETRY_DISABLED", None)
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
+                           *CTL, "transcribe", str(data / "en-jfk/jfk.flac"), "--out", str(tmp_path / "out"),
+                           "--model", "tiny.en"], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    network = [line for line in trace.read_text().splitlines()
+               if "AF_INET" in line or "htons(" in line]
+    assert network == [], "\n".join(network[:10])

@@ -121,3 +121,32 @@ def test_decode_is_atomic_no_partial_raw_file_on_error(tmp_path):
     with pytest.raises(media.MediaError):
         media.decode(bad, tmp_path / "a.f32")
     assert list(tmp_path.glob("a.f32*")) == []
+
+
+def test_playlists_and_manifests_never_open_other_files(jfk, tmp_path):
+    """An m3u8 naming a .ts elsewhere was transcribed; now neither the marker nor FFmpeg lets it."""
+    import av
+
+    target = tmp_path / "elsewhere.ts"  # a real MPEG-TS segment outside the job's folder
+    with av.open(str(tmp_path / "jfk.flac.ts"), "w", format="mpegts") as out, \
+            av.open(str(write_container(tmp_path / "jfk.flac", jfk))) as inp:
+        stream = out.add_stream("mp2", rate=16000)
+        for frame in inp.decode(audio=0):
+            frame.pts = None
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    (tmp_path / "jfk.flac.ts").rename(target)
+    assert media.probe(target).duration > 10  # on its own, the segment is valid media
+    playlist = tmp_path / "x.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:12\n#EXTINF:11.0,\n{target}\n#EXT-X-ENDLIST\n")
+    concat = tmp_path / "y.txt"
+    concat.write_text(f"ffconcat version 1.0\nfile '{target}'\n")
+    for path in (playlist, concat):
+        with pytest.raises(media.MediaError, match="playlist or manifest"):
+            media.probe(path)
+    # behind the marker check, FFmpeg itself refuses the hls demuxer with our options,
+    # while with its defaults it follows the playlist into the other file
+    with av.open(str(playlist)) as followed:
+        assert followed.format.name == "hls" and followed.streams.audio
+    with pytest.raises(av.error.FFmpegError):
+        av.open(str(playlist), options=media.OPEN_OPTIONS)

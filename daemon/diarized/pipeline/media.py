@@ -22,6 +22,15 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1
+# Demuxers of single, self-contained files. Playlists and manifests (hls, concat, dash,
+# image sequences, ...) make FFmpeg open other files or URLs named inside the upload: an
+# m3u8 pointing at /etc/... would be read and transcribed. FFmpeg refuses every demuxer
+# not listed here, and every protocol but plain files.
+DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,wav,w64,rf64,flac,mp3,ogg,aac,ac3,eac3,amr,"
+            "amrnb,amrwb,au,aiff,caf,avi,asf,flv,mpegts,mpeg,wv,ape,tta,dts,dtshd,truehd,mlp,gsm,"
+            "voc,rm,nut,mxf,dv,opus,s337m,mpc,mpc8,tak,xwma,wsaud,live_flv,loas,latm,sox,smjpeg")
+OPEN_OPTIONS = {"format_whitelist": DEMUXERS, "protocol_whitelist": "file"}
+INDIRECTION_MARKS = (b"#EXTM3U", b"ffconcat", b"[playlist]", b"<?xml", b"<MPD", b"#EXTINF")
 
 
 class MediaError(Exception):
@@ -62,8 +71,13 @@ def _open(path: Path) -> av.container.InputContainer:
     if path.stat().st_size == 0:
         raise MediaError(path, "the file is empty (0 bytes)",
                          "the upload was probably interrupted; copy the file again")
+    with path.open("rb") as fh:
+        head = fh.read(64).lstrip()
+    if head.startswith(INDIRECTION_MARKS):
+        raise MediaError(path, "a playlist or manifest that points at other files, not a recording",
+                         "diarized decodes only the file itself: drop the media file instead")
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)  # without the path: callers name the file
         raise MediaError(

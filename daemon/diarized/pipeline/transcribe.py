@@ -27,6 +27,15 @@ TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 Progress = Callable[[float], None]  # seconds of the unit done
 
 
+def quiet_onnxruntime() -> None:
+    """onnxruntime (faster-whisper's VAD) sends usage events to a Microsoft host, a DNS
+    lookup from every worker, unless told not to before its first session. This service
+    never talks to the network; its unit's isolation is the second line, not the first."""
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+
+
 @dataclass(frozen=True)
 class AsrOptions:
     model_path: Path
@@ -48,6 +57,7 @@ class Transcriber:
     def __init__(self, options: AsrOptions):
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+        quiet_onnxruntime()
         self.options = options
         self.model = WhisperModel(
             str(options.model_path), device="cpu", compute_type=options.compute_type,
