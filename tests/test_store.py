@@ -276,3 +276,21 @@ def test_every_migration_applies_on_a_fresh_database(tmp_path):
 def test_open_store_refuses_what_it_cannot_serve(tmp_path):
     with pytest.raises(SchemaError, match="only a SQLite file path"):
         open_store("postgresql://localhost/diarized")
+
+
+def test_daemon_deaths_are_free_until_they_keep_happening(store, tmp_path):
+    job = _queued(store, tmp_path)
+    for death in (1, 2):
+        store.claim(job.id)
+        job = store.requeue_after_daemon_death(job.id, "the daemon stopped")
+        assert (job.state, job.attempts, job.supervisor_deaths) == (State.QUEUED, 0, death)
+    store.claim(job.id)
+    store.requeue(job.id, "crash", spend_attempt=True)  # the job's own failure: the streak ends
+    assert store.get(job.id).supervisor_deaths == 0
+    for _ in range(2):
+        store.claim(job.id)
+        store.requeue_after_daemon_death(job.id, "the daemon stopped")
+    store.claim(job.id)
+    job = store.requeue_after_daemon_death(job.id, "the daemon stopped")
+    assert job.state == State.FAILED and job.error_type == "DaemonDied" and "likely cause" in job.error
+    assert store.requeue_after_daemon_death(job.id, "again") == job  # not running: unchanged

@@ -222,6 +222,7 @@ def test_recovery_kills_a_leftover_worker_and_requeues_its_job(make_supervisor):
     wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
                5, "the leftover worker to die")
     assert second.store.get(job.id).state == State.QUEUED and second.store.get(job.id).attempts == 0
+    assert second.store.get(job.id).supervisor_deaths == 1
     tick_until(second, lambda: final(second, job))
     assert second.store.get(job.id).state == State.SUCCEEDED
 
@@ -276,6 +277,7 @@ def test_kill_9_of_the_daemon_takes_its_workers_and_a_restart_finishes_everythin
     d.start()
     jobs = d.wait_all_final(3, timeout=60)
     assert sorted(j.state for j in jobs) == ["succeeded"] * 3
+    assert [j.attempts for j in jobs] == [1, 1, 1]  # the daemon's death cost the jobs no attempt
     assert sorted(p.name for p in d.outbox.iterdir()) == ["a", "b", "c"]
     assert sorted(p.name for p in (d.root / "done").iterdir()) == ["a.wav", "b.wav", "c.wav"]
 
@@ -334,3 +336,36 @@ def test_the_supervisor_process_never_loads_media_numeric_or_model_libraries(tmp
     assert "diarized" in imported and "sqlite_utils" in imported  # the log is real
     heavy = {"av", "numpy", "torch", "ctranslate2", "faster_whisper", "pyannote", "pandas", "onnxruntime"}
     assert not heavy & imported, f"the supervisor imported {sorted(heavy & imported)}"
+
+
+def test_a_job_running_at_three_daemon_deaths_in_a_row_is_blamed_and_failed(fake_daemon):
+    d = fake_daemon()
+    drop_script(d, "poison.wav", {"exit": 0, "seconds": 60})
+    for death in (1, 2, 3):
+        wait_until(lambda: [j for j in d.jobs("running") if j.worker_pid], 30, "the worker to start")
+        d.kill9()
+        d.start()
+    job = d.wait_all_final(1, timeout=30)[0]
+    assert job.state == "failed" and job.error_type == "DaemonDied" and job.attempts <= 1
+    error = json.loads((d.root / "failed/poison/error.json").read_text())
+    assert "likely cause" in error["message"] and (d.root / "failed/poison/poison.wav").exists()
+
+
+def test_recovery_kills_a_worker_of_this_state_root_that_no_job_names(make_supervisor):
+    import subprocess
+    import sys
+
+    sup = make_supervisor()
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "some-job",
+                              "--settings", str(sup.settings_file)], start_new_session=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "x",
+                              "--settings", "/elsewhere/worker-settings.json"], start_new_session=True)
+    try:
+        notes = sup.recover()
+        assert any(f"killed worker {stray.pid}" in n for n in notes)
+        assert stray.wait(timeout=5) == -signal.SIGKILL
+        assert other.poll() is None  # another state root's worker is not ours to kill
+    finally:
+        for proc in (stray, other):
+            proc.kill()
+            proc.wait()

@@ -86,6 +86,13 @@ class Lifecycle:
             return self.quarantine(job)
         return job
 
+    def orphaned(self, job: Job, reason: str) -> Job:
+        """The daemon died while `job` ran: back to the queue for free, or failed after repeated deaths."""
+        job = self.store.requeue_after_daemon_death(job.id, reason)
+        if job.state == State.FAILED:
+            return self.quarantine(job)
+        return job
+
     def quarantine(self, job: Job) -> Job:
         """Move a failed or cancelled job's original to failed/ with error.json; clean its work."""
         source = Path(job.source_path) if job.source_path else None

@@ -110,6 +110,7 @@ class Job:
     duplicate_of: str | None
     cancel_requested: int
     processing_seconds: float | None
+    supervisor_deaths: int = 0  # consecutive daemon deaths while this job ran
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
@@ -245,6 +246,15 @@ class JobStore(Protocol):
         failed instead ("no attempts left"). A job that is not running is returned as it is.
         """
 
+    def requeue_after_daemon_death(self, job_id: str, reason: str) -> Job:
+        """running -> queued without spending an attempt: the daemon died, not the job.
+
+        Counts consecutive deaths; at the DEATHS_BEFORE_BLAME-th the job is taken as the
+        likely cause (a file that crashes the service must not crash-loop it) and becomes
+        failed instead. Any other end of a run resets the count. A job that is not
+        running is returned as it is.
+        """
+
     def fail(self, job_id: str, error_type: str, error: str, hint: str) -> Job:
         """Any live state -> failed with the reason and what to do; the worker lease ends."""
 
@@ -304,7 +314,8 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
 # released entry (databases in the field already ran it); add the next version instead.
@@ -332,6 +343,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         # structured event payloads (worker pid and threads, ...) instead of parsing text
         'ALTER TABLE "events" ADD COLUMN "data" TEXT',
+    ),
+    3: (
+        # a daemon death does not spend the attempt of the jobs it ran, unless it keeps happening
+        'ALTER TABLE "jobs" ADD COLUMN "supervisor_deaths" INTEGER NOT NULL DEFAULT 0',
     ),
 }
 
@@ -587,10 +602,32 @@ class SQLiteStore:
                 self._event(conn, job_id, "failed", f"{reason}; no attempts left")
             else:
                 self._update(conn, job_id, state=State.QUEUED, attempts=attempts, worker_pid=None,
-                             stage=None, not_before=now + backoff)
+                             stage=None, not_before=now + backoff, supervisor_deaths=0)
                 self._event(conn, job_id, "requeued", reason + (
                     f"; retry in {backoff:.0f} s" if backoff else "") + (
                     "" if spend_attempt else "; attempt not counted"))
+            return self._require(conn, job_id)
+
+    def requeue_after_daemon_death(self, job_id: str, reason: str) -> Job:
+        now = time.time()
+        with self.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job.state != State.RUNNING:
+                return job
+            deaths = job.supervisor_deaths + 1
+            if deaths >= DEATHS_BEFORE_BLAME:
+                self._update(conn, job_id, state=State.FAILED, finished_at=now, worker_pid=None,
+                             supervisor_deaths=deaths, error_type="DaemonDied",
+                             error=f"the daemon died {deaths} times in a row while this job ran; "
+                                   "the file is the likely cause",
+                             hint="check the journal around those times (memory? a crash?); "
+                                  f"`diarizectl retry {job.short_id}` runs it again")
+                self._event(conn, job_id, "failed", f"{reason}; {deaths} daemon deaths in a row")
+            else:
+                self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
+                             worker_pid=None, stage=None, not_before=now, supervisor_deaths=deaths)
+                self._event(conn, job_id, "requeued", f"{reason}; attempt not counted "
+                                                      f"(daemon death {deaths} of {DEATHS_BEFORE_BLAME})")
             return self._require(conn, job_id)
 
     def fail(self, job_id: str, error_type: str, error: str, hint: str) -> Job:
@@ -612,7 +649,7 @@ class SQLiteStore:
             processing = now - job.started_at if job.started_at else None
             self._update(conn, job_id, state=State.SUCCEEDED, finished_at=now, output_dir=output_dir,
                          source_path=source_path, progress=1.0, stage="done", eta_seconds=0,
-                         worker_pid=None, processing_seconds=processing)
+                         worker_pid=None, processing_seconds=processing, supervisor_deaths=0)
             self._event(conn, job_id, "succeeded", f"published to {output_dir}")
             return self._require(conn, job_id)
 
@@ -683,7 +720,8 @@ class SQLiteStore:
             if not job.source_path or not Path(job.source_path).exists():
                 raise InvalidTransition(f"job {job.id}: the original is no longer at {job.source_path}")
             self._update(conn, job_id, state=State.QUEUED, attempts=0, cancel_requested=0, not_before=0,
-                         error=None, error_type=None, hint=None, finished_at=None, stage=None, progress=0.0)
+                         error=None, error_type=None, hint=None, finished_at=None, stage=None, progress=0.0,
+                         supervisor_deaths=0)
             self._event(conn, job_id, "retry", "requested by the operator")
             return self._require(conn, job_id)
 

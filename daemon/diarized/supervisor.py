@@ -173,9 +173,9 @@ class Supervisor:
                 self.lifecycle.succeed(job)
                 notes.append(f"{job.id}: was published before the crash; marked succeeded")
                 continue
-            job = self.lifecycle.retry_or_fail(job, "the daemon stopped while it ran",
-                                               spend_attempt=leftover is None)
+            job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
             notes.append(f"{job.id}: requeued ({job.state})")
+        notes += self.kill_unknown_workers()
         notes += self.inbox.intake.reconcile()
         notes += self.lifecycle.repair()
         for note in notes:
@@ -297,6 +297,20 @@ class Supervisor:
                     extra={"job_id": run.job.id})
         self.store.event(run.job.id, "killed", reason)
         _kill_group(run.proc.pid)
+
+    def kill_unknown_workers(self) -> list[str]:
+        """Workers of this state root that no job names (spawned just before a crash): killed."""
+        notes = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if proc.pid != os.getpid() and str(self.settings_file) in cmdline and "--settings" in cmdline:
+                _kill_group(proc.pid)
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+                notes.append(f"killed worker {proc.pid} that no job named ({' '.join(cmdline[-6:])})")
+        return notes
 
     def _leftover_worker(self, job: Job) -> psutil.Process | None:
         """The still-running worker of `job` that a previous supervisor of this state root left."""
