@@ -21,8 +21,25 @@ from typing import Any, Callable, Iterator
 HASH_BLOCK = 1 << 20
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_text(path: Path, text: str, mode: int | None = None) -> Path:
-    """Temp file in the same folder, fsync, rename; `mode` (e.g. 0o640) before the rename."""
+    """Temp file in the same folder, fsync, rename.
+
+    The file gets `mode`, or what a plain open() would give (0666 less the umask: 0640
+    under the unit's UMask=0027, so the service's group can read transcripts); mkstemp
+    alone would leave every output 0600. Secrets pass mode=0o600.
+    """
+    mode = (0o666 & ~current_umask()) if mode is None else mode
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,8 +47,7 @@ def write_text(path: Path, text: str, mode: int | None = None) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
+            os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -123,8 +123,7 @@ def quarantine(settings: Settings, source: Path | None, source_name: str, job_id
     folder = claim_folder(settings.failed, Path(source_name).stem, short_id(job_id),
                           lambda f: owned_by(f, job_id, ERROR_MARKER))
     remove_temporaries(folder)
-    write_json(folder / ERROR_MARKER, {"job_id": job_id, "file": display_name(source_name), **error},
-               mode=0o640)
+    write_json(folder / ERROR_MARKER, {"job_id": job_id, "file": display_name(source_name), **error})
     original = folder / source_name
     if source is not None and os.path.lexists(source) and source.parent != folder:
         original = move_to_free_name(source, folder, source_name, short_id(job_id))
