@@ -41,7 +41,7 @@ import psutil
 from diarized.config import Settings
 from diarized.files import sha256_of
 from diarized.intake import Intake
-from diarized.store import JobStore, Priority
+from diarized.store import JobStore, Priority, storage_trouble
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,8 @@ class Inbox:
         if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):
             log.info("%s disappeared before it was taken; nothing to do", path)
             return
+        if storage_trouble(exc):
+            raise exc  # the disk or the store, not this file: the supervisor pauses
         try:
             folder = self.intake.reject_error(path, exc)
             log.warning("%s could not be taken (%s); moved to %s with error.json", path, exc, folder)

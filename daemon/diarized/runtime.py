@@ -27,6 +27,7 @@ class RuntimeInfo:
     pid: int
     state_dir: str
     config: str | None
+    paused: str | None = None  # why the daemon takes no work (its store cannot be written)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -51,9 +52,13 @@ def candidates(env: Mapping[str, str] | None = None) -> list[Path]:
     return [p / FILE_NAME for p in places]
 
 
-def publish(state_dir: Path, config: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
-    """Write this process's file in the first writable place; None if there is none."""
-    info = RuntimeInfo(os.getpid(), str(state_dir), str(config) if config else None)
+def publish(state_dir: Path, config: Path | None, env: Mapping[str, str] | None = None,
+            paused: str | None = None) -> Path | None:
+    """Write this process's file in the first writable place; None if there is none.
+
+    It also carries a pause reason: a daemon whose disk is full cannot say so in its store.
+    """
+    info = RuntimeInfo(os.getpid(), str(state_dir), str(config) if config else None, paused)
     for path in candidates(env):
         try:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ change is a new one.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import secrets
 import sqlite3
@@ -76,6 +77,26 @@ class NotFound(KeyError):
 
 class InvalidTransition(RuntimeError):
     """The job is not in a state that allows this (e.g. cancelling a finished job)."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be written now (disk full, read-only, unreachable); nothing was changed.
+
+    A condition of the whole daemon, not of one job: the supervisor pauses and retries.
+    """
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def storage_trouble(exc: BaseException) -> bool:
+    """A condition of the disk or the store that will pass, not a fault of one job or file."""
+    return isinstance(exc, StoreUnavailable) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
+
+
+# SQLite's words for a database it cannot write at the moment (sqlite3.OperationalError)
+_UNAVAILABLE = ("disk is full", "readonly database", "disk I/O error", "unable to open database",
+                "database is locked")
 
 
 @dataclass(frozen=True)
@@ -180,6 +201,8 @@ class JobStore(Protocol):
     Every method that changes a job is atomic: other processes see all of it or
     none of it. Methods that take a job id raise NotFound for an unknown id,
     except where a lost race is part of the contract (then it says what comes back).
+    A change that cannot be written (full disk, read-only file, database unreachable)
+    raises StoreUnavailable and changes nothing.
     """
 
     # -- intake (intake.py) ---------------------------------------------------
@@ -372,6 +395,14 @@ def _import_sqlite_utils():
     return sqlite_utils
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the transaction is gone with the connection's state either way
+
+
 class SchemaError(RuntimeError):
     """The database is not a schema this diarized can use."""
 
@@ -401,13 +432,19 @@ class SQLiteStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(conn)
+            if any(words in str(exc) for words in _UNAVAILABLE):
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
             raise
-        conn.execute("COMMIT")
 
     def schema_version(self) -> int:
         try:
@@ -752,8 +789,17 @@ class SQLiteStore:
 
 
 def open_store(location: str | Path, readonly: bool = False) -> JobStore:
-    """The backend for a `store` setting: today a SQLite file path (the embedded default)."""
+    """The backend for a `store` setting: today a SQLite file path (the embedded default).
+
+    A file that is not a usable store raises SchemaError, one that cannot be written or
+    locked now StoreUnavailable: both name the file, neither ever deletes it.
+    """
     text = str(location)
     if "://" in text:
         raise SchemaError(f"store = {text!r}: only a SQLite file path is supported by this version")
-    return SQLiteStore(Path(text), readonly=readonly)
+    try:
+        return SQLiteStore(Path(text), readonly=readonly)
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"{text}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise SchemaError(f"{text} is damaged or is not a diarized job store ({exc})") from exc

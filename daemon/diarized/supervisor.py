@@ -29,7 +29,7 @@ from diarized.config import Settings, settings_to_json
 from diarized.files import remove_temporaries, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
-from diarized.store import Job, JobStore, State
+from diarized.store import Job, JobStore, State, StoreUnavailable, storage_trouble
 from diarized.worker import WorkerExit
 
 log = logging.getLogger("diarized.supervisor")
@@ -42,8 +42,8 @@ RSS_RECORD_SECONDS = 5.0
 # per hour of it). The estimate stays ~0.4 GiB above those peaks.
 WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.0}
 WORKER_GB_PER_AUDIO_HOUR = 0.4
-BACKOFF_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 3600.0
+SPACE_PROBE_BYTES = 1 << 20  # a paused daemon resumes once this much can be written again
 # Until its worker has decoded a file, its duration is unknown (the supervisor
 # never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
 # and uncompressed audio are larger per second, so this over-estimates them),
@@ -116,6 +116,7 @@ class Notifier:
     status: Callable[[str], None] = lambda text: None
     watchdog: Callable[[], None] = lambda: None
     stopping: Callable[[float], None] = lambda seconds: None
+    paused: Callable[[str | None], None] = lambda reason: None  # the reason, or None on resume
 
 
 @dataclass
@@ -126,6 +127,7 @@ class Supervisor:
     worker_command: WorkerCommand = worker_command
     running: dict[str, Running] = field(default_factory=dict)
     stop_requested: bool = False
+    paused: str | None = None  # why the store or the disk cannot be written; None when all is well
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.settings, self.store)
@@ -203,19 +205,61 @@ class Supervisor:
         self.start()
         try:
             while not self.stop_requested:
-                self.tick()
+                self.guarded_tick()
                 time.sleep(TICK_SECONDS)
         finally:
             self.shutdown()
 
+    def guarded_tick(self) -> None:
+        """A tick; a full disk or an unwritable store pauses the daemon instead of ending it."""
+        try:
+            self.tick()
+        except (StoreUnavailable, OSError) as exc:
+            if not storage_trouble(exc):
+                raise
+            self.pause(str(exc))
+        else:
+            if self.paused and self.space_returned():
+                self.resume()
+
     def tick(self) -> None:
-        self.inbox.tick()
+        if not self.paused:
+            self.inbox.tick()
         self.handle_cancellations()
         self.reap()
         self.enforce_limits()
-        if not self.stop_requested:
+        if not self.stop_requested and not self.paused:
             self.admit()
         self.publish_status()
+
+    def pause(self, reason: str) -> None:
+        """Take no new work, keep the running jobs (and their rows) as they are, try again each tick."""
+        if self.paused is None:
+            log.error("paused: cannot write the store or the state folder (%s); running jobs go on, "
+                      "nothing new is taken until this clears", reason)
+            self.notifier.paused(reason)
+        self.paused = reason
+        self.notifier.status(f"PAUSED: {reason} ({len(self.running)} running)")
+        self.notifier.watchdog()  # alive and deliberate, not hung
+
+    def space_returned(self) -> bool:
+        """A probe: can a MiB be written and synced in the job folders again? (the store worked this tick)"""
+        probe = self.settings.jobs_dir / ".space-probe"
+        try:
+            with probe.open("wb") as fh:
+                fh.write(b"\0" * SPACE_PROBE_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def resume(self) -> None:
+        log.info("resumed: the store and the state folder can be written again")
+        self.paused = None
+        self.notifier.paused(None)
 
     # -- admission ---------------------------------------------------------------------
     def memory_in_use_gb(self) -> float:
@@ -334,18 +378,22 @@ class Supervisor:
 
     # -- reaping --------------------------------------------------------------------------
     def reap(self) -> None:
+        """Settle every exited worker; one whose settling the store refuses stays for the next tick."""
         for job_id, run in list(self.running.items()):
             code = run.proc.poll()
             if code is None:
                 continue
-            del self.running[job_id]
             self.store.record_rss(job_id, run.peak_rss / 2**20)
             try:
                 self.settle(run, code)
-            except OSError as exc:  # e.g. disk full while publishing: try again later
+            except OSError as exc:
+                if storage_trouble(exc):
+                    raise  # the whole daemon pauses; this worker is settled after it resumes
                 log.error("%s: could not settle: %s", job_id, exc, extra={"job_id": job_id})
-                self.lifecycle.retry_or_fail(self.store.get(job_id), f"publishing failed: {exc}",
-                                             spend_attempt=True, backoff=BACKOFF_SECONDS)
+                job = self.store.get(job_id)
+                self.lifecycle.retry_or_fail(job, f"publishing failed: {exc}", spend_attempt=True,
+                                             backoff=self.backoff(job.attempts))
+            del self.running[job_id]
 
     def settle(self, run: Running, code: int) -> None:
         """Decide what a worker's exit means; the lifecycle carries it out."""
@@ -358,6 +406,10 @@ class Supervisor:
             log.info("%s: succeeded -> %s", job.id, done.output_dir, extra={"job_id": job.id})
         elif code == WorkerExit.INTERRUPTED and clean:
             self.lifecycle.retry_or_fail(job, "stopped at a checkpoint", spend_attempt=False)
+        elif code == WorkerExit.NO_SPACE and clean:
+            self.lifecycle.retry_or_fail(job, "no space to write its work", spend_attempt=False)
+            self.pause(f"{job.source_name}: its worker could not write to {self.settings.state_dir} "
+                       "(no space left?)")
         elif code == WorkerExit.BAD_INPUT and clean:
             self.lifecycle.fail(job, job.error_type or "BadInput", job.error or "bad input",
                                 job.hint or "see error.json")

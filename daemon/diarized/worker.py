@@ -31,6 +31,7 @@ class WorkerExit(enum.IntEnum):
     FAILED = 1  # an error worth another attempt
     BAD_INPUT = 2  # retrying will not help (bad media, missing model): failed/ at once
     INTERRUPTED = 3  # asked to stop; checkpoints are on disk: requeue without spending an attempt
+    NO_SPACE = 4  # the disk or the store could not be written: requeue for free, pause until space returns
 
 
 def die_with_parent(supervisor_pid: int | None) -> None:
@@ -78,10 +79,20 @@ class Reporter:
         self.last_write, self.last_stage = now, stage
         done = job_fraction - self.first_fraction
         eta = (now - self.started) * (1 - job_fraction) / done if done > 0.02 else None
-        self.store.progress(self.job_id, stage, round(job_fraction, 4), eta)
+        self._try(self.store.progress, self.job_id, stage, round(job_fraction, 4), eta)
 
     def event(self, kind: str, detail: str) -> None:
-        self.store.event(self.job_id, kind, detail)
+        self._try(self.store.event, self.job_id, kind, detail)
+
+    @staticmethod
+    def _try(write, *args) -> None:
+        """Progress and events are reports: a store that cannot be written now must not end the job."""
+        from diarized.store import StoreUnavailable
+
+        try:
+            write(*args)
+        except StoreUnavailable:
+            pass
 
 
 def _heartbeat(store, job_id: str, stop: threading.Event) -> None:
@@ -105,7 +116,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
-    from diarized.store import open_store
+    from diarized.store import open_store, storage_trouble
     keep_freed_memory()
     store = open_store(settings.db_path)
     job = store.get(job_id)
@@ -124,7 +135,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
             store.event(job_id, "warning", warning)
         return WorkerExit.OK
     except Interrupted as exc:
-        store.event(job_id, "interrupted", str(exc))
+        reporter.event("interrupted", str(exc))
         return WorkerExit.INTERRUPTED
     except MediaError as exc:
         store.record_error(job_id, "BadMedia", f"{job.source_name}: {exc.problem}", exc.hint)
@@ -134,6 +145,9 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
                            f"`diarizectl retry {job.short_id}`")
         return WorkerExit.BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - reported, then retried by the supervisor
+        if storage_trouble(exc):  # the disk or the store, not the job: its checkpoints wait
+            reporter.event("interrupted", f"the disk or the store cannot be written: {exc}")
+            return WorkerExit.NO_SPACE
         traceback.print_exc()
         store.record_error(job_id, type(exc).__name__, str(exc) or repr(exc),
                            "see worker.log in the job's failed/ folder")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from diarized.config import load_settings
-from diarized.store import open_store
+from diarized.store import StoreUnavailable, open_store, storage_trouble
 from diarized.worker import WorkerExit, die_with_parent, parse_args
 
 
@@ -34,13 +34,16 @@ def script_for(source: Path, run: int) -> dict:
 
 
 def work(store, job_id: str, seconds: float, stop: list[bool]) -> bool:
-    """Report progress for `seconds`; False when asked to stop."""
+    """Report progress for `seconds` (as the real worker: a store that refuses is skipped)."""
     steps = max(1, int(seconds / 0.1))
     for step in range(steps):
         if stop[0]:
             return False
         time.sleep(seconds / steps)
-        store.progress(job_id, "transcribe", (step + 1) / steps, None)
+        try:
+            store.progress(job_id, "transcribe", (step + 1) / steps, None)
+        except StoreUnavailable:
+            pass
     return True
 
 
@@ -75,7 +78,12 @@ def main() -> None:
         sys.exit(WorkerExit.INTERRUPTED)
     code = WorkerExit(script.get("exit", 0))
     if code == WorkerExit.OK:
-        write_outputs(settings.jobs_dir / job.id / "out", job, script)
+        try:
+            write_outputs(settings.jobs_dir / job.id / "out", job, script)
+        except OSError as exc:
+            if not storage_trouble(exc):
+                raise
+            sys.exit(WorkerExit.NO_SPACE)
     elif code in (WorkerExit.FAILED, WorkerExit.BAD_INPUT):
         store.record_error(job.id, "FakeError", script.get("error", f"{job.source_name}: scripted failure"),
                            "the test said so")

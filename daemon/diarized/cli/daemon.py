@@ -19,26 +19,42 @@ def serve(settings: Settings, config: Path | None, worker_command=None) -> None:
     `worker_command` replaces the real worker (tests run the real daemon with fake workers).
     """
     from diarized import runtime, systemd
-    from diarized.store import open_store
     from diarized.supervisor import AlreadyRunning, Notifier, Supervisor
 
     journald = settings.log_format == "auto" and systemd.under_journald()
     logs.setup(settings.log_format, settings.log_file,
                extra_handlers=[systemd.JournalHandler()] if journald else None)
     notifier = systemd.systemd_notifier() if os.environ.get("NOTIFY_SOCKET") else Notifier()
-    supervisor = Supervisor(settings, open_store(settings.db_path), notifier)
+    supervisor = Supervisor(settings, open_checked_store(settings), notifier)
     if worker_command is not None:
         supervisor.worker_command = worker_command
     published = None
     try:
         supervisor.prepare()
         published = runtime.publish(settings.state_dir, config)
+        notifier.paused = lambda reason: runtime.publish(settings.state_dir, config, paused=reason)
         supervisor.run_forever()
     except AlreadyRunning as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(CliExit.ERROR)
     finally:
         runtime.remove(published)
+
+
+def open_checked_store(settings: Settings):
+    """The job store, or a refusal that says what is wrong and how out (never a silent reset)."""
+    from diarized.store import SchemaError, StoreUnavailable, open_store
+
+    try:
+        return open_store(settings.db_path)
+    except (SchemaError, StoreUnavailable) as exc:
+        click.echo(f"error: the job store cannot be used: {exc}\n"
+                   f"  `diarizectl --state-dir {settings.state_dir} doctor` checks it. To recover: stop "
+                   f"every diarized on this state root, restore {settings.db_path} from a backup, or move "
+                   "it aside to start with an empty queue (outbox/, done/ and failed/ keep every file; "
+                   "jobs still queued in state/jobs/ must then be dropped into the inbox again).",
+                   err=True)
+        sys.exit(CliExit.ERROR)
 
 
 def load(config: Path | None, state_dir: Path | None) -> tuple[Settings, Path | None]:

@@ -86,7 +86,7 @@ def check_models(s: Settings) -> list[Check]:
 
 
 def check_store(s: Settings) -> list[Check]:
-    from diarized.store import open_store
+    from diarized.store import SchemaError, StoreUnavailable, open_store
 
     if not s.db_path.exists():
         return [Check("job store", "warn", f"{s.db_path} does not exist yet", "start the daemon")]
@@ -94,8 +94,9 @@ def check_store(s: Settings) -> list[Check]:
         store = open_store(s.db_path, readonly=True)
         result = store.integrity_check()
         pending = store.pending_work()
-    except sqlite3.Error as exc:
-        return [Check("job store", "fail", f"{s.db_path}: {exc}", "check permissions, or restore a backup")]
+    except (sqlite3.Error, SchemaError, StoreUnavailable) as exc:
+        return [Check("job store", "fail", str(exc), "stop the daemon, then check permissions, or restore "
+                      f"{s.db_path} from a backup (or move it aside for an empty queue)")]
     checks = [Check("job store", "ok" if result == "ok" else "fail", f"integrity_check: {result}",
                     "" if result == "ok" else "stop the daemon and restore state/diarized.db from a backup")]
     need = pending.bytes + pending.seconds * AUDIO_BYTES_PER_SECOND
@@ -112,13 +113,13 @@ def check_service(s: Settings) -> list[Check]:
         return [Check("service", "ok" if state == "active" else "fail", f"diarized.service is {state}",
                       "" if state == "active" else "systemctl start diarized; journalctl -u diarized")]
     from diarized.cli.jobs_cmd import STALE_SECONDS
-    from diarized.store import open_store
+    from diarized.store import SchemaError, StoreUnavailable, open_store
 
     if not s.db_path.exists():
         return [Check("daemon", "warn", "not started yet (no systemd here)", "diarized run")]
     try:
         up = open_store(s.db_path, readonly=True).daemon(STALE_SECONDS).up
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, SchemaError, StoreUnavailable) as exc:
         return [Check("daemon", "warn", f"cannot tell: the job store is unreadable ({exc})")]
     return [Check("daemon", "ok" if up else "warn", "running" if up else "not running (no systemd here)",
                   "" if up else "diarized run --state-dir " + str(s.state_dir))]

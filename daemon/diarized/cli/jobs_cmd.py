@@ -16,7 +16,8 @@ from rich.table import Table
 from diarized.cli import CliExit
 from diarized.cli.common import fail, settings_from
 from diarized.config import Settings
-from diarized.store import FINAL_STATES, InvalidTransition, Job, JobStore, NotFound, Priority, State, open_store
+from diarized.store import (FINAL_STATES, InvalidTransition, Job, JobStore, NotFound, Priority, SchemaError, State,
+                            StoreUnavailable, open_store)
 
 WIDTH = 80
 STALE_SECONDS = 15.0  # three missed supervisor heartbeats (every tick, ~0.5 s) and then some
@@ -27,7 +28,10 @@ def _store(ctx: click.Context) -> tuple[JobStore, Settings]:
     if not settings.db_path.exists():
         fail(f"no job store at {settings.db_path}; is the daemon's state_dir {settings.state_dir}? "
              "(no daemon is running here: start one with `diarized run`, or use --state-dir or --config)")
-    return open_store(settings.db_path, readonly=True), settings
+    try:
+        return open_store(settings.db_path, readonly=True), settings
+    except (SchemaError, StoreUnavailable) as exc:
+        fail(f"the job store cannot be read: {exc} (`diarizectl doctor` says what to do)")
 
 
 def _job(store: JobStore, job_id: str) -> Job:
@@ -52,12 +56,25 @@ def duration_text(seconds: float | None) -> str:
     return f"{seconds}s"
 
 
+def _paused(settings: Settings) -> str | None:
+    """The pause reason a live daemon of this state root published (its store may be unwritable)."""
+    from diarized import runtime
+
+    info = runtime.find()
+    if info is not None and Path(info.state_dir).resolve() == settings.state_dir.resolve():
+        return info.paused
+    return None
+
+
 def _emit_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 # -- status -------------------------------------------------------------------------
 def status_header(daemon: dict) -> str:
+    if daemon.get("paused"):
+        return (f"daemon [bold yellow]PAUSED[/] pid {daemon['pid']}: takes no new work; it resumes by "
+                f"itself once its folder can be written (free space?)\n  {daemon['paused']}")
     if not daemon.get("up"):
         return "daemon [bold red]DOWN[/]" + (f" (last seen pid {daemon['pid']})" if daemon.get("pid") else "")
     return (f"daemon [bold green]up[/] pid {daemon['pid']} · workers {daemon['workers_busy']}/"
@@ -90,8 +107,8 @@ def jobs_table(jobs: list[Job], now: float) -> Table:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Daemon health and every active or queued job."""
-    store, _ = _store(ctx)
-    daemon = store.daemon(STALE_SECONDS).to_dict()
+    store, settings = _store(ctx)
+    daemon = store.daemon(STALE_SECONDS).to_dict() | {"paused": _paused(settings)}
     running = store.jobs(states=(State.RUNNING,))
     waiting = sorted(store.jobs(states=(State.INCOMING, State.QUEUED)), key=lambda j: (j.priority, j.created_at))
     jobs = sorted(running, key=lambda j: j.started_at or 0) + waiting

@@ -1,0 +1,129 @@
+"""Faults of the machine rather than of a file: a full disk, a read-only outbox, a damaged store.
+
+The real daemon (fake workers) on a small tmpfs mounted by the test: the only way to see
+ENOSPC for real. It needs root (mount); the daemon itself runs as root here, which a full
+tmpfs does not exempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from diarized.cli.ctl import cli
+from diarized.runtime import candidates
+from tests.harness import Daemon, wait_until
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MiB tmpfs: enough for the store and a few jobs, easy to fill."""
+    if os.getuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs here: {proc.stderr}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write until the filesystem says no."""
+    filler = folder / "filler"
+    with filler.open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\1" * (1 << 20))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            pass
+    return filler
+
+
+def script(name: str, **run) -> str:
+    return json.dumps({"runs": [{"exit": 0, **run}], "name": name})
+
+
+def runtime_info(d: Daemon) -> dict:
+    path = candidates({"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"]})[0]
+    return json.loads(path.read_text())
+
+
+def ctl_status(d: Daemon) -> str:
+    env = {"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"], "DIARIZED_CONFIG": None, "DIARIZED_STATE_DIR": None}
+    return " ".join(CliRunner().invoke(cli, ["status"], env=env).output.split())  # as read, not as wrapped
+
+
+def test_a_full_disk_pauses_the_daemon_and_it_resumes_by_itself(small_disk, models_cache, tmp_path):
+    d = Daemon(small_disk / "var", models_cache, fake_workers=True)
+    d.env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")  # a runtime folder is not on the full disk
+    d.start()
+    try:
+        (d.inbox / "talk.wav").write_text(script("talk", seconds=6))
+        wait_until(lambda: [j for j in d.jobs("running") if j.progress > 0], 30, "the job to run")
+        filler = fill(small_disk)
+        wait_until(lambda: runtime_info(d).get("paused"), 30, "the daemon to pause")
+        assert d.proc.poll() is None  # alive: paused, not crashed
+        assert "PAUSED" in ctl_status(d) and "resumes by itself" in ctl_status(d)
+        assert [j.state for j in d.jobs()] in (["running"], ["queued"])  # kept, not lost
+        filler.unlink()
+        wait_until(lambda: runtime_info(d).get("paused") is None, 30, "the daemon to resume")
+        job = d.wait_all_final(1, timeout=60)[0]
+        assert job.state == "succeeded" and job.attempts == 1  # the full disk cost no attempt
+        log = d.log.read_text()
+        assert "paused: cannot write" in log and "resumed" in log
+        (d.inbox / "after.wav").write_text(script("after"))
+        assert {j.source_name: j.state for j in d.wait_all_final(2, timeout=30)}["after.wav"] == "succeeded"
+    finally:
+        d.stop()
+
+
+def test_a_read_only_outbox_fails_the_job_cleanly_after_its_attempts(tmp_path, models_cache, unprivileged,
+                                                                    public_tmp):
+    d = Daemon(public_tmp / "var", models_cache, fake_workers=True, user=unprivileged,
+               max_attempts=2).start()
+    try:
+        d.outbox.chmod(0o555)  # the operator's mistake, while the daemon runs
+        (d.inbox / "talk.wav").write_text(script("talk"))
+        job = d.wait_all_final(1, timeout=60)[0]
+        assert job.state == "failed" and "Permission denied" in job.error
+        folder = Path(job.source_path).parent
+        assert folder.parent == d.root / "failed" and Path(job.source_path).exists()
+        assert json.loads((folder / "error.json").read_text())["state"] == "failed"
+        assert list((d.root / "state/jobs").iterdir()) == []
+        assert d.proc.poll() is None
+    finally:
+        d.outbox.chmod(0o755)
+        d.stop()
+
+
+def test_a_corrupt_store_is_refused_at_start_with_the_way_out(tmp_path, models_cache):
+    root = tmp_path / "var"
+    db = root / "state/diarized.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not a database " * 200)
+    env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(models_cache),
+           "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    proc = subprocess.run([sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(root)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert str(db) in proc.stderr and f"diarizectl --state-dir {root} doctor" in proc.stderr
+    assert "restore" in proc.stderr and "backup" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert db.read_bytes().startswith(b"this is not a database")  # never deleted or rewritten
+    result = CliRunner().invoke(cli, ["--state-dir", str(root), "doctor", "--json"],
+                                env={"DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(models_cache)})
+    checks = {c["name"]: c for c in json.loads(result.output)}
+    assert result.exit_code == 1 and checks["job store"]["level"] == "fail"
