@@ -276,7 +276,15 @@ class Supervisor:
                 return  # wait for memory; a lone job always runs, or it would starve
             claimed = self.store.claim(job.id)
             if claimed is not None:
-                self.spawn(claimed, need, self.threads_for(len(waiting) - index))
+                try:
+                    self.spawn(claimed, need, self.threads_for(len(waiting) - index))
+                except OSError as exc:  # fork refused, the job folder unwritable: not the daemon's end
+                    if storage_trouble(exc):
+                        raise
+                    log.error("%s: could not start a worker: %s", job.id, exc, extra={"job_id": job.id})
+                    self.guarded(job.id, "requeueing", lambda: self.lifecycle.retry_or_fail(
+                        claimed, f"could not start a worker: {exc}", spend_attempt=True,
+                        backoff=self.backoff(claimed.attempts)))
 
     def threads_for(self, waiting: int) -> int:
         """Split the cores among the jobs that will run together, not among max_workers.
@@ -370,7 +378,7 @@ class Supervisor:
     def handle_cancellations(self) -> None:
         for job in self.store.jobs(states=(State.QUEUED,)):
             if job.cancel_requested:
-                self.lifecycle.cancel(job)
+                self.guarded(job.id, "cancelling", lambda job=job: self.lifecycle.cancel(job))
         for job_id, run in self.running.items():
             if not run.cancel and self.store.get(job_id).cancel_requested:
                 run.cancel = True
@@ -386,14 +394,27 @@ class Supervisor:
             self.store.record_rss(job_id, run.peak_rss / 2**20)
             try:
                 self.settle(run, code)
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - one job must never stop the daemon
                 if storage_trouble(exc):
                     raise  # the whole daemon pauses; this worker is settled after it resumes
-                log.error("%s: could not settle: %s", job_id, exc, extra={"job_id": job_id})
-                job = self.store.get(job_id)
-                self.lifecycle.retry_or_fail(job, f"publishing failed: {exc}", spend_attempt=True,
-                                             backoff=self.backoff(job.attempts))
+                log.error("%s: could not finish: %s", job_id, exc, extra={"job_id": job_id})
+                self.guarded(job_id, "retrying", lambda: self.lifecycle.retry_or_fail(
+                    self.store.get(job_id), f"could not finish: {exc}", spend_attempt=True,
+                    backoff=self.backoff(self.store.get(job_id).attempts)))
             del self.running[job_id]
+
+    def guarded(self, job_id: str, what: str, action: Callable[[], object]) -> None:
+        """Run one job's step; if it breaks (not the disk), log it and go on with the others.
+
+        Whatever is left half-done is repaired by recovery at the next start (lifecycle.repair).
+        """
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001
+            if storage_trouble(exc):
+                raise
+            log.error("%s: %s failed: %s; left for recovery at the next start", job_id, what, exc,
+                      extra={"job_id": job_id})
 
     def settle(self, run: Running, code: int) -> None:
         """Decide what a worker's exit means; the lifecycle carries it out."""

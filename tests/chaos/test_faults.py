@@ -127,3 +127,29 @@ def test_a_corrupt_store_is_refused_at_start_with_the_way_out(tmp_path, models_c
                                 env={"DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(models_cache)})
     checks = {c["name"]: c for c in json.loads(result.output)}
     assert result.exit_code == 1 and checks["job store"]["level"] == "fail"
+
+
+def test_a_cancel_whose_failed_folder_is_read_only_does_not_stop_the_daemon(models_cache, unprivileged,
+                                                                           public_tmp):
+    d = Daemon(public_tmp / "var", models_cache, fake_workers=True, user=unprivileged).start()
+    try:
+        (d.inbox / "long.wav").write_text(script("long", seconds=60))
+        job = wait_until(lambda: [j for j in d.jobs("running") if j.worker_pid], 30, "the worker")[0]
+        (d.root / "failed").chmod(0o555)
+        env = {"DIARIZED_CONFIG": None}
+        assert CliRunner().invoke(cli, ["--state-dir", str(d.root), "cancel", job.short_id], env=env).exit_code == 0
+        wait_until(lambda: "cancelling failed" in d.log.read_text() or "could not finish" in d.log.read_text(),
+                   30, "the failed quarantine to be logged")
+        (d.inbox / "next.wav").write_text(script("next"))
+        wait_until(lambda: [j for j in d.jobs("succeeded") if j.source_name == "next.wav"], 30, "the next job")
+        assert d.proc.poll() is None
+        (d.root / "failed").chmod(0o755)
+        d.stop()
+        d.start()  # recovery repairs what was left half-done
+        wait_until(lambda: (d.root / "failed/long/error.json").exists(), 30, "the repair")
+        cancelled = d.store.get(job.id)
+        assert cancelled.state == "cancelled" and Path(cancelled.source_path) == d.root / "failed/long/long.wav"
+        assert Path(cancelled.source_path).exists() and list((d.root / "state/jobs").iterdir()) == []
+    finally:
+        (d.root / "failed").chmod(0o755)
+        d.stop()

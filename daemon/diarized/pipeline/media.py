@@ -134,6 +134,8 @@ def decode(path: Path, raw_path: Path) -> Decoded:
     with _open(path) as container, tmp.open("wb") as out:
         stream = _audio_stream(container, path)
         expected = _duration(container, stream)
+        if container.format.name == "wav":  # FFmpeg trims a WAV's duration to what is there
+            expected = _wav_declared_seconds(path) or expected
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         error: Exception | None = None
         try:
@@ -165,6 +167,17 @@ def decode(path: Path, raw_path: Path) -> Decoded:
         )
     tmp.rename(raw_path)
     return Decoded(raw_path=raw_path, samples=samples, warnings=warnings)
+
+
+def _wav_declared_seconds(path: Path) -> float | None:
+    """What a PCM WAV's header promises: a cut-off upload is shorter than its data chunk says."""
+    import wave
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            return w.getnframes() / w.getframerate() if w.getframerate() else None
+    except (wave.Error, EOFError, OSError):
+        return None  # not PCM (or no readable header): FFmpeg's figure stands
 
 
 def open_audio(raw_path: Path) -> np.ndarray:
