@@ -115,3 +115,19 @@ def test_folders_on_another_filesystem_are_refused(tmp_path):
             check_folders(settings)
     finally:
         outbox.rmdir()
+
+
+@pytest.mark.parametrize("num, low, high, problem", [
+    (None, None, None, None), (3, None, None, None), (None, 2, 0, None), (None, 2, 5, None),
+    (3, 2, None, "not both"), (None, 5, 2, "min_speakers (5) is larger than max_speakers (2)"),
+    (-1, None, None, "0 or more"), ("3", None, None, "whole number"),
+])
+def test_speaker_hints_mean_what_they_say(num, low, high, problem):
+    from diarized.config import speaker_hint_problems
+
+    problems = speaker_hint_problems(num, low, high)
+    assert (problems == []) if problem is None else any(problem in p for p in problems)
+
+
+def test_there_is_no_speaker_ceiling_by_default():
+    assert load_settings(None, {"state_dir": "/tmp/x"}, env={}).max_speakers == 0

@@ -225,3 +225,18 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(daemon, tmp_path
     assert proc.returncode == 1
     assert f"another diarized (pid {first.proc.pid}) is running" in proc.stderr
     assert first.proc.poll() is None
+
+
+def test_speaker_hints_given_with_a_file_reach_its_worker(daemon, data, tmp_path):
+    from click.testing import CliRunner
+
+    from diarized.cli.ctl import cli
+
+    d = daemon()
+    result = CliRunner().invoke(cli, ["--state-dir", str(d.root), "submit", "--num-speakers", "1",
+                                      str(data / "pyannote-sample/sample.wav")], env={"DIARIZED_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    job = d.wait_all_final(1)[0]
+    assert job.state == "succeeded" and job.num_speakers == 1
+    doc = json.loads((d.outbox / "sample/final_transcription.json").read_text())
+    assert doc["speakers"] == ["SPEAKER_00"]  # the sample has two voices; the hint fixed one

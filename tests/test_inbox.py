@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +153,31 @@ def test_reconcile_fails_a_claim_whose_file_vanished(inbox, tmp_path):
     job = inbox.store.record_incoming("gone.wav", "abc", 1, 2, 3, inbox.root / "gone.wav", inbox.settings.jobs_dir)
     inbox.intake.reconcile()
     assert inbox.store.get(job.id).state == "failed"
+
+
+def test_a_sidecar_gives_its_file_speaker_hints_and_travels_with_it(inbox, data):
+    (inbox.root / "panel.flac.toml").write_text("min_speakers = 2\nmax_speakers = 12\n")
+    (inbox.root / "panel.flac").write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    take(inbox, 0.0)
+    created = take(inbox, 3.0)
+    job = inbox.store.get(created[0])
+    assert (job.num_speakers, job.min_speakers, job.max_speakers) == (None, 2, 12)
+    assert "min_speakers 2, max_speakers 12" in inbox.store.events(job.id)[0].detail
+    assert (Path(job.source_path).parent / "hints.toml").exists()
+    assert sorted(p.name for p in inbox.root.iterdir()) == ["high", "low"]  # the sidecar is no job
+
+
+@pytest.mark.parametrize("text, words", [
+    ("min_speakers = 5\nmax_speakers = 2\n", "min_speakers (5) is larger than max_speakers (2)"),
+    ("speakers = 3\n", "unknown key(s) speakers"),
+    ("num_speakers = [\n", "not valid TOML"),
+])
+def test_a_bad_sidecar_sends_both_files_to_failed_with_the_reason(inbox, data, text, words):
+    (inbox.root / "talk.flac.toml").write_text(text)
+    (inbox.root / "talk.flac").write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    take(inbox, 0.0)
+    assert take(inbox, 3.0) == [] and inbox.store.jobs() == []
+    errors = list(inbox.settings.failed.glob("*/error.json"))
+    error = json.loads(errors[0].read_text())
+    assert error["error_type"] == "BadHints" and words in error["message"] and "talk.flac" in error["message"]
+    assert sorted(p.name for p in errors[0].parent.iterdir()) == ["error.json", "talk.flac", "talk.flac.toml"]

@@ -294,3 +294,13 @@ def test_daemon_deaths_are_free_until_they_keep_happening(store, tmp_path):
     job = store.requeue_after_daemon_death(job.id, "the daemon stopped")
     assert job.state == State.FAILED and job.error_type == "DaemonDied" and "likely cause" in job.error
     assert store.requeue_after_daemon_death(job.id, "again") == job  # not running: unchanged
+
+
+def test_speaker_hints_are_kept_with_the_job(store, tmp_path):
+    from diarized.store import SpeakerHints
+
+    job = store.record_incoming("p.wav", "h", 1, Priority.NORMAL, 3, tmp_path / "p.wav", tmp_path / "jobs",
+                                SpeakerHints(num=None, min=2, max=0))
+    assert job.speakers == SpeakerHints(None, 2, 0) and job.speakers.given() == {"min_speakers": 2,
+                                                                                "max_speakers": 0}
+    assert _incoming(store, tmp_path, "q.wav", "i").speakers.given() == {}

@@ -98,7 +98,7 @@ class Settings:
     # diarization
     num_speakers: int = 0
     min_speakers: int = 0
-    max_speakers: int = 8
+    max_speakers: int = 0  # 0: no limit (the seed's 8 silently capped crowded recordings)
     min_speaker_duration: float = 1.0
     # tuned on ../shared/data with bench/tune_diarization.py (README, Accuracy)
     segmentation_step: float = 0.25
@@ -245,8 +245,7 @@ def _validate(s: Settings) -> None:
         problems.append(f"formats must be a subset of {','.join(FORMATS)}; got {bad}")
     if s.log_format not in ("auto", "human", "json"):
         problems.append("log_format must be auto, human or json")
-    if s.min_speakers and s.max_speakers and s.min_speakers > s.max_speakers:
-        problems.append("min_speakers is larger than max_speakers")
+    problems += speaker_hint_problems(s.num_speakers, s.min_speakers, s.max_speakers)
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -284,6 +283,22 @@ def settings_to_json(settings: Settings) -> str:
     """Settings as the JSON a worker loads back with load_settings (paths as text, unset keys left out)."""
     return json.dumps({k: (str(v) if isinstance(v, Path) else v)
                        for k, v in dataclasses.asdict(settings).items() if v is not None})
+
+
+def speaker_hint_problems(num: int | None, low: int | None, high: int | None) -> list[str]:
+    """What is wrong with a set of speaker hints (0 or None: not given); one rule for config,
+    the command line, sidecar files and the store."""
+    problems = []
+    for name, value in (("num_speakers", num), ("min_speakers", low), ("max_speakers", high)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            problems.append(f"{name} must be a whole number, 0 or more (0: not given), not {value!r}")
+    if problems:
+        return problems
+    if num and (low or high):
+        problems.append("num_speakers fixes the count: give it, or min_speakers/max_speakers, not both")
+    if low and high and low > high:
+        problems.append(f"min_speakers ({low}) is larger than max_speakers ({high})")
+    return problems
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -40,7 +40,7 @@ import psutil
 
 from diarized.config import Settings
 from diarized.files import sha256_of
-from diarized.intake import Intake
+from diarized.intake import SIDECAR_SUFFIX, Intake
 from diarized.store import JobStore, Priority, storage_trouble
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,12 @@ class Inbox:
         return PRIORITY_DIRS.get(rel[0].lower(), Priority.NORMAL) if len(rel) > 1 else Priority.NORMAL
 
     def _eligible(self, path: Path) -> bool:
+        """Files to take: not temporary, and not a sidecar .toml (read with its file by intake)."""
         try:
             rel = path.relative_to(self.root)
         except ValueError:
             return False
-        return not any(is_temporary(part) for part in rel.parts)
+        return not any(is_temporary(part) for part in rel.parts) and not path.name.endswith(SIDECAR_SUFFIX)
 
     def _stable(self, path: Path, now: float) -> bool:
         try:

@@ -14,13 +14,14 @@ import errno
 import logging
 import os
 import secrets
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarized.config import Settings
-from diarized.files import display_name, free_path, fsync_dir, sha256_of
+from diarized.config import Settings, speaker_hint_problems
+from diarized.files import display_name, free_path, fsync_dir, move_to_free_name, sha256_of
 from diarized.outbox import quarantine, settle_original
-from diarized.store import Job, JobStore, Priority, State
+from diarized.store import Job, JobStore, Priority, SpeakerHints, State
 
 log = logging.getLogger("diarized.intake")
 
@@ -39,17 +40,23 @@ class Intake:
             return None
         return self.take_hashed(path, priority, sha256_of(path))
 
-    def take_hashed(self, path: Path, priority: Priority, digest: str) -> Job:
+    def take_hashed(self, path: Path, priority: Priority, digest: str,
+                    speakers: SpeakerHints | None = None) -> Job:
         """The rest of `take` once the caller has hashed the file (the inbox does it off-loop).
 
-        A move that fails after the job is recorded fails the job and puts the file in
-        failed/ with error.json; only if that too fails does the error reach the caller.
+        Speaker hints come from the caller, or from a sidecar <file>.toml beside the file
+        (which then travels with it). A move that fails after the job is recorded fails
+        the job and puts the file in failed/ with error.json; only if that too fails does
+        the error reach the caller.
         """
         path = self._valid_name(path)
         if not os.access(path.parent, os.W_OK | os.X_OK):  # it could not be moved: record nothing
             raise PermissionError(errno.EACCES, "cannot move files out of this folder", str(path.parent))
+        if speakers is None:
+            speakers = read_sidecar(path)
         job = self.store.record_incoming(path.name, digest, path.stat().st_size, priority,
-                                         self.settings.max_attempts, path, self.settings.jobs_dir)
+                                         self.settings.max_attempts, path, self.settings.jobs_dir,
+                                         speakers)
         if job.state == State.DUPLICATE:
             return self._settle_duplicate(job, path)
         try:
@@ -80,7 +87,11 @@ class Intake:
         return folder
 
     def reject_error(self, path: Path, exc: BaseException) -> Path:
-        return self.reject(path, *explain(path, exc))
+        folder = self.reject(path, *explain(path, exc))
+        sidecar = sidecar_of(path)
+        if sidecar.is_file():  # with its file: both in failed/, nothing left behind
+            move_to_free_name(sidecar, folder, sidecar.name, folder.name)
+        return folder
 
     def reject_symlink(self, path: Path) -> Path:
         return self.reject(path, "Symlink",
@@ -97,6 +108,9 @@ class Intake:
     def _move_in(self, job: Job, inbox_path: Path) -> Job:
         source = Path(job.source_path)
         source.parent.mkdir(parents=True, exist_ok=True)
+        sidecar = sidecar_of(inbox_path)
+        if sidecar.is_file():  # its hints are in the job record now; it goes with its file
+            os.rename(sidecar, source.parent / "hints.toml")
         os.rename(inbox_path, source)
         fsync_dir(source.parent)
         return self.store.mark_queued(job.id)
@@ -123,9 +137,44 @@ class Intake:
         return notes
 
 
+SIDECAR_SUFFIX = ".toml"
+SIDECAR_KEYS = ("num_speakers", "min_speakers", "max_speakers")
+
+
+class SidecarError(ValueError):
+    """A sidecar .toml that cannot be used: says which file and what is wrong."""
+
+
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(path: Path) -> SpeakerHints:
+    """Speaker hints from <file>.toml beside `path` (none when there is no such file)."""
+    sidecar = sidecar_of(path)
+    if not sidecar.is_file():
+        return SpeakerHints()
+    name = display_name(sidecar.name)
+    try:
+        with sidecar.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SidecarError(f"{name} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(SIDECAR_KEYS))
+    if unknown:
+        raise SidecarError(f"{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SIDECAR_KEYS)}")
+    problems = speaker_hint_problems(*(data.get(k) for k in SIDECAR_KEYS))
+    if problems:
+        raise SidecarError(f"{name}: {'; '.join(problems)}")
+    return SpeakerHints(data.get("num_speakers"), data.get("min_speakers"), data.get("max_speakers"))
+
+
 def explain(path: Path, exc: BaseException) -> tuple[str, str, str]:
     """(error_type, message naming the file, what to do) for an error met while taking a file."""
     name = display_name(path.name)
+    if isinstance(exc, SidecarError):
+        return ("BadHints", f"{name}: {exc}", "fix the .toml (see etc/diarized.toml for the keys) "
+                "and drop both files into the inbox again")
     if isinstance(exc, PermissionError) and exc.filename and Path(exc.filename).is_dir():
         return ("Unmovable", f"{name}: diarized (uid {os.getuid()}) cannot move files out of "
                 f"{exc.filename}", "make that folder writable by the service's group (chmod g+w)")

@@ -132,6 +132,9 @@ class Job:
     cancel_requested: int
     processing_seconds: float | None
     supervisor_deaths: int = 0  # consecutive daemon deaths while this job ran
+    num_speakers: int | None = None  # per-job speaker hints; None: the configuration's
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
@@ -141,11 +144,31 @@ class Job:
         return short_id(self.id)
 
     @property
+    def speakers(self) -> "SpeakerHints":
+        return SpeakerHints(self.num_speakers, self.min_speakers, self.max_speakers)
+
+    @property
     def priority_name(self) -> str:
         return Priority(self.priority).name.lower()
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"priority_name": self.priority_name}
+
+
+@dataclass(frozen=True)
+class SpeakerHints:
+    """Speaker hints given with one file (submit flags, a sidecar .toml); None: not given.
+
+    num fixes the count; min is a floor, max a ceiling; max = 0 means no ceiling.
+    """
+
+    num: int | None = None
+    min: int | None = None
+    max: int | None = None
+
+    def given(self) -> dict[str, int]:
+        return {f"{k}_speakers": v for k, v in (("num", self.num), ("min", self.min), ("max", self.max))
+                if v is not None}
 
 
 @dataclass(frozen=True)
@@ -207,8 +230,11 @@ class JobStore(Protocol):
 
     # -- intake (intake.py) ---------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
-                        max_attempts: int, inbox_path: Path, jobs_dir: Path) -> Job:
+                        max_attempts: int, inbox_path: Path, jobs_dir: Path,
+                        speakers: SpeakerHints = SpeakerHints()) -> Job:
         """Record a complete file before it is moved, deduplicating by content in the same step.
+
+        The speaker hints are stored with the job and used by its worker.
 
         Returns a new `incoming` job whose source_path is jobs_dir/<id>/source<ext>, or a
         new `duplicate` job (duplicate_of = the oldest incoming, queued, running or
@@ -337,7 +363,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
@@ -370,6 +396,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: (
         # a daemon death does not spend the attempt of the jobs it ran, unless it keeps happening
         'ALTER TABLE "jobs" ADD COLUMN "supervisor_deaths" INTEGER NOT NULL DEFAULT 0',
+    ),
+    4: (
+        # speaker hints given with the file (NULL: the configuration's)
+        'ALTER TABLE "jobs" ADD COLUMN "num_speakers" INTEGER',
+        'ALTER TABLE "jobs" ADD COLUMN "min_speakers" INTEGER',
+        'ALTER TABLE "jobs" ADD COLUMN "max_speakers" INTEGER',
     ),
 }
 
@@ -571,7 +603,8 @@ class SQLiteStore:
 
     # -- intake -----------------------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
-                        max_attempts: int, inbox_path: Path, jobs_dir: Path) -> Job:
+                        max_attempts: int, inbox_path: Path, jobs_dir: Path,
+                        speakers: SpeakerHints = SpeakerHints()) -> Job:
         now = time.time()
         job_id = new_job_id(now)
         with self.transaction() as conn:
@@ -582,15 +615,19 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO jobs (id, source_name, sha256, size, priority, state, attempts, "
                 "max_attempts, progress, created_at, updated_at, not_before, inbox_path, "
-                "source_path, duplicate_of, cancel_requested) VALUES (?,?,?,?,?,?,0,?,0,?,?,0,?,?,?,0)",
+                "source_path, duplicate_of, cancel_requested, num_speakers, min_speakers, max_speakers) "
+                "VALUES (?,?,?,?,?,?,0,?,0,?,?,0,?,?,?,0,?,?,?)",
                 [job_id, source_name, sha256, size, int(priority),
                  State.DUPLICATE if first else State.INCOMING, max_attempts, now, now, str(inbox_path),
-                 None if first else str(source), first.id if first else None])
+                 None if first else str(source), first.id if first else None,
+                 speakers.num, speakers.min, speakers.max])
             if first:
                 self._event(conn, job_id, "duplicate", f"same content as job {first.id} ({first.source_name})")
             else:
+                hints = ", ".join(f"{k} {v}" for k, v in speakers.given().items())
                 self._event(conn, job_id, "recorded", f"{source_name}, {size} bytes, priority "
-                                                      f"{Priority(priority).name.lower()}")
+                                                      f"{Priority(priority).name.lower()}"
+                                                      + (f", {hints}" if hints else ""))
             return self._require(conn, job_id)
 
     def mark_queued(self, job_id: str, duration: float | None = None) -> Job:

@@ -120,6 +120,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
     keep_freed_memory()
     store = open_store(settings.db_path)
     job = store.get(job_id)
+    settings = replace(settings, **job.speakers.given())  # hints given with this file win
     stop, beat_stop = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

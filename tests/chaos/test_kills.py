@@ -58,32 +58,14 @@ def test_kill_9_at_every_phase_loses_and_duplicates_nothing(tmp_path, models_cac
     root = tmp_path / "var"
     d = Daemon(root, models_cache, fake_workers=True, chaos=f"{SEED}:{DAEMON_KILL_PROBABILITY}:{log}",
                max_attempts=50, max_workers=2, retry_backoff_seconds=0.1)
-    made = recordings(data, FILES + 200, tmp_path / "inputs")
+    made = recordings(data, FILES + 40, tmp_path / "inputs")  # the rest: waves, if needed
     files = made[:FILES]
     d.start(wait=False)
-    _drop(root, files)
-    restarts, worker_kills, deadline = 0, 0, time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if d.proc.poll() is not None:
-            restarts += 1
-            probability = DAEMON_KILL_PROBABILITY if _kills(log) < MIN_KILLS else 0.0
-            d.chaos = f"{SEED + restarts}:{probability}:{log}"
-            d.start(wait=False)
-        elif _drained(root, len(files)):
-            if _kills(log) >= MIN_KILLS:
-                break
-            wave = made[len(files):len(files) + 4]  # drained too soon: another wave of files
-            files += wave
-            _drop(root, wave)
-        else:
-            ours = [p for p in worker_pids() if str(root) in " ".join(_cmdline(p))]
-            if ours and (worker_kills == 0 or rng.random() < WORKER_KILL_PROBABILITY):
-                os.kill(rng.choice(ours), signal.SIGKILL)
-                worker_kills += 1
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"not drained in time; {d.log.read_text()[-3000:]}")
-    d.stop()
+    try:
+        restarts, worker_kills = _run_until_drained(d, rng, made, files, log)
+    finally:
+        if d.proc.poll() is None:
+            d.stop()
 
     phases = collections.Counter(log.read_text().splitlines())
     report = {"files": len(files), "daemon_kills": sum(phases.values()), "daemon_kills_by_phase": phases,
@@ -110,6 +92,34 @@ def test_kill_9_at_every_phase_loses_and_duplicates_nothing(tmp_path, models_cac
     assert [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.endswith(".part")] == []
     assert [p for p in (root / "inbox").rglob("*") if p.is_file()] == []
     assert not [p for p in worker_pids() if str(root) in " ".join(_cmdline(p))]
+
+
+def _run_until_drained(d: Daemon, rng: random.Random, made: list[Path], files: list[Path],
+                       log: Path) -> tuple[int, int]:
+    """Restart the daemon whenever chaos kills it, kill its workers now and then, and add
+    waves of files until enough kills happened; returns (restarts, worker kills)."""
+    root = d.root
+    _drop(root, files)
+    restarts, worker_kills, deadline = 0, 0, time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if d.proc.poll() is not None:
+            restarts += 1
+            probability = DAEMON_KILL_PROBABILITY if _kills(log) < MIN_KILLS else 0.0
+            d.chaos = f"{SEED + restarts}:{probability}:{log}"
+            d.start(wait=False)
+        elif _drained(root, len(files)):
+            if _kills(log) >= MIN_KILLS:
+                return restarts, worker_kills
+            wave = made[len(files):len(files) + 4]  # drained too soon: another wave of files
+            files += wave  # the caller's list: it checks every file dropped
+            _drop(root, wave)
+        else:
+            ours = [p for p in worker_pids() if str(root) in " ".join(_cmdline(p))]
+            if ours and (worker_kills == 0 or rng.random() < WORKER_KILL_PROBABILITY):
+                os.kill(rng.choice(ours), signal.SIGKILL)
+                worker_kills += 1
+        time.sleep(0.1)
+    raise AssertionError(f"not drained in time; {d.log.read_text()[-3000:]}")
 
 
 def _drop(root: Path, paths: list[Path]) -> None:

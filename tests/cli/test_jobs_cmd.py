@@ -112,3 +112,22 @@ def test_submit_copies_safely_into_the_priority_folder(tmp_path, data):
     high = tmp_path / "inbox/high"
     assert sorted(p.name for p in high.iterdir()) == ["jfk-1.flac", "jfk.flac"]
     assert (high / "jfk.flac").read_bytes() == (data / "en-jfk/jfk.flac").read_bytes()
+
+
+def test_submit_writes_speaker_hints_beside_the_file_and_refuses_nonsense(tmp_path, data):
+    result = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"), "--min-speakers", "2", "--max-speakers", "0")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "inbox/jfk.flac.toml").read_text() == "min_speakers = 2\nmax_speakers = 0\n"
+    bad = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"), "--min-speakers", "5", "--max-speakers", "2")
+    assert bad.exit_code == 2 and "min_speakers (5) is larger than max_speakers (2)" in bad.output
+
+
+def test_show_lists_the_jobs_speaker_hints(tmp_path):
+    from diarized.store import SpeakerHints
+
+    store = open_store(tmp_path / "state/diarized.db")
+    job = store.record_incoming("panel.wav", "s", 1, Priority.NORMAL, 3, tmp_path / "panel.wav",
+                                tmp_path / "state/jobs", SpeakerHints(num=7))
+    shown = json.loads(ctl(tmp_path, "show", job.short_id, "--json").output)["job"]
+    assert shown["num_speakers"] == 7 and shown["max_speakers"] is None
+    assert "num_speakers" in ctl(tmp_path, "show", job.short_id).output

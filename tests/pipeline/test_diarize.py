@@ -71,10 +71,24 @@ def test_speaker_hints_are_obeyed(diarization_pipeline, data, tmp_path):
     audio = media.open_audio(media.decode(data / "ami-mixture-4spk/mixture.wav", tmp_path / "a.f32").raw_path)
     from dataclasses import replace
 
-    four = diarize.diarize(pipeline, audio, replace(options, num_speakers=4, min_speaker_duration=0))
+    four = diarize.diarize(pipeline, audio, replace(options, num_speakers=4))  # fixed: exactly
     assert len({t["speaker"] for t in four}) == 4
-    one = diarize.diarize(pipeline, audio, replace(options, max_speakers=1))
+    one = diarize.diarize(pipeline, audio, replace(options, max_speakers=1))  # a ceiling
     assert len({t["speaker"] for t in one}) == 1
+
+
+@pytest.mark.slow
+def test_min_speakers_is_a_floor_not_only_a_ceiling(diarization_pipeline, data, tmp_path):
+    """pyannote and WhisperX users found hints acting only as a ceiling (pyannote-audio 1742)."""
+    from dataclasses import replace
+
+    pipeline, options = diarization_pipeline
+    audio = media.open_audio(media.decode(data / "pyannote-sample/sample.wav", tmp_path / "s.f32").raw_path)
+    assert len({t["speaker"] for t in diarize.diarize(pipeline, audio, options)}) == 2
+    three = diarize.diarize(pipeline, audio, replace(options, min_speakers=3))
+    assert len({t["speaker"] for t in three}) >= 3
+    bounded = diarize.diarize(pipeline, audio, replace(options, min_speakers=1, max_speakers=5))
+    assert len({t["speaker"] for t in bounded}) == 2  # inside the bounds: what the audio says
 
 
 @pytest.mark.slow
@@ -92,3 +106,4 @@ def test_rare_speakers_are_dropped():
     ann[Segment(5, 5.4)] = "B"
     ann[Segment(6, 9)] = "C"
     assert diarize.drop_rare_speakers(ann, 1.0).labels() == ["A", "C"]
+    assert diarize.drop_rare_speakers(ann, 1.0, floor=3).labels() == ["A", "B", "C"]  # a hint's floor

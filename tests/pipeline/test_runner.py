@@ -61,3 +61,11 @@ def test_work_dir_of_another_file_is_not_reused(make_settings, data, tmp_path):
         data / "en-jfk/jfk.flac", tmp_path / "work", tmp_path / "out2")
     assert result.document["total_duration"] == pytest.approx(11.0, abs=0.05)
     assert events[0][0] == "reset"
+
+
+def test_a_count_at_the_ceiling_is_reported_never_silent(make_settings):
+    turns = [{"speaker": s, "start": 0, "end": 1} for s in ("A", "B", "C")]
+    capped = Runner(make_settings(max_speakers=3)).cap_warnings(turns)
+    assert len(capped) == 1 and "3 speakers found, the max_speakers ceiling" in capped[0]
+    assert Runner(make_settings(max_speakers=0)).cap_warnings(turns) == []
+    assert Runner(make_settings(max_speakers=8)).cap_warnings(turns) == []

@@ -167,8 +167,8 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     details.add_column(style="bold")
     details.add_column(overflow="fold")
     for key in ("id", "source_name", "state", "priority_name", "stage", "attempts", "duration",
-                "processing_seconds", "peak_rss_mb", "error_type", "error", "hint", "source_path",
-                "output_dir", "duplicate_of"):
+                "processing_seconds", "peak_rss_mb", "num_speakers", "min_speakers", "max_speakers",
+                "error_type", "error", "hint", "source_path", "output_dir", "duplicate_of"):
         value = getattr(job, key) if key != "priority_name" else job.priority_name
         if value not in (None, ""):
             details.add_row(key, str(round(value, 1) if isinstance(value, float) else value))
@@ -221,9 +221,25 @@ def priority(ctx: click.Context, job_id: str, level: str) -> None:
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--priority", "level", type=click.Choice(["high", "normal", "low"]), default="normal")
+@click.option("--num-speakers", type=int, help="Exact number of speakers in these files.")
+@click.option("--min-speakers", type=int, help="A floor on the count.")
+@click.option("--max-speakers", type=int, help="A ceiling on the count; 0: no limit.")
 @click.pass_context
-def submit(ctx: click.Context, files: tuple[Path, ...], level: str) -> None:
-    """Copy files into the inbox safely: a hidden temporary name, then a rename."""
+def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers, min_speakers,
+           max_speakers) -> None:
+    """Copy files into the inbox safely: a hidden temporary name, then a rename.
+
+    Speaker hints go in a sidecar <file>.toml, written first, which the daemon reads
+    with the file and keeps in the job record (`diarizectl show`).
+    """
+    from diarized.config import speaker_hint_problems
+    from diarized.files import write_text
+
+    problems = speaker_hint_problems(num_speakers, min_speakers, max_speakers)
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    hints = {k: v for k, v in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
+                               ("max_speakers", max_speakers)) if v is not None}
     settings = settings_from(ctx)
     folder = settings.inbox / ("" if level == "normal" else level)
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,6 +249,9 @@ def submit(ctx: click.Context, files: tuple[Path, ...], level: str) -> None:
         while target.exists():
             target = folder / f"{src.stem}-{n}{src.suffix}"
             n += 1
+        if hints:
+            write_text(target.with_name(target.name + ".toml"),
+                       "".join(f"{k} = {v}\n" for k, v in hints.items()))
         tmp = folder / f".{target.name}.part"
         with src.open("rb") as fin, tmp.open("wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)

@@ -40,9 +40,10 @@ def _progress_hooks(progress: Progress, task, duration: dict):
               help="Output folder (default: ./<file stem>/).")
 @click.option("--model", help="Whisper model name (base, tiny.en, …) or a CTranslate2 folder.")
 @click.option("--language", help="auto, or an ISO code such as pt or en.")
-@click.option("--num-speakers", type=click.IntRange(1, 64), help="Exact number of speakers.")
-@click.option("--min-speakers", type=click.IntRange(1, 64))
-@click.option("--max-speakers", type=click.IntRange(1, 64))
+@click.option("--num-speakers", type=click.IntRange(1, 256), help="Exact number of speakers.")
+@click.option("--min-speakers", type=click.IntRange(0, 256), help="A floor on the count.")
+@click.option("--max-speakers", type=click.IntRange(0, 256), help="A ceiling on the count; 0: no limit "
+              "(the default).")
 @click.option("--formats", help=f"Comma-separated subset of {','.join(FORMATS)}.")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: all cores).")
 @click.option("--keep-chunks", is_flag=True, default=None, help="Also write chunks/chunk_NNNN.wav.")

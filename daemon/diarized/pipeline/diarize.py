@@ -91,18 +91,21 @@ def speaker_hints(options: DiarizeOptions) -> dict:
     return hints
 
 
-def drop_rare_speakers(annotation: Annotation, min_duration: float) -> Annotation:
+def drop_rare_speakers(annotation: Annotation, min_duration: float, floor: int = 0) -> Annotation:
     """Remove speakers with less than `min_duration` s of speech in the whole file.
 
     Their words are then given to the nearest remaining speaker by merge.py; a
-    "speaker" heard for half a second is almost always a clustering artefact.
+    "speaker" heard for half a second is almost always a clustering artefact. The
+    `floor` (num_speakers or min_speakers, when the operator gave one) is never
+    undercut: a hint means what it says, so the longest speakers up to it stay.
     """
     if min_duration <= 0:
         return annotation
-    keep = [label for label in annotation.labels()
-            if annotation.label_duration(label) >= min_duration]
+    by_length = sorted(annotation.labels(), key=annotation.label_duration, reverse=True)
+    keep = [label for label in by_length if annotation.label_duration(label) >= min_duration]
+    keep += [label for label in by_length if label not in keep][: max(0, floor - len(keep))]
     if not keep:  # never drop everyone: keep the single longest speaker
-        keep = [annotation.argmax()] if annotation.labels() else []
+        keep = by_length[:1]
     return annotation.subset(keep)
 
 
@@ -112,7 +115,8 @@ def diarize(pipeline: SpeakerDiarization, audio: np.ndarray, options: DiarizeOpt
     waveform = torch.from_numpy(audio).unsqueeze(0)  # shares memory with the memmap
     file = {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "audio"}
     output = pipeline(file, hook=_hook(progress), **speaker_hints(options))
-    annotation = drop_rare_speakers(output.speaker_diarization, options.min_speaker_duration)
+    floor = options.num_speakers or options.min_speakers
+    annotation = drop_rare_speakers(output.speaker_diarization, options.min_speaker_duration, floor)
     turns = [
         {"speaker": str(label), "start": round(seg.start, 3), "end": round(seg.end, 3)}
         for seg, _, label in annotation.itertracks(yield_label=True)

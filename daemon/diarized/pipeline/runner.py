@@ -221,6 +221,14 @@ class Runner:
                                      f"{len(turns)} turns")
         return turns
 
+    def cap_warnings(self, turns: list[dict]) -> list[str]:
+        """A count that reached max_speakers may have been cut by it: say so, never silently."""
+        found, cap = len({t["speaker"] for t in turns}), self.settings.max_speakers
+        if cap and found >= cap:
+            return [f"{found} speakers found, the max_speakers ceiling: there may be more; "
+                    "raise max_speakers (or set it to 0, no limit) and run it again"]
+        return []
+
     # -- the whole run -----------------------------------------------------
     def run(self, source: Path, work: Path, out_dir: Path, display_name: str | None = None) -> RunResult:
         source, work, out_dir = Path(source), Path(work), Path(out_dir)
@@ -233,6 +241,7 @@ class Runner:
             whisper_doc, resumed = self.transcribe(audio, work, units, duration)
         with self._profiled("diarize"):
             turns = self.diarize(audio, work)
+        meta["warnings"] += self.cap_warnings(turns)  # the worker turns each into a job event
         started = time.monotonic()
         self._report("write", 0.0)
         segments, turns, speakers = merge.merge(whisper_doc["segments"], turns)
