@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.scoring import DATA, der, diarization_cases, load_reference, wer, wer_corpus
+from bench.scoring import DATA, der, diarization_cases, load_reference, wer_corpus
 
 BARE_CLUSTERING = {"method": "centroid", "threshold": 0.7, "min_cluster_size": 12}
 

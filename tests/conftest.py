@@ -84,3 +84,20 @@ def public_tmp(unprivileged):
     os.chown(folder, *unprivileged)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(tmp_path, models_cache):
+    """Start `diarized run` processes on tmp_path/var; any still running at the end is killed."""
+    from tests.harness import Daemon
+
+    created = []
+
+    def make(fake_workers: bool = False, **settings):
+        d = Daemon(tmp_path / "var", models_cache, fake_workers=fake_workers, **settings)
+        created.append(d)
+        return d.start()
+    yield make
+    for d in created:
+        if d.proc and d.proc.poll() is None:
+            d.kill9()

@@ -14,7 +14,7 @@ import pytest
 from bench.synth import read_audio, write_container
 from diarized.config import load_settings
 from diarized.pipeline.runner import Runner
-from tests.harness import Daemon, wait_until, worker_pids
+from tests.harness import wait_until, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -22,17 +22,8 @@ STABLE = ("total_duration", "speakers", "segments", "language")
 
 
 @pytest.fixture
-def daemon(tmp_path, models_cache):
-    created = []
-
-    def make(**settings) -> Daemon:
-        d = Daemon(tmp_path / "var", models_cache, **settings)
-        created.append(d)
-        return d.start()
-    yield make
-    for d in created:
-        if d.proc and d.proc.poll() is None:
-            d.kill9()
+def daemon(make_daemon):
+    return make_daemon
 
 
 CORES = os.cpu_count() or 1

@@ -246,17 +246,8 @@ def test_recovery_finishes_a_publication_cut_short(make_supervisor):
 
 # -- the real daemon process with fake workers ---------------------------------------------------
 @pytest.fixture
-def fake_daemon(tmp_path, models_cache):
-    created = []
-
-    def make(**settings) -> Daemon:
-        d = Daemon(tmp_path / "var", models_cache, fake_workers=True, **settings)
-        created.append(d)
-        return d.start()
-    yield make
-    for d in created:
-        if d.proc and d.proc.poll() is None:
-            d.kill9()
+def fake_daemon(make_daemon):
+    return lambda **settings: make_daemon(fake_workers=True, **settings)
 
 
 def drop_script(d: Daemon, name: str, *runs: dict) -> Path:

@@ -281,10 +281,10 @@ class Supervisor:
                 except OSError as exc:  # fork refused, the job folder unwritable: not the daemon's end
                     if storage_trouble(exc):
                         raise
-                    log.error("%s: could not start a worker: %s", job.id, exc, extra={"job_id": job.id})
+                    reason = f"could not start a worker: {exc}"
+                    log.error("%s: %s", job.id, reason, extra={"job_id": job.id})
                     self.guarded(job.id, "requeueing", lambda: self.lifecycle.retry_or_fail(
-                        claimed, f"could not start a worker: {exc}", spend_attempt=True,
-                        backoff=self.backoff(claimed.attempts)))
+                        claimed, reason, spend_attempt=True, backoff=self.backoff(claimed.attempts)))
 
     def threads_for(self, waiting: int) -> int:
         """Split the cores among the jobs that will run together, not among max_workers.
@@ -397,9 +397,10 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - one job must never stop the daemon
                 if storage_trouble(exc):
                     raise  # the whole daemon pauses; this worker is settled after it resumes
-                log.error("%s: could not finish: %s", job_id, exc, extra={"job_id": job_id})
+                reason = f"could not finish: {exc}"
+                log.error("%s: %s", job_id, reason, extra={"job_id": job_id})
                 self.guarded(job_id, "retrying", lambda: self.lifecycle.retry_or_fail(
-                    self.store.get(job_id), f"could not finish: {exc}", spend_attempt=True,
+                    self.store.get(job_id), reason, spend_attempt=True,
                     backoff=self.backoff(self.store.get(job_id).attempts)))
             del self.running[job_id]
 
