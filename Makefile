@@ -13,16 +13,17 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,postgres]"
 	touch $(STAMP)
 
 # Tools the tests use, from Debian's packages: systemd-analyze and shellcheck (packaging),
-# strace (the no-network test).
+# strace (the no-network test), PostgreSQL (the store conformance suite on a real server).
 system-deps:
 	@missing=""; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -36,7 +37,7 @@ test: venv system-deps
 	$(BIN)/python -m pytest
 
 # The model-free, chaos-free subset: seconds, for a change to scheduling or the store.
-test-fast: venv
+test-fast: venv system-deps
 	$(BIN)/python -m pytest -m "not slow and not chaos"
 
 # The long chaos run: more files, at least 100 kills of the daemon.

@@ -101,3 +101,13 @@ def make_daemon(tmp_path, models_cache):
     for d in created:
         if d.proc and d.proc.poll() is None:
             d.kill9()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(unprivileged):
+    """A real PostgreSQL server for the session (tests/support/postgres.py); stopped at the end."""
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer(*unprivileged).start()
+    yield server
+    server.stop()

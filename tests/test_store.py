@@ -20,16 +20,21 @@ from diarized.store import (MIGRATIONS, SCHEMA_VERSION, InvalidTransition, JobSt
                             SchemaError, SQLiteStore, State, open_store)
 
 
-def _sqlite_location(tmp_path: Path) -> str:
+def _sqlite_location(request, tmp_path: Path) -> str:
     return str(tmp_path / "state" / "diarized.db")
 
 
-BACKENDS = {"sqlite": _sqlite_location}
+def _postgres_location(request, tmp_path: Path) -> str:
+    """A fresh database on the session's real PostgreSQL server."""
+    return request.getfixturevalue("postgres_server").new_database()
+
+
+BACKENDS = {"sqlite": _sqlite_location, "postgresql": _postgres_location}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def location(request, tmp_path) -> str:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture
@@ -274,8 +279,8 @@ def test_every_migration_applies_on_a_fresh_database(tmp_path):
 
 
 def test_open_store_refuses_what_it_cannot_serve(tmp_path):
-    with pytest.raises(SchemaError, match="only a SQLite file path"):
-        open_store("postgresql://localhost/diarized")
+    with pytest.raises(SchemaError, match="only a SQLite file path or a postgresql:// URL"):
+        open_store("mysql://localhost/diarized")
 
 
 def test_daemon_deaths_are_free_until_they_keep_happening(store, tmp_path):
@@ -304,3 +309,22 @@ def test_speaker_hints_are_kept_with_the_job(store, tmp_path):
     assert job.speakers == SpeakerHints(None, 2, 0) and job.speakers.given() == {"min_speakers": 2,
                                                                                 "max_speakers": 0}
     assert _incoming(store, tmp_path, "q.wav", "i").speakers.given() == {}
+
+
+def _record_same(location: str, tmp: str, out) -> None:
+    store = open_store(location)
+    job = store.record_incoming(f"{os.getpid()}.wav", "same-content", 1, Priority.NORMAL, 3,
+                                Path(tmp) / "x.wav", Path(tmp) / "jobs")
+    out.put(str(job.state))
+
+
+def test_the_same_content_from_racing_processes_becomes_one_job(store, location, tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_record_same, args=(location, str(tmp_path), out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    states = sorted(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join()
+    assert states == ["duplicate"] * 3 + ["incoming"]

@@ -439,114 +439,67 @@ class SchemaError(RuntimeError):
     """The database is not a schema this diarized can use."""
 
 
-class SQLiteStore:
-    """The embedded backend: one SQLite file in WAL mode; one connection per process."""
+class SQLStore:
+    """Every JobStore method, in SQL that SQLite and PostgreSQL both run.
 
-    def __init__(self, path: Path, readonly: bool = False):
-        self.path = Path(path)
-        if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 30000")
-        if not readonly:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-        # readonly callers (diarizectl) leave an empty file to the daemon that is creating it,
-        # but bring an older schema forward: a CLI newer than the running daemon must still read
-        if not readonly or 0 < self.schema_version() < SCHEMA_VERSION:
-            self.migrate()
+    A backend supplies the connection handling: `transaction()` (one atomic unit,
+    StoreUnavailable when it cannot be written), `reading()`, `_x()` (execute, with
+    its placeholder style) and the row lock its isolation needs: SQLite's BEGIN
+    IMMEDIATE already serialises writers, PostgreSQL locks the rows it changes
+    (FOR UPDATE) and takes an advisory lock per content hash for dedupe.
+    """
 
-    def close(self) -> None:
-        self.conn.close()
+    FOR_UPDATE = ""
 
-    # -- plumbing -----------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                _rollback(conn)
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            _rollback(conn)
-            if any(words in str(exc) for words in _UNAVAILABLE):
-                raise StoreUnavailable(f"{self.path}: {exc}") from exc
-            raise
+    def _x(self, conn, sql: str, params: list | tuple = ()):
+        return conn.execute(sql, params)
 
-    def schema_version(self) -> int:
-        try:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError:
-            return 0
-        return int(row[0]) if row else 0
+    def _lock_content(self, conn, sha256: str) -> None:
+        """Serialise record_incoming calls for one content (SQLite: the write lock does it)."""
 
-    def migrate(self, target: int = SCHEMA_VERSION) -> None:
-        """Apply the frozen migrations up to `target`, all in one transaction."""
-        with self.transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            version = self.schema_version()
-            if version > SCHEMA_VERSION:
-                raise SchemaError(f"{self.path} has schema version {version}, newer than this "
-                                  f"diarized ({SCHEMA_VERSION}); upgrade diarized")
-            for step in range(version + 1, target + 1):
-                for statement in MIGRATIONS[step]:
-                    conn.execute(statement)
-            if target > version:
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
-        if target == SCHEMA_VERSION:
-            self._check_columns()
-
-    def _check_columns(self) -> None:
-        """The migrated table must hold every Job field: catches a migration forgotten in review."""
-        db = _import_sqlite_utils().Database(self.conn)
-        missing = {f.name for f in fields(Job)} - set(db["jobs"].columns_dict)
-        if missing:
-            raise SchemaError(f"{self.path}: the jobs table lacks {', '.join(sorted(missing))}")
-
-    def _row(self, conn: sqlite3.Connection, sql: str, params: list) -> Job | None:
-        cur = conn.execute(sql, params)
+    def _row(self, conn, sql: str, params: list) -> Job | None:
+        cur = self._x(conn, sql, params)
         row = cur.fetchone()
         if row is None:
             return None
         return Job(**dict(zip([d[0] for d in cur.description], row)))
 
     def _rows(self, sql: str, params: list) -> list[Job]:
-        cur = self.conn.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [Job(**dict(zip(names, row))) for row in cur.fetchall()]
+        with self.reading() as conn:
+            cur = self._x(conn, sql, params)
+            names = [d[0] for d in cur.description]
+            return [Job(**dict(zip(names, row))) for row in cur.fetchall()]
 
-    def _update(self, conn: sqlite3.Connection, job_id: str, **values: Any) -> None:
+    def _fetch(self, sql: str, params: list | tuple = ()) -> list[tuple]:
+        with self.reading() as conn:
+            return self._x(conn, sql, params).fetchall()
+
+    def _update(self, conn, job_id: str, **values: Any) -> None:
         values["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in values)
-        conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id])
+        self._x(conn, f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id])
 
-    def _event(self, conn: sqlite3.Connection, job_id: str, kind: str, detail: str = "",
+    def _event(self, conn, job_id: str, kind: str, detail: str = "",
                data: dict | None = None) -> None:
-        conn.execute("INSERT INTO events (job_id, at, kind, detail, data) VALUES (?, ?, ?, ?, ?)",
+        self._x(conn, "INSERT INTO events (job_id, at, kind, detail, data) VALUES (?, ?, ?, ?, ?)",
                      [job_id, time.time(), kind, detail, json.dumps(data) if data else None])
 
-    def _require(self, conn: sqlite3.Connection, job_id: str) -> Job:
-        job = self._row(conn, "SELECT * FROM jobs WHERE id = ?", [job_id])
+    def _require(self, conn, job_id: str) -> Job:
+        job = self._row(conn, "SELECT * FROM jobs WHERE id = ?" + self.FOR_UPDATE, [job_id])
         if job is None:
             raise NotFound(job_id)
         return job
 
     # -- reads ------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
-        job = self._row(self.conn, "SELECT * FROM jobs WHERE id = ?", [job_id])
-        if job is not None:
-            return job
-        cur = self.conn.execute("SELECT id FROM jobs WHERE id LIKE ? OR id LIKE ?",
-                                [f"%{job_id}", f"{job_id}%"])
-        ids = [r[0] for r in cur.fetchall()]
+        found = self._rows("SELECT * FROM jobs WHERE id = ?", [job_id])
+        if found:
+            return found[0]
+        ids = [r[0] for r in self._fetch("SELECT id FROM jobs WHERE id LIKE ? OR id LIKE ?",
+                                         [f"%{job_id}", f"{job_id}%"])]
         if len(ids) != 1:
             raise NotFound(job_id)
-        return self._require(self.conn, ids[0])
+        return self._rows("SELECT * FROM jobs WHERE id = ?", [ids[0]])[0]
 
     def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
         sql, params = "SELECT * FROM jobs", []
@@ -559,19 +512,19 @@ class SQLiteStore:
         return self._rows(sql, params)
 
     def events(self, job_id: str) -> list[Event]:
-        cur = self.conn.execute(
-            "SELECT job_id, at, kind, detail, data FROM events WHERE job_id = ? ORDER BY id", [job_id])
+        rows = self._fetch("SELECT job_id, at, kind, detail, data FROM events WHERE job_id = ? ORDER BY id",
+                           [job_id])
         return [Event(j, at, kind, detail, json.loads(data) if data else {})
-                for j, at, kind, detail, data in cur.fetchall()]
+                for j, at, kind, detail, data in rows]
 
     def counts(self) -> dict[str, int]:
-        return dict(self.conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        return dict(self._fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
 
     def pending_work(self) -> PendingWork:
-        row = self.conn.execute(
+        jobs, size, seconds = self._fetch(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(duration), 0) FROM jobs "
-            "WHERE state IN (?, ?, ?)", [str(s) for s in LIVE_STATES]).fetchone()
-        return PendingWork(*row)
+            "WHERE state IN (?, ?, ?)", [str(s) for s in LIVE_STATES])[0]
+        return PendingWork(int(jobs), int(size), float(seconds))
 
     def claimable(self, now: float | None = None) -> list[Job]:
         now = time.time() if now is None else now
@@ -588,18 +541,16 @@ class SQLiteStore:
         return [e.data["threads"] for e in self.events(job_id) if e.kind == "worker_started"]
 
     def daemon(self, stale_seconds: float = 15.0) -> DaemonStatus:
-        cur = self.conn.execute("SELECT * FROM daemon WHERE id = 1")
-        row = cur.fetchone()
-        if row is None:
-            return DaemonStatus(up=False)
-        values = dict(zip([d[0] for d in cur.description], row))
+        with self.reading() as conn:
+            cur = self._x(conn, "SELECT * FROM daemon WHERE id = 1")
+            row = cur.fetchone()
+            if row is None:
+                return DaemonStatus(up=False)
+            values = dict(zip([d[0] for d in cur.description], row))
         values.pop("id")
         up = (values["state"] in ("running", "stopping") and pid_alive(values["pid"])
               and time.time() - values["heartbeat_at"] < stale_seconds)
         return DaemonStatus(up=up, **values)
-
-    def integrity_check(self) -> str:
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
 
     # -- intake -----------------------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
@@ -608,11 +559,12 @@ class SQLiteStore:
         now = time.time()
         job_id = new_job_id(now)
         with self.transaction() as conn:
+            self._lock_content(conn, sha256)
             first = self._row(conn, f"SELECT * FROM jobs WHERE sha256 = ? AND state IN "
                                     f"({','.join('?' * len(DEDUPE_STATES))}) ORDER BY created_at LIMIT 1",
                               [sha256, *DEDUPE_STATES])
             source = Path(jobs_dir) / job_id / ("source" + Path(source_name).suffix.lower())
-            conn.execute(
+            self._x(conn, 
                 "INSERT INTO jobs (id, source_name, sha256, size, priority, state, attempts, "
                 "max_attempts, progress, created_at, updated_at, not_before, inbox_path, "
                 "source_path, duplicate_of, cancel_requested, num_speakers, min_speakers, max_speakers) "
@@ -741,26 +693,27 @@ class SQLiteStore:
 
     def record_rss(self, job_id: str, rss_mb: float) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE jobs SET peak_rss_mb = MAX(COALESCE(peak_rss_mb, 0), ?) WHERE id = ?",
-                         [rss_mb, job_id])
+            self._x(conn, "UPDATE jobs SET peak_rss_mb = ? WHERE id = ? AND COALESCE(peak_rss_mb, 0) < ?",
+                    [rss_mb, job_id, rss_mb])
 
     def set_daemon(self, **values: Any) -> None:
-        with self.transaction() as conn:
-            cols = ", ".join(values)
-            conn.execute(f"INSERT OR REPLACE INTO daemon (id, {cols}) VALUES (1, {','.join('?' * len(values))})",
-                         list(values.values()))
+        cols, marks = ", ".join(values), ",".join("?" * len(values))
+        updates = ", ".join(f"{k} = excluded.{k}" for k in values)
+        with self.transaction() as conn:  # an upsert both SQLite and PostgreSQL speak
+            self._x(conn, f"INSERT INTO daemon (id, {cols}) VALUES (1, {marks}) "
+                          f"ON CONFLICT (id) DO UPDATE SET {updates}", list(values.values()))
 
     # -- the worker side ------------------------------------------------------------------
     def progress(self, job_id: str, stage: str, progress: float, eta: float | None) -> None:
         now = time.time()
         with self.transaction() as conn:
-            conn.execute("UPDATE jobs SET stage = ?, progress = ?, eta_seconds = ?, heartbeat_at = ?, "
+            self._x(conn, "UPDATE jobs SET stage = ?, progress = ?, eta_seconds = ?, heartbeat_at = ?, "
                          "progress_at = ?, updated_at = ? WHERE id = ? AND state = 'running'",
                          [stage, progress, eta, now, now, now, job_id])
 
     def heartbeat(self, job_id: str) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state = 'running'",
+            self._x(conn, "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state = 'running'",
                          [time.time(), job_id])
 
     def event(self, job_id: str, kind: str, detail: str = "", data: dict | None = None) -> None:
@@ -809,12 +762,12 @@ class SQLiteStore:
             return self._require(conn, job_id)
 
     def stats(self) -> dict[str, Any]:
-        cur = self.conn.execute(
-            "SELECT COUNT(*), SUM(state = 'succeeded'), SUM(state = 'failed'), SUM(state = 'cancelled'), "
-            "SUM(state = 'duplicate'), AVG(CASE WHEN state = 'succeeded' THEN processing_seconds END), "
+        count = "SUM(CASE WHEN state = '{}' THEN 1 ELSE 0 END)".format
+        total, ok, failed, cancelled, dups, avg_s, rtf, peak, audio = self._fetch(
+            f"SELECT COUNT(*), {count('succeeded')}, {count('failed')}, {count('cancelled')}, "
+            f"{count('duplicate')}, AVG(CASE WHEN state = 'succeeded' THEN processing_seconds END), "
             "AVG(CASE WHEN state = 'succeeded' AND duration > 0 THEN processing_seconds / duration END), "
-            "MAX(peak_rss_mb), SUM(CASE WHEN state = 'succeeded' THEN duration END) FROM jobs")
-        total, ok, failed, cancelled, dups, avg_s, rtf, peak, audio = cur.fetchone()
+            "MAX(peak_rss_mb), SUM(CASE WHEN state = 'succeeded' THEN duration END) FROM jobs")[0]
         finished = (ok or 0) + (failed or 0)
         return {
             "jobs_total": total or 0, "succeeded": ok or 0, "failed": failed or 0,
@@ -825,6 +778,83 @@ class SQLiteStore:
         }
 
 
+class SQLiteStore(SQLStore):
+    """The embedded backend: one SQLite file in WAL mode; one connection per process."""
+
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = Path(path)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        # readonly callers (diarizectl) leave an empty file to the daemon that is creating it,
+        # but bring an older schema forward: a CLI newer than the running daemon must still read
+        if not readonly or 0 < self.schema_version() < SCHEMA_VERSION:
+            self.migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- plumbing -----------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            _rollback(conn)
+            if any(words in str(exc) for words in _UNAVAILABLE):
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            raise
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        yield self.conn
+
+    def integrity_check(self) -> str:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def schema_version(self) -> int:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0]) if row else 0
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> None:
+        """Apply the frozen migrations up to `target`, all in one transaction."""
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            version = self.schema_version()
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"{self.path} has schema version {version}, newer than this "
+                                  f"diarized ({SCHEMA_VERSION}); upgrade diarized")
+            for step in range(version + 1, target + 1):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            if target > version:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+        if target == SCHEMA_VERSION:
+            self._check_columns()
+
+    def _check_columns(self) -> None:
+        """The migrated table must hold every Job field: catches a migration forgotten in review."""
+        db = _import_sqlite_utils().Database(self.conn)
+        missing = {f.name for f in fields(Job)} - set(db["jobs"].columns_dict)
+        if missing:
+            raise SchemaError(f"{self.path}: the jobs table lacks {', '.join(sorted(missing))}")
+
+
 def open_store(location: str | Path, readonly: bool = False) -> JobStore:
     """The backend for a `store` setting: today a SQLite file path (the embedded default).
 
@@ -832,8 +862,12 @@ def open_store(location: str | Path, readonly: bool = False) -> JobStore:
     locked now StoreUnavailable: both name the file, neither ever deletes it.
     """
     text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        from diarized.store_postgres import PostgresStore  # the optional extra diarized[postgres]
+
+        return PostgresStore(text, readonly=readonly)
     if "://" in text:
-        raise SchemaError(f"store = {text!r}: only a SQLite file path is supported by this version")
+        raise SchemaError(f"store = {text!r}: only a SQLite file path or a postgresql:// URL")
     try:
         return SQLiteStore(Path(text), readonly=readonly)
     except sqlite3.OperationalError as exc:

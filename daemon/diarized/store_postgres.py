@@ -1,0 +1,119 @@
+"""The PostgreSQL backend of the JobStore contract (store = "postgresql://…"), for several nodes.
+
+The job logic is store.SQLStore's, unchanged: this module supplies connections
+from a psycopg pool, PostgreSQL's placeholders, row locks (FOR UPDATE) where
+SQLite relied on its one writer, an advisory lock per content hash so two nodes
+taking the same file at once make one job and one duplicate, and migrations from
+frozen SQL files applied under an advisory lock so nodes starting together do not
+race. tests/test_store.py runs the same conformance suite on it against a real
+server (tests/support/postgres.py starts one).
+
+Needs the optional extra: pip install 'diarized[postgres]'.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from importlib import resources
+from typing import Iterator
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from diarized.store import SchemaError, SQLStore, StoreUnavailable
+
+MIGRATION_LOCK = 0x6469_6172  # "diar": one advisory lock id for schema changes
+CONTENT_LOCK_SPACE = 0x6A6F  # advisory locks (space, hash) serialise dedupe per sha256
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, SQL) from migrations/postgres/NNNN_name.sql, in order."""
+    folder = resources.files("diarized") / "migrations" / "postgres"
+    found = sorted((int(f.name.split("_", 1)[0]), f.read_text()) for f in folder.iterdir()
+                   if f.name.endswith(".sql"))
+    assert [v for v, _ in found] == list(range(1, len(found) + 1)), "migrations must be numbered 1, 2, …"
+    return found
+
+
+class PostgresStore(SQLStore):
+    FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(self, dsn: str, readonly: bool = False, pool_size: int = 4):
+        self.dsn = dsn
+        self.pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
+                                   kwargs={"autocommit": True})
+        try:
+            self.pool.open(wait=True, timeout=30)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"{_safe(dsn)}: {exc}") from exc
+        except Exception as exc:  # the pool reports a server it cannot reach as a timeout
+            self.pool.close()
+            raise StoreUnavailable(f"{_safe(dsn)}: cannot connect ({exc})") from exc
+        if not readonly or 0 < self.schema_version() < len(migrations()):
+            self.migrate()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def _x(self, conn, sql: str, params: list | tuple = ()):
+        return conn.execute(_PLACEHOLDER.sub("%s", sql), params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"{_safe(self.dsn)}: {exc}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"{_safe(self.dsn)}: {exc}") from exc
+
+    def _lock_content(self, conn, sha256: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [CONTENT_LOCK_SPACE, sha256])
+
+    # -- schema ------------------------------------------------------------------
+    def schema_version(self) -> int:
+        with self.reading() as conn:
+            exists = conn.execute("SELECT to_regclass('diarized_schema')").fetchone()[0]
+            if exists is None:
+                return 0
+            row = conn.execute("SELECT max(version) FROM diarized_schema").fetchone()
+            return row[0] or 0
+
+    def migrate(self) -> None:
+        """Apply the SQL files not yet applied, under one advisory lock, each in its own transaction."""
+        known = migrations()
+        with self.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+            conn.execute("CREATE TABLE IF NOT EXISTS diarized_schema "
+                         "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            version = conn.execute("SELECT COALESCE(max(version), 0) FROM diarized_schema").fetchone()[0]
+            if version > len(known):
+                raise SchemaError(f"{_safe(self.dsn)} has schema version {version}, newer than this "
+                                  f"diarized ({len(known)}); upgrade diarized")
+            for number, sql in known[version:]:
+                conn.execute(sql)
+                conn.execute("INSERT INTO diarized_schema (version) VALUES (%s)", [number])
+
+    def integrity_check(self) -> str:
+        """PostgreSQL checks its own pages; here: the schema is current and the tables answer."""
+        try:
+            with self.reading() as conn:
+                conn.execute("SELECT count(*) FROM jobs").fetchone()
+        except psycopg.Error as exc:
+            return str(exc)
+        current = self.schema_version() == len(migrations())
+        return "ok" if current else "schema is not the current version"
+
+
+def _safe(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
