@@ -16,13 +16,14 @@ import psutil
 from diarized.store import open_store
 
 
-def worker_pids() -> set[int]:
-    """Real and fake workers alike, of every daemon on the machine."""
+def worker_pids(root: Path | None = None) -> set[int]:
+    """Real and fake workers alike: of the daemon on `root`, or of every daemon on the machine."""
     pids = set()
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
         if "diarized.worker" in cmd or any(part.endswith("fake_worker.py") for part in cmd):
-            pids.add(proc.pid)
+            if root is None or any(str(root) in part for part in cmd):
+                pids.add(proc.pid)
     return pids
 
 

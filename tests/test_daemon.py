@@ -46,7 +46,7 @@ def test_three_files_all_published_never_more_than_max_workers(daemon, data):
 
     def sample():
         while not stop.is_set():
-            samples.append(len(worker_pids()))
+            samples.append(len(worker_pids(d.root)))
             time.sleep(0.1)
     sampler = threading.Thread(target=sample)
     sampler.start()
