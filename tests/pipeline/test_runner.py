@@ -69,3 +69,27 @@ def test_a_count_at_the_ceiling_is_reported_never_silent(make_settings):
     assert len(capped) == 1 and "3 speakers found, the max_speakers ceiling" in capped[0]
     assert Runner(make_settings(max_speakers=0)).cap_warnings(turns) == []
     assert Runner(make_settings(max_speakers=8)).cap_warnings(turns) == []
+
+
+SINGLE_SPEAKER = ["en-jfk/jfk.flac", *(f"ptbr-falabrasil/{n}" for n in (
+    "LapsBM_0240.wav", "LapsBM_0385.wav", "LapsBM_0415.wav", "LapsBM_0475.wav", "LapsBM_0618.wav",
+    "ufpalign_M-001.wav", "ufpalign_coxinha.wav", "ufpalign_falabrasil.wav"))]
+
+
+@pytest.mark.slow
+def test_one_voice_stays_one_speaker_and_the_whole_run_agrees_with_the_stage(make_settings, data, tmp_path,
+                                                                            diarization_pipeline):
+    """Every visible single-speaker clip is one speaker through `diarizectl transcribe`'s path
+    (Runner) and through the diarization stage alone; the two-voice sample stays two."""
+    from diarized.pipeline import diarize, media
+
+    pipeline, options = diarization_pipeline
+    settings = make_settings(model="tiny.en", cpu_threads=2)
+    for name in [*SINGLE_SPEAKER, "pyannote-sample/sample.wav"]:
+        out = tmp_path / name.replace("/", "_")
+        Runner(settings).run(data / name, out / "work", out / "out")
+        whole_run = json.loads((out / "out/final_transcription.json").read_text())["speakers"]
+        audio = media.open_audio(media.decode(data / name, out / "stage.f32").raw_path)
+        stage = {t["speaker"] for t in diarize.diarize(pipeline, audio, options)}
+        expected = 2 if name.endswith("sample.wav") else 1
+        assert (len(whole_run), len(stage)) == (expected, expected), name
