@@ -169,11 +169,13 @@ def test_a_worker_without_progress_is_killed_and_retried(make_supervisor):
 
 
 def test_a_worker_over_its_memory_share_is_killed(make_supervisor):
-    sup = make_supervisor(max_workers=1, max_memory_gb=1.0, max_attempts=1)
+    sup = make_supervisor(max_workers=1, max_memory_gb=1.0, max_attempts=2)
     job = submit(sup, "greedy.wav", {"allocate_mb": 1400})
     tick_until(sup, lambda: final(sup, job), 30)
     failed = sup.store.get(job.id)
-    assert failed.state == State.FAILED and failed.error.startswith("memory limit exceeded (")
+    assert failed.state == State.FAILED and failed.attempts == 2  # killed, retried, killed again
+    assert failed.error.startswith("memory limit exceeded (")
+    assert sum(e.startswith("killed: memory limit exceeded") for e in events(sup, job)) == 2
     assert failed.peak_rss_mb > 1024
     error = json.loads((sup.settings.failed / "greedy/error.json").read_text())
     assert error["message"].startswith("memory limit exceeded")

@@ -62,21 +62,27 @@ def test_odd_files_fail_clearly_and_never_stop_the_daemon(daemon, tmp_path, unpr
         (folder / f"{long_stem}.wav").write_bytes(script(f"long {sub}"))
     for odd in ("-rf.wav", "two  spaces.wav", "new\nline.wav", "ünïcödé 日本.wav"):
         (inbox / odd).write_bytes(script(odd))
+    (tmp_path / "original.wav").write_bytes(script("hard link"))
+    os.link(tmp_path / "original.wav", inbox / "hardlink.wav")  # a file like any other
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder/inside.wav").write_bytes(script("inside"))
+    (inbox / "linked-folder").symlink_to(tmp_path / "folder", target_is_directory=True)
     locked = inbox / "locked"  # a folder the service cannot take files out of: skipped, logged
     locked.mkdir()
     (locked / "stuck.wav").write_bytes(script("stuck"))
 
-    d.wait_all_final(11, timeout=90)
-    wait_until(lambda: len(errors(d)) >= 4, 30, "four rejections")
+    d.wait_all_final(12, timeout=90)
+    wait_until(lambda: len(errors(d)) >= 5, 30, "five rejections")
     jobs = d.jobs()
-    assert sorted(j.state for j in jobs) == ["succeeded"] * 11, [(j.source_name, j.state) for j in jobs]
+    assert sorted(j.state for j in jobs) == ["succeeded"] * 12, [(j.source_name, j.state) for j in jobs]
     names = sorted(j.source_name for j in jobs)
     assert "caf\ufffd bar.wav" in names and "new\nline.wav" in names and "-rf.wav" in names
     assert names.count("same.wav") == 3 and names.count(f"{long_stem}.wav") == 3
     done = sorted(p.name for p in (d.root / "done").iterdir())
-    assert len(done) == 11  # nothing overwritten: three same.wav and three 250-byte names kept
+    assert len(done) == 12  # nothing overwritten: three same.wav and three 250-byte names kept
     assert all(len(os.fsencode(n)) <= 255 for n in done)
-    assert len(list(d.outbox.iterdir())) == 11
+    assert len(list(d.outbox.iterdir())) == 12
+    assert (tmp_path / "original.wav").read_bytes() == script("hard link")  # its other name untouched
 
     rejected = errors(d)
     assert rejected["secret.wav"]["error_type"] == "Unreadable"
@@ -84,7 +90,9 @@ def test_odd_files_fail_clearly_and_never_stop_the_daemon(daemon, tmp_path, unpr
     assert rejected["pipe.wav"]["error_type"] == "NotAFile"
     assert rejected["huge.wav"]["error_type"] == "TooLarge" and "max_file_gb" in rejected["huge.wav"]["hint"]
     assert rejected["link.wav"]["error_type"] == "Symlink"
-    for name in ("secret.wav", "pipe.wav", "huge.wav", "link.wav"):
+    assert rejected["linked-folder"]["error_type"] == "Symlink"  # a linked folder is not entered
+    assert (tmp_path / "folder/inside.wav").exists()
+    for name in ("secret.wav", "pipe.wav", "huge.wav", "link.wav", "linked-folder"):
         folder = next(p.parent for p in (d.root / "failed").glob("*/error.json")
                       if json.loads(p.read_text())["file"] == name)
         assert os.path.lexists(folder / name), f"{name} was lost"
@@ -94,6 +102,6 @@ def test_odd_files_fail_clearly_and_never_stop_the_daemon(daemon, tmp_path, unpr
     assert "cannot move files out of this folder" in d.log.read_text() and "trying again in 60 s" in d.log.read_text()
 
     (inbox / "after.wav").write_bytes(script("after"))  # the daemon is still taking files
-    jobs = d.wait_all_final(12, timeout=30)
+    jobs = d.wait_all_final(13, timeout=30)
     assert "stuck.wav" not in {j.source_name for j in jobs}  # nothing recorded for what cannot move
     assert d.proc.poll() is None and {j.source_name: j.state for j in jobs}["after.wav"] == "succeeded"

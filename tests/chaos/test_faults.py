@@ -153,3 +153,28 @@ def test_a_cancel_whose_failed_folder_is_read_only_does_not_stop_the_daemon(mode
     finally:
         (d.root / "failed").chmod(0o755)
         d.stop()
+
+
+def test_a_store_locked_by_another_program_is_refused_after_the_wait(tmp_path, models_cache):
+    """A backup tool or sqlite3 shell holding an exclusive lock: the daemon waits its busy timeout,
+    then refuses clearly instead of hanging or starting half-way."""
+    import sqlite3
+
+    from diarized.store import SQLiteStore
+
+    root = tmp_path / "var"
+    db = root / "state/diarized.db"
+    SQLiteStore(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")  # leave WAL so an exclusive lock blocks readers too
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(models_cache),
+               "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+        proc = subprocess.run([sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(root)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode == 1 and "database is locked" in proc.stderr and "doctor" in proc.stderr
+    assert "Traceback" not in proc.stderr
