@@ -49,6 +49,11 @@ def _fits(speaker: str, text: str, start: float, end: float) -> bool:
     return len(lines) <= MAX_LINES and end - start <= MAX_CUE_SECONDS
 
 
+def join_words(words: list[dict]) -> str:
+    """Words as the ASR wrote them: a space only where its token had one (not "www .maxis .org")."""
+    return "".join((" " if w.get("space_before", True) else "") + w["word"] for w in words).strip()
+
+
 def _segment_cues(segment: dict) -> list[Cue]:
     words = segment.get("words") or [{"word": segment["text"], "start": segment["start_time"],
                                       "end": segment["end_time"]}]
@@ -56,15 +61,13 @@ def _segment_cues(segment: dict) -> list[Cue]:
     current: list[dict] = []
     for word in words:
         candidate = current + [word]
-        text = " ".join(w["word"] for w in candidate)
+        text = join_words(candidate)
         if current and not _fits(speaker, text, candidate[0]["start"], word["end"]):
-            cues.append(Cue(current[0]["start"], current[-1]["end"], speaker,
-                            " ".join(w["word"] for w in current)))
+            cues.append(Cue(current[0]["start"], current[-1]["end"], speaker, join_words(current)))
             current = []
         current.append(word)
     if current:
-        cues.append(Cue(current[0]["start"], current[-1]["end"], speaker,
-                        " ".join(w["word"] for w in current)))
+        cues.append(Cue(current[0]["start"], current[-1]["end"], speaker, join_words(current)))
     return cues
 
 

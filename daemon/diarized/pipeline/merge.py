@@ -85,8 +85,10 @@ def _segment(words: list[Word]) -> dict:
         "end_time": round(max(w.end for w in words), 3),
         "text": "".join(w.text for w in words).strip(),
         "confidence": round(float(np.mean([w.probability for w in words])), 4),
-        "words": [{"word": w.text.strip(), "start": w.start, "end": w.end,
-                   "probability": w.probability} for w in words],
+        # space_before keeps the ASR's own spacing, so cue text can be rebuilt exactly
+        # ("www.maxis.org" is three tokens, the last two without a space)
+        "words": [{"word": w.text.strip(), "start": w.start, "end": w.end, "probability": w.probability,
+                   "space_before": w.text[:1].isspace()} for w in words],
     }
 
 
