@@ -39,13 +39,19 @@ def words_from_segments(segments: list[dict]) -> list[Word]:
 
 
 def assign_speakers(words: list[Word], turns: list[dict]) -> None:
-    """Set word.speaker: most overlap, else nearest turn; '' when there are no turns."""
+    """Set word.speaker: most overlap, else nearest turn; '' when there are no turns.
+
+    A word that two speakers' turns both cover (overlapped speech) goes to the voice the
+    ASR was following: the speaker of the nearest uncontested word before it, else after
+    it, when that speaker is one of those covering it; not to whichever turn is listed first.
+    """
     if not turns:
         return
     starts = np.array([t["start"] for t in turns])
     ends = np.array([t["end"] for t in turns])
     labels = [t["speaker"] for t in turns]
-    for word in words:
+    contested: dict[int, set[str]] = {}
+    for index, word in enumerate(words):
         overlap = np.minimum(ends, word.end) - np.maximum(starts, word.start)
         best = int(np.argmax(overlap))
         if overlap[best] <= 0:
@@ -53,6 +59,22 @@ def assign_speakers(words: list[Word], turns: list[dict]) -> None:
             distance = np.maximum(starts - middle, middle - ends)
             best = int(np.argmin(distance))
         word.speaker = labels[best]
+        half = 0.5 * max(word.end - word.start, 1e-3)
+        covering = {labels[j] for j in np.flatnonzero(overlap >= half)}
+        if len(covering) > 1:
+            contested[index] = covering
+    for index, covering in contested.items():
+        voice = _followed_voice(words, index, contested)
+        if voice in covering:
+            words[index].speaker = voice
+
+
+def _followed_voice(words: list[Word], index: int, contested: dict[int, set[str]]) -> str | None:
+    """The speaker of the nearest word outside the overlap: before it first, then after."""
+    for j in [*range(index - 1, -1, -1), *range(index + 1, len(words))]:
+        if j not in contested:
+            return words[j].speaker
+    return None
 
 
 def speaker_order(words: list[Word], turns: list[dict]) -> dict[str, str]:
