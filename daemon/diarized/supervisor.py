@@ -165,19 +165,14 @@ class Supervisor:
 
     def recover(self) -> list[str]:
         """Jobs left `running` by a dead supervisor: stop leftovers, then requeue or publish."""
-        notes = []
+        notes = self.kill_leftover_workers()
         for job in self.store.jobs(states=(State.RUNNING,)):
-            leftover = self._leftover_worker(job)
-            if leftover is not None:
-                _kill_group(leftover.pid)
-                notes.append(f"{job.id}: killed leftover worker {leftover.pid}")
             if self.lifecycle.was_published(job):
                 self.lifecycle.succeed(job)
                 notes.append(f"{job.id}: was published before the crash; marked succeeded")
                 continue
             job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
             notes.append(f"{job.id}: requeued ({job.state})")
-        notes += self.kill_unknown_workers()
         notes += self.inbox.intake.reconcile()
         notes += self.lifecycle.repair()
         for note in notes:
@@ -321,6 +316,7 @@ class Supervisor:
     def enforce_limits(self) -> None:
         now = time.time()
         limit = self.settings.per_worker_memory_gb
+        expired = {j.id for j in self.store.expired_leases(LEASE_SECONDS, now)} if self.running else set()
         for job_id, run in list(self.running.items()):
             if run.kill_reason or run.proc.poll() is not None:
                 continue
@@ -334,11 +330,11 @@ class Supervisor:
                 continue
             job = self.store.get(job_id)
             idle = now - (job.progress_at or job.started_at or now)
-            silent = now - (job.heartbeat_at or job.started_at or now)
             allowed = job_timeout(audio_seconds(job), self.settings.unit_timeout_seconds)
             if idle > self.settings.unit_timeout_seconds:
                 self.kill(run, f"timeout: no progress for {idle:.0f} s in stage {job.stage}")
-            elif silent > LEASE_SECONDS:
+            elif job_id in expired:
+                silent = now - (job.heartbeat_at or job.started_at or now)
                 self.kill(run, f"lease expired: no heartbeat from the worker for {silent:.0f} s")
             elif job.started_at and now - job.started_at > allowed:
                 self.kill(run, f"timeout: job ran longer than {allowed:.0f} s")
@@ -350,30 +346,28 @@ class Supervisor:
         self.store.event(run.job.id, "killed", reason)
         _kill_group(run.proc.pid)
 
-    def kill_unknown_workers(self) -> list[str]:
-        """Workers of this state root that no job names (spawned just before a crash): killed."""
+    def kill_leftover_workers(self) -> list[str]:
+        """At start, every worker of this state root is a previous supervisor's: killed.
+
+        A worker carries this root's settings file on its command line; the lock means no
+        live supervisor owns it. Those a running job names are its leftovers; the others
+        were spawned just before a crash, before their job recorded them.
+        """
+        named = {j.worker_pid: j.id for j in self.store.jobs(states=(State.RUNNING,)) if j.worker_pid}
         notes = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmdline = proc.info["cmdline"] or []
-            if proc.pid != os.getpid() and str(self.settings_file) in cmdline and "--settings" in cmdline:
-                _kill_group(proc.pid)
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
-                notes.append(f"killed worker {proc.pid} that no job named ({' '.join(cmdline[-6:])})")
+            if proc.pid == os.getpid() or str(self.settings_file) not in cmdline or "--settings" not in cmdline:
+                continue
+            _kill_group(proc.pid)
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+            job_id = named.get(proc.pid)
+            notes.append(f"{job_id}: killed leftover worker {proc.pid}" if job_id in cmdline
+                         else f"killed worker {proc.pid} that no job named ({' '.join(cmdline[-6:])})")
         return notes
-
-    def _leftover_worker(self, job: Job) -> psutil.Process | None:
-        """The still-running worker of `job` that a previous supervisor of this state root left."""
-        if not job.worker_pid:
-            return None
-        try:
-            proc = psutil.Process(job.worker_pid)
-            cmdline = proc.cmdline()
-        except psutil.Error:
-            return None
-        return proc if job.id in cmdline and str(self.settings_file) in cmdline else None
 
     def handle_cancellations(self) -> None:
         for job in self.store.jobs(states=(State.QUEUED,)):
