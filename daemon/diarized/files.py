@@ -114,14 +114,6 @@ def _fit(stem: str, tail: str) -> str:
     return os.fsdecode(raw[:room]) + tail if len(raw) > room else stem + tail
 
 
-def free_path(folder: Path, name: str, tag: str) -> Path:
-    """The first candidate name not present in `folder` (for a caller that then claims it)."""
-    for candidate in name_candidates(name, tag):
-        if not os.path.lexists(folder / candidate):
-            return folder / candidate
-    raise AssertionError("unreachable")
-
-
 def move_to_free_name(src: Path, folder: Path, name: str, tag: str) -> Path:
     """Move `src` into `folder` as `name`, or name-tag, name-tag-2...: never over an existing file.
 

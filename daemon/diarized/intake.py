@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diarized.config import Settings, speaker_hint_problems
-from diarized.files import display_name, free_path, fsync_dir, move_to_free_name, sha256_of
+from diarized.files import display_name, fsync_dir, move_to_free_name, sha256_of
 from diarized.outbox import quarantine, settle_original
 from diarized.store import Job, JobStore, Priority, SpeakerHints, State
 
@@ -74,8 +74,7 @@ class Intake:
         readable = display_name(path.name)
         if readable == path.name:
             return path
-        target = free_path(path.parent, readable, secrets.token_hex(3))
-        os.rename(path, target)
+        target = move_to_free_name(path, path.parent, readable, secrets.token_hex(3))
         log.warning("renamed %r to %s: names must be UTF-8", os.fsencode(path.name), target.name)
         return target
 

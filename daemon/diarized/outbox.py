@@ -63,10 +63,6 @@ def _empty_dir(path: Path) -> bool:
         return False
 
 
-def outputs_ready(settings: Settings, job: Job) -> bool:
-    return (job_dir(settings, job.id) / "out").is_dir()
-
-
 def publish_outputs(settings: Settings, job: Job, target: Path) -> Path:
     """Rename the job's fsynced out/ folder to `target`; a no-op when it is already there."""
     if owned_by(target, job.id):
