@@ -168,6 +168,11 @@ class Inbox:
             return False
         return now - look.since >= self.settings.settle_seconds
 
+    def _restart(self, path: Path, now: float) -> None:
+        """Start the file's settle window again from `now`."""
+        self.looks.pop(path, None)
+        self._stable(path, now)
+
     def scan(self) -> list[Path]:
         """Every eligible entry under the inbox (files and symlinks; not following links)."""
         found = []
@@ -201,8 +206,7 @@ class Inbox:
             except queue.Empty:
                 return
             if self._eligible(path) and path not in self.hashing:
-                self.looks.pop(path, None)
-                self._stable(path, now)
+                self._restart(path, now)
 
     def _settled(self, now: float) -> list[Path]:
         """Files whose window has passed and that nobody holds open for writing."""
@@ -215,8 +219,7 @@ class Inbox:
                 ready.append(path)
         writing = open_for_writing(p for p in ready if not p.is_symlink())
         for path in writing:
-            self.looks.pop(path, None)  # still being written: a fresh window once it stops
-            self._stable(path, now)
+            self._restart(path, now)  # still being written: a fresh window once it stops
         return [p for p in ready if p not in writing]
 
     def _start_hashing(self, ready: list[Path], now: float) -> None:
@@ -243,13 +246,13 @@ class Inbox:
 
     def _finish_hashing(self, now: float) -> list[str]:
         created = []
-        for path, hashing in list(self.hashing.items()):
-            if not hashing.future.done():
-                continue
+        done = {path: hashing for path, hashing in self.hashing.items() if hashing.future.done()}
+        writing = open_for_writing(done) if done else set()  # one sweep of the processes for all
+        for path, hashing in done.items():
             del self.hashing[path]
             try:
                 digest = hashing.future.result()
-                if identity(path.stat()) != hashing.identity or open_for_writing([path]):
+                if identity(path.stat()) != hashing.identity or path in writing:
                     log.info("%s changed while it was hashed; waiting for it to settle again", path)
                     self._stable(path, now)
                     continue
