@@ -81,17 +81,14 @@ class Lifecycle:
 
     def retry_or_fail(self, job: Job, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
         """Back to the queue; when that spends the last attempt, failed with error.json."""
-        job = self.store.requeue(job.id, reason, spend_attempt, backoff)
-        if job.state == State.FAILED:
-            return self.quarantine(job)
-        return job
+        return self._quarantine_if_failed(self.store.requeue(job.id, reason, spend_attempt, backoff))
 
     def orphaned(self, job: Job, reason: str) -> Job:
         """The daemon died while `job` ran: back to the queue for free, or failed after repeated deaths."""
-        job = self.store.requeue_after_daemon_death(job.id, reason)
-        if job.state == State.FAILED:
-            return self.quarantine(job)
-        return job
+        return self._quarantine_if_failed(self.store.requeue_after_daemon_death(job.id, reason))
+
+    def _quarantine_if_failed(self, job: Job) -> Job:
+        return self.quarantine(job) if job.state == State.FAILED else job
 
     def quarantine(self, job: Job) -> Job:
         """Move a failed or cancelled job's original to failed/ with error.json; clean its work."""

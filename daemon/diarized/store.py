@@ -856,7 +856,7 @@ class SQLiteStore(SQLStore):
 
 
 def open_store(location: str | Path, readonly: bool = False) -> JobStore:
-    """The backend for a `store` setting: today a SQLite file path (the embedded default).
+    """The backend for a location: a SQLite file path (the embedded default) or a postgresql:// URL.
 
     A file that is not a usable store raises SchemaError, one that cannot be written or
     locked now StoreUnavailable: both name the file, neither ever deletes it.
