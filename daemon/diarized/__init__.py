@@ -13,3 +13,9 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 os.environ["ORT_TELEMETRY_DISABLED"] = "1"
 
 __version__ = "0.1.0"
+
+# The Python API (client.py): light imports only, no model or media library.
+from diarized.client import Client, JobFailed, Orchestrator  # noqa: E402
+from diarized.store import Priority, SpeakerHints, State  # noqa: E402
+
+__all__ = ["Client", "JobFailed", "Orchestrator", "Priority", "SpeakerHints", "State"]

@@ -137,6 +137,11 @@ class Settings:
         return self.state_dir / "state" / "jobs"
 
     @property
+    def uploads(self) -> Path:
+        """Where `diarizectl submit`, the Python API and the HTTP API copy a file before intake."""
+        return self.state_dir / "state" / "uploads"
+
+    @property
     def models_cache(self) -> Path:
         """Where the bundled base model is assembled once (CacheDirectory= under systemd)."""
         if self.cache_dir:
@@ -158,7 +163,7 @@ class Settings:
     def folders(self) -> dict[str, Path]:
         """Every folder the daemon writes, by name: the one list start-up checks and doctor use."""
         return {"inbox": self.inbox, "outbox": self.outbox, "done": self.done, "failed": self.failed,
-                "state": self.db_path.parent, "jobs": self.jobs_dir}
+                "state": self.db_path.parent, "jobs": self.jobs_dir, "uploads": self.uploads}
 
     @property
     def per_worker_memory_gb(self) -> float:
@@ -197,7 +202,8 @@ def _coerce(name: str, value: Any) -> Any:
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(i).strip() for i in items if str(i).strip())
         if kind is Path:
-            return Path(str(value)).expanduser() if str(value).strip() else None
+            # absolute: job records keep paths, and a client in another folder must find them
+            return Path(str(value)).expanduser().absolute() if str(value).strip() else None
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return kind(value)

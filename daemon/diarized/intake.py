@@ -18,10 +18,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import BinaryIO
+
+from diarized import uploads
 from diarized.config import Settings, speaker_hint_problems
 from diarized.files import display_name, fsync_dir, move_to_free_name, sha256_of
 from diarized.outbox import quarantine, settle_original
 from diarized.store import Job, JobStore, Priority, SpeakerHints, State
+from diarized.uploads import Upload
 
 log = logging.getLogger("diarized.intake")
 
@@ -68,6 +72,33 @@ class Intake:
                 "state": "failed", "error_type": error_type, "message": message, "hint": hint})
             self.store.set_source(job.id, str(original))
             return self.store.get(failed.id)
+
+    def submit(self, source: Path | BinaryIO, name: str | None = None, priority: Priority = Priority.NORMAL,
+               speakers: SpeakerHints = SpeakerHints()) -> Job:
+        """A file from anywhere (a path, or a stream with its name) becomes a job now.
+
+        It is copied into state/uploads/ first (uploads.py), so the caller's file is never
+        moved and the job id comes back at once; the copy then takes the same path as an
+        inbox file. Raises TooLarge, BadName or ValueError (bad hints) before recording anything.
+        """
+        problems = speaker_hint_problems(speakers.num, speakers.min, speakers.max)
+        if problems:
+            raise ValueError("; ".join(problems))
+        with self.new_upload(name or Path(source).name) as upload:
+            if isinstance(source, (str, Path)):
+                with open(source, "rb") as fh:
+                    upload.copy_from(fh)
+            else:
+                upload.copy_from(source)
+            return self.take_upload(upload, priority, speakers)
+
+    def new_upload(self, name: str) -> Upload:
+        """A copy in progress, limited to max_file_gb like inbox files (the HTTP API streams into it)."""
+        return Upload(self.settings.uploads, name, int(self.settings.max_file_gb * 2**30))
+
+    def take_upload(self, upload: Upload, priority: Priority, speakers: SpeakerHints) -> Job:
+        upload.commit()
+        return self.take_hashed(upload.path, priority, upload.digest, speakers)
 
     def _valid_name(self, path: Path) -> Path:
         """A name that is not UTF-8 is renamed in place to its readable form first (bytes -> U+FFFD)."""
@@ -119,6 +150,8 @@ class Intake:
         for job in self.store.jobs(states=(State.INCOMING,)):
             source = Path(job.source_path)
             inbox_path = Path(job.inbox_path) if job.inbox_path else None
+            if inbox_path is not None and uploads.in_live_upload(inbox_path, self.settings.uploads):
+                continue  # its uploader is moving it right now
             if source.exists():
                 self.store.mark_queued(job.id)
                 notes.append(f"{job.id}: claim finished (file was already moved)")
@@ -133,6 +166,18 @@ class Intake:
             if job.inbox_path and Path(job.inbox_path).is_file():
                 self._settle_duplicate(job, Path(job.inbox_path))
                 notes.append(f"{job.id}: duplicate moved now")
+        return notes + self.sweep_uploads()
+
+    def sweep_uploads(self) -> list[str]:
+        """Uploads whose writer died: complete copies become jobs, half-written ones are removed."""
+        notes = []
+        for folder, complete in uploads.abandoned(self.settings.uploads):
+            for path in complete:
+                job = self.take(path)
+                if job is not None:
+                    notes.append(f"{job.id}: upload {job.source_name} taken (its uploader stopped)")
+            uploads.forget(folder)
+            notes.append(f"removed the abandoned upload folder {folder.name}")
         return notes
 
 

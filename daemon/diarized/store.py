@@ -51,6 +51,10 @@ class State(enum.StrEnum):
     DUPLICATE = "duplicate"
 
 
+# the seed's words for a job's state (its scripts wait for "completed" or "failed")
+SEED_STATUS = {State.INCOMING: "queued", State.QUEUED: "queued", State.RUNNING: "processing",
+               State.SUCCEEDED: "completed", State.FAILED: "failed", State.CANCELLED: "cancelled",
+               State.DUPLICATE: "duplicate"}
 LIVE_STATES = (State.INCOMING, State.QUEUED, State.RUNNING)
 DEDUPE_STATES = (*LIVE_STATES, State.SUCCEEDED)
 FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.DUPLICATE)
@@ -150,6 +154,19 @@ class Job:
     @property
     def priority_name(self) -> str:
         return Priority(self.priority).name.lower()
+
+    # the seed's names (its callbacks read job.job_id, job.status, job.completed_at)
+    @property
+    def job_id(self) -> str:
+        return self.id
+
+    @property
+    def status(self) -> str:
+        return SEED_STATUS[self.state]
+
+    @property
+    def completed_at(self) -> float | None:
+        return self.finished_at
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"priority_name": self.priority_name}

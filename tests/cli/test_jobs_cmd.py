@@ -105,7 +105,18 @@ def test_cancel_priority_retry_change_the_store(state):
     assert store.get(queued.id).cancel_requested == 1
 
 
-def test_submit_copies_safely_into_the_priority_folder(tmp_path, data):
+def test_submit_makes_a_job_at_once_through_intake(tmp_path, data):
+    open_store(tmp_path / "state/diarized.db").close()  # a daemon's state root
+    first = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"), "--priority", "high", "--num-speakers", "1")
+    assert first.exit_code == 0, first.output
+    job = open_store(tmp_path / "state/diarized.db").jobs()[0]
+    assert f"-> job {job.id} (queued)" in first.output
+    assert job.priority_name == "high" and job.num_speakers == 1 and Path(job.source_path).is_file()
+    again = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"))
+    assert f"(duplicate of {job.id})" in again.output
+
+
+def test_without_a_store_submit_copies_safely_into_the_priority_folder(tmp_path, data):
     result = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"), str(data / "en-jfk/jfk.flac"),
                  "--priority", "high")
     assert result.exit_code == 0, result.output
@@ -114,7 +125,7 @@ def test_submit_copies_safely_into_the_priority_folder(tmp_path, data):
     assert (high / "jfk.flac").read_bytes() == (data / "en-jfk/jfk.flac").read_bytes()
 
 
-def test_submit_writes_speaker_hints_beside_the_file_and_refuses_nonsense(tmp_path, data):
+def test_without_a_store_submit_writes_speaker_hints_beside_the_file_and_refuses_nonsense(tmp_path, data):
     result = ctl(tmp_path, "submit", str(data / "en-jfk/jfk.flac"), "--min-speakers", "2", "--max-speakers", "0")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "inbox/jfk.flac.toml").read_text() == "min_speakers = 2\nmax_speakers = 0\n"

@@ -227,38 +227,65 @@ def priority(ctx: click.Context, job_id: str, level: str) -> None:
 @click.pass_context
 def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers, min_speakers,
            max_speakers) -> None:
-    """Copy files into the inbox safely: a hidden temporary name, then a rename.
+    """Queue files now and print their job ids (the files are copied; yours stay where they are).
 
-    Speaker hints go in a sidecar <file>.toml, written first, which the daemon reads
-    with the file and keeps in the job record (`diarizectl show`).
+    Through the same intake as the inbox: the same dedupe, size limit and speaker hints
+    (kept in the job record, see `diarizectl show`). If you may not write the daemon's
+    state folder (an operator in group diarized), the files are copied into the inbox
+    instead, with the hints in a sidecar <file>.toml, and get their ids when the daemon takes them.
     """
     from diarized.config import speaker_hint_problems
-    from diarized.files import write_text
+    from diarized.store import SpeakerHints
 
     problems = speaker_hint_problems(num_speakers, min_speakers, max_speakers)
     if problems:
         raise click.UsageError("; ".join(problems))
-    hints = {k: v for k, v in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
-                               ("max_speakers", max_speakers)) if v is not None}
+    hints = SpeakerHints(num_speakers, min_speakers, max_speakers)
     settings = settings_from(ctx)
+    if not _may_write_state(settings):
+        for src in files:
+            click.echo(f"{src} -> {_copy_into_inbox(settings, src, level, hints)} (the daemon will take it)")
+        return
+    from diarized.client import Client
+    from diarized.uploads import BadName, TooLarge
+
+    with Client(settings=settings) as client:
+        for src in files:
+            try:
+                job = client.submit(src, level, hints)
+            except (TooLarge, BadName, OSError) as exc:
+                fail(f"{src}: {exc}")
+            note = f"duplicate of {job.duplicate_of}" if job.duplicate_of else str(job.state)
+            click.echo(f"{src} -> job {job.id} ({note})" + (f": {job.error}" if job.error else ""))
+
+
+def _may_write_state(settings: Settings) -> bool:
+    state = settings.db_path.parent
+    return settings.db_path.exists() and os.access(state, os.W_OK | os.X_OK) \
+        and os.access(settings.db_path, os.W_OK)
+
+
+def _copy_into_inbox(settings: Settings, src: Path, level: str, hints) -> Path:
+    """A hidden temporary name, then a rename: the inbox never sees half a file."""
+    from diarized.files import write_text
+
     folder = settings.inbox / ("" if level == "normal" else level)
     folder.mkdir(parents=True, exist_ok=True)
-    for src in files:
-        target = folder / src.name
-        n = 1
-        while target.exists():
-            target = folder / f"{src.stem}-{n}{src.suffix}"
-            n += 1
-        if hints:
-            write_text(target.with_name(target.name + ".toml"),
-                       "".join(f"{k} = {v}\n" for k, v in hints.items()))
-        tmp = folder / f".{target.name}.part"
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        os.rename(tmp, target)
-        click.echo(f"{src} -> {target}")
+    target = folder / src.name
+    n = 1
+    while target.exists():
+        target = folder / f"{src.stem}-{n}{src.suffix}"
+        n += 1
+    if hints.given():
+        write_text(target.with_name(target.name + ".toml"),
+                   "".join(f"{k} = {v}\n" for k, v in hints.given().items()))
+    tmp = folder / f".{target.name}.part"
+    with src.open("rb") as fin, tmp.open("wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.rename(tmp, target)
+    return target
 
 
 @click.command()
