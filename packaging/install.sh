@@ -58,7 +58,7 @@ install_venv() {
   local venv=$ROOT$PREFIX/venv
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet "${SRC}[systemd]"
+  "$venv/bin/pip" install --quiet "${SRC}[systemd,api]"
   install -m 0644 "$SRC/README.md" "$ROOT$PREFIX/README.md"
 }
 
@@ -67,6 +67,11 @@ install_files() {
   sed "s#/opt/diarized#$PREFIX#g" "$SRC/packaging/systemd/diarized.service" > "$UNIT_DIR/diarized.service.new"
   chmod 0644 "$UNIT_DIR/diarized.service.new"
   mv "$UNIT_DIR/diarized.service.new" "$UNIT_DIR/diarized.service"
+  # the optional network-facing service; enabled by the operator (README, HTTP API)
+  sed "s#/opt/diarized#$PREFIX#g" "$SRC/packaging/systemd/diarized-api.service" > "$UNIT_DIR/diarized-api.service.new"
+  chmod 0644 "$UNIT_DIR/diarized-api.service.new"
+  mv "$UNIT_DIR/diarized-api.service.new" "$UNIT_DIR/diarized-api.service"
+  install -m 0644 "$SRC/packaging/systemd/diarized-api.socket" "$UNIT_DIR/diarized-api.socket"
   install -m 0644 "$SRC/packaging/sysusers.d/diarized.conf" "$SYSUSERS_DIR/diarized.conf"
   install -m 0644 "$SRC/packaging/tmpfiles.d/diarized.conf" "$TMPFILES_DIR/diarized.conf"
   install -d -m 0755 "$CONF_DIR"
@@ -96,9 +101,10 @@ activate() {
 
 uninstall() {
   if ! staged && [ -d /run/systemd/system ]; then
-    systemctl disable --now diarized.service 2>/dev/null || true
+    systemctl disable --now diarized-api.socket diarized-api.service diarized.service 2>/dev/null || true
   fi
-  rm -f "$UNIT_DIR/diarized.service" "$SYSUSERS_DIR/diarized.conf" "$TMPFILES_DIR/diarized.conf"
+  rm -f "$UNIT_DIR/diarized.service" "$UNIT_DIR/diarized-api.service" "$UNIT_DIR/diarized-api.socket" \
+    "$SYSUSERS_DIR/diarized.conf" "$TMPFILES_DIR/diarized.conf"
   rm -rf "${ROOT:?}$PREFIX/venv" "$ROOT$PREFIX/README.md"
   rmdir "$ROOT$PREFIX" 2>/dev/null || true
   if ! staged && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

@@ -111,3 +111,20 @@ def postgres_server(unprivileged):
     server = PostgresServer(*unprivileged).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def make_api(tmp_path):
+    """Start `diarized api` processes on tmp_path/var; any still running at the end is killed."""
+    from tests.harness import ApiServer
+
+    created = []
+
+    def make(tokens=(), listen=None, start=True, **settings):
+        api = ApiServer(tmp_path / "var", list(tokens), listen, **settings)
+        created.append(api)
+        return api.start() if start else api
+    yield make
+    for api in created:
+        if api.proc and api.proc.poll() is None:
+            api.kill9()

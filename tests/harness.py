@@ -125,3 +125,65 @@ class Daemon:
                 j.state in ("succeeded", "failed", "cancelled", "duplicate") for j in jobs) and jobs
         return wait_until(done, timeout, lambda: f"{count} jobs to finish: "
                           f"{[(j.source_name, j.state) for j in self.jobs()]}\n{self.log.read_text()[-3000:]}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ApiServer:
+    """`diarized api` as a real uvicorn process on a free loopback port (or a unix socket)."""
+
+    def __init__(self, root: Path, tokens: list[str] = (), listen: str | None = None, **settings):
+        self.root = root
+        self.listen = listen or f"127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_API_TOKENS": ",".join(tokens),
+                    "DIARIZED_LOG_FORMAT": "json", "XDG_RUNTIME_DIR": str(root.parent / "run")}
+        self.env.update({f"DIARIZED_{k.upper()}": str(v) for k, v in settings.items()})
+        self.log = root.parent / f"api-{self.listen.replace('/', '_')}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return "http://api" if self.listen.startswith("unix:") else f"http://{self.listen}"
+
+    def client(self, token: str | None = None, **kw):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.HTTPTransport(uds=self.listen[5:]) if self.listen.startswith("unix:") else None
+        return httpx.Client(base_url=self.url, headers=headers, transport=transport, timeout=60, **kw)
+
+    def start(self, wait: bool = True) -> "ApiServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "diarized.cli.daemon", "api", "--state-dir", str(self.root),
+                 "--listen", self.listen], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+        if wait:
+            wait_until(self._healthy, 60, lambda: f"the API to answer:\n{self.log.read_text()}")
+        return self
+
+    def _healthy(self) -> bool:
+        import httpx
+
+        if self.proc.poll() is not None:
+            raise AssertionError(f"api exited with {self.proc.returncode}:\n{self.log.read_text()}")
+        try:
+            with self.client() as client:
+                return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

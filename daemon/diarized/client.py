@@ -116,8 +116,17 @@ class Client:
     def get(self, job_id: str) -> Job:
         return self.store.get(job_id)
 
-    def list(self, states: Iterable[State | str] | None = None, limit: int | None = 50) -> list[Job]:
-        return self.store.jobs(states=tuple(states) if states else None, limit=limit)
+    def list(self, states: Iterable[State | str] | None = None, limit: int | None = 50,
+             offset: int = 0) -> list[Job]:
+        """Newest first; `offset` pages through older ones."""
+        return self.store.jobs(states=tuple(states) if states else None, limit=limit, offset=offset)
+
+    def resolve(self, job_id: str) -> Job:
+        """The job, or for a duplicate the job it duplicates (whose outputs it shares)."""
+        job = self.get(job_id)
+        while job.state == State.DUPLICATE and job.duplicate_of:
+            job = self.get(job.duplicate_of)
+        return job
 
     def events(self, job_id: str) -> list[Event]:
         return self.store.events(self.get(job_id).id)
@@ -137,11 +146,8 @@ class Client:
         Raises TimeoutError after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        job = self.get(job_id)
+        job = self.resolve(job_id)
         while True:
-            if job.state == State.DUPLICATE and job.duplicate_of:
-                job = self.get(job.duplicate_of)
-                continue
             if job.state == State.SUCCEEDED:
                 return job
             if job.state in FINAL_STATES:
@@ -261,7 +267,7 @@ class Orchestrator:
     def get_job_status(self, job_id: str) -> dict[str, Any]:
         """The seed's status dict; a duplicate reports the job it duplicates (and says so)."""
         job = self._client.get(job_id)
-        followed = self._client.get(job.duplicate_of) if job.duplicate_of else job
+        followed = self._client.resolve(job.id)
         if followed.state in FINAL_STATES:
             self._deliver(followed)
         return followed.to_dict() | {"job_id": job.id, "status": followed.status,
@@ -269,29 +275,7 @@ class Orchestrator:
                                      "output_dir": str(self.output_dirs.get(followed.id) or followed.output_dir or "")}
 
     def get_system_status(self) -> dict[str, Any]:
-        status = self._client.system_status()
-        stats, counts = status.stats, status.counts
-        return {
-            "active_jobs": counts.get(State.RUNNING, 0),
-            "queued_jobs": counts.get(State.QUEUED, 0) + counts.get(State.INCOMING, 0),
-            "completed_jobs": counts.get(State.SUCCEEDED, 0),
-            "failed_jobs": counts.get(State.FAILED, 0),
-            "daemon": status.daemon.to_dict(),
-            "resource_manager": {
-                "memory": {"used_gb": status.memory_used_gb, "total_gb": status.memory_total_gb,
-                           "workers_gb": status.daemon.memory_used_gb,
-                           "budget_gb": status.daemon.memory_budget_gb or self.settings.max_memory_gb},
-                "cpu": {"percent": status.cpu_percent, "count": os.cpu_count()},
-            },
-            "orchestrator_stats": {
-                "total_jobs_processed": stats.succeeded + stats.failed,
-                "successful_jobs": stats.succeeded,
-                "failed_jobs": stats.failed,
-                "average_processing_time": stats.average_processing_seconds or 0.0,
-                "average_real_time_factor": stats.average_real_time_factor,
-                "peak_memory_usage": (stats.peak_memory_mb or 0.0) / 1024,
-            },
-        }
+        return seed_system_status(self._client.system_status(), self.settings.max_memory_gb)
 
     def add_job_completion_callback(self, callback: Callable[[Job], Any]) -> None:
         """Called with each job that ends (succeeded, failed, cancelled, duplicate) while this runs."""
@@ -330,6 +314,32 @@ class Orchestrator:
                     callback(job)
                 except Exception:
                     log.exception("completion callback %r failed for job %s", callback, job.id)
+
+
+def seed_system_status(status: SystemStatus, budget_gb: float) -> dict[str, Any]:
+    """The seed's get_system_status() keys (Orchestrator, and GET /system of the HTTP API)."""
+    stats, counts = status.stats, status.counts
+    return {
+        "active_jobs": counts.get(State.RUNNING, 0),
+        "queued_jobs": counts.get(State.QUEUED, 0) + counts.get(State.INCOMING, 0),
+        "completed_jobs": counts.get(State.SUCCEEDED, 0),
+        "failed_jobs": counts.get(State.FAILED, 0),
+        "daemon": status.daemon.to_dict(),
+        "resource_manager": {
+            "memory": {"used_gb": status.memory_used_gb, "total_gb": status.memory_total_gb,
+                       "workers_gb": status.daemon.memory_used_gb,
+                       "budget_gb": status.daemon.memory_budget_gb or budget_gb},
+            "cpu": {"percent": status.cpu_percent, "count": os.cpu_count()},
+        },
+        "orchestrator_stats": {
+            "total_jobs_processed": stats.succeeded + stats.failed,
+            "successful_jobs": stats.succeeded,
+            "failed_jobs": stats.failed,
+            "average_processing_time": stats.average_processing_seconds or 0.0,
+            "average_real_time_factor": stats.average_real_time_factor,
+            "peak_memory_usage": (stats.peak_memory_mb or 0.0) / 1024,
+        },
+    }
 
 
 def _env_value(value: Any) -> str:

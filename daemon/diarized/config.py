@@ -53,6 +53,19 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the operator who has to fix it."""
 
 
+WEBHOOK_EVENTS = ("succeeded", "failed", "cancelled")
+TOKEN_SCOPES = ("read", "submit")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One endpoint told about finished jobs (a [[webhooks]] table)."""
+
+    url: str
+    secret: str
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+
+
 def default_memory_gb() -> float:
     """The seed's 28 GB on a 32 GB box, scaled down on smaller machines."""
     total = psutil.virtual_memory().total / 2**30
@@ -110,6 +123,11 @@ class Settings:
     formats: tuple[str, ...] = FORMATS
     log_format: str = "auto"  # auto | human | json
     log_file: Path | None = None
+    # the network-facing service (`diarized api`)
+    api_listen: str = "127.0.0.1:8787"  # host:port, or unix:/path
+    api_tokens: tuple[str, ...] = ()  # "name:scope:sha256 of the token" (`diarizectl token new`)
+    api_allowed_roots: tuple[Path, ...] = ()  # folders POST /jobs may take a server-side path from
+    webhooks: tuple[Webhook, ...] = ()
 
     # -- derived folders -------------------------------------------------
     @property
@@ -186,6 +204,11 @@ def _base_type(name: str) -> type:
 def _coerce(name: str, value: Any) -> Any:
     """Turn a TOML or environment value into the field's type, or explain."""
     kind = _base_type(name)
+    if name == "webhooks":
+        return _webhooks(value)
+    if name == "api_allowed_roots":
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(Path(str(i).strip()).expanduser().absolute() for i in items if str(i).strip())
     if name == "state_dir" and not str(value).strip():
         raise ConfigError("state_dir must not be empty: give the folder for inbox/, outbox/, state/")
     try:
@@ -209,6 +232,54 @@ def _coerce(name: str, value: Any) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+
+
+def _webhooks(value: Any) -> tuple[Webhook, ...]:
+    """[[webhooks]] tables from TOML, or the same as JSON text (DIARIZED_WEBHOOKS, the worker's file)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ConfigError("webhooks: expected a JSON list of {url, secret, events}") from None
+    hooks = []
+    for n, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+        if isinstance(item, Webhook):
+            hooks.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise ConfigError(f"webhooks[{n}]: expected a table with url, secret and events")
+        unknown = sorted(set(item) - {"url", "secret", "events"})
+        if unknown or "url" not in item or "secret" not in item:
+            raise ConfigError(f"webhooks[{n}]: needs url and secret (and optionally events); "
+                              f"unknown: {', '.join(unknown) or '-'}")
+        hooks.append(Webhook(str(item["url"]), str(item["secret"]),
+                             tuple(item.get("events", WEBHOOK_EVENTS))))
+    return tuple(hooks)
+
+
+def api_problems(s: "Settings") -> list[str]:
+    """Tokens, webhooks and the listen address: checked at load, explained by key."""
+    problems = []
+    for entry in s.api_tokens:
+        parts = entry.split(":")
+        if len(parts) != 3 or parts[1] not in TOKEN_SCOPES or len(parts[2]) != 64 \
+                or any(c not in "0123456789abcdef" for c in parts[2]):
+            problems.append(f"api_tokens: {entry[:40]!r} is not name:scope:sha256 (scope read or submit; "
+                            "`diarizectl token new NAME` prints a valid entry)")
+    for hook in s.webhooks:
+        if not hook.url.startswith(("http://", "https://")):
+            problems.append(f"webhooks: url {hook.url!r} must start with http:// or https://")
+        if len(hook.secret) < 16:
+            problems.append(f"webhooks: the secret for {hook.url} must be at least 16 characters")
+        bad = [e for e in hook.events if e not in WEBHOOK_EVENTS]
+        if bad or not hook.events:
+            problems.append(f"webhooks: events for {hook.url} must be among {', '.join(WEBHOOK_EVENTS)}")
+    listen = s.api_listen
+    if not listen.startswith("unix:"):
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"api_listen must be host:port or unix:/path, not {listen!r}")
+    return problems
 
 
 def _range_problems(s: "Settings") -> list[str]:
@@ -252,6 +323,7 @@ def _validate(s: Settings) -> None:
     if s.log_format not in ("auto", "human", "json"):
         problems.append("log_format must be auto, human or json")
     problems += speaker_hint_problems(s.num_speakers, s.min_speakers, s.max_speakers)
+    problems += api_problems(s)
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -287,8 +359,13 @@ def check_folders(settings: Settings) -> None:
 
 def settings_to_json(settings: Settings) -> str:
     """Settings as the JSON a worker loads back with load_settings (paths as text, unset keys left out)."""
-    return json.dumps({k: (str(v) if isinstance(v, Path) else v)
-                       for k, v in dataclasses.asdict(settings).items() if v is not None})
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(i) for i in v]
+        return v
+    return json.dumps({k: plain(v) for k, v in dataclasses.asdict(settings).items() if v is not None})
 
 
 def speaker_hint_problems(num: int | None, low: int | None, high: int | None) -> list[str]:

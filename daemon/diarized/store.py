@@ -269,8 +269,9 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> Job:
         """By full id, or by a unique prefix or suffix (the short id in `status`)."""
 
-    def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
-        """Newest first, optionally only in the given states."""
+    def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None,
+             offset: int = 0) -> list[Job]:
+        """Newest first, optionally only in the given states; `offset` skips that many (pages)."""
 
     def events(self, job_id: str) -> list[Event]:
         """The job's timeline in the order the events were written."""
@@ -518,14 +519,15 @@ class SQLStore:
             raise NotFound(job_id)
         return self._rows("SELECT * FROM jobs WHERE id = ?", [ids[0]])[0]
 
-    def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None) -> list[Job]:
+    def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None,
+             offset: int = 0) -> list[Job]:
         sql, params = "SELECT * FROM jobs", []
         if states:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
             params += [str(s) for s in states]
         sql += " ORDER BY created_at DESC, id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+        if limit or offset:  # no LIMIT ALL in SQLite, no LIMIT -1 in PostgreSQL: a number both take
+            sql += f" LIMIT {int(limit) if limit else 2**62} OFFSET {int(offset)}"
         return self._rows(sql, params)
 
     def events(self, job_id: str) -> list[Event]:

@@ -10,6 +10,7 @@ from diarized.cli.doctor_cmd import doctor
 from diarized.cli.jobs_cmd import COMMANDS
 from diarized.cli.models_cmd import models
 from diarized.cli.oneshot import transcribe
+from diarized.cli.token_cmd import token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,6 +29,7 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None
 cli.add_command(transcribe)
 cli.add_command(models)
 cli.add_command(doctor)
+cli.add_command(token)
 for command in COMMANDS:
     cli.add_command(command)
 

@@ -84,6 +84,25 @@ def run(config: Path | None, state_dir: Path | None) -> None:
     serve(*load(config, state_dir))
 
 
+@cli.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML config (default: $DIARIZED_CONFIG or /etc/diarized/diarized.toml).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="State root; overrides the config.")
+@click.option("--listen", help="host:port or unix:/path (default: api_listen, 127.0.0.1:8787).")
+def api(config: Path | None, state_dir: Path | None, listen: str | None) -> None:
+    """The HTTP API, webhook delivery and /metrics, on the daemon's job store (never loads a model)."""
+    from diarized.api.server import Refused, serve as serve_api
+
+    settings, _ = load(config, state_dir)
+    logs.setup(settings.log_format, settings.log_file)
+    try:
+        serve_api(settings, listen)
+    except (Refused, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(CliExit.ERROR)
+
+
 def main() -> None:
     cli(prog_name="diarized")
 

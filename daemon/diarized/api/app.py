@@ -1,0 +1,336 @@
+"""The HTTP API: jobs, outputs, system status and the seed's aliases, on the daemon's job store.
+
+Every route goes through `Client` (client.py), the same library scripts use,
+so the API holds no job logic of its own. Handlers are plain functions run in
+Starlette's thread pool, each thread with its own store connection; only the
+upload is async, to stream the body to disk as it arrives.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
+from python_multipart.exceptions import FormParserError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from diarized.api import upload as multipart
+from diarized.api.auth import Principal, Scope, Tokens
+from diarized.api.models import (ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
+                                 PriorityChange, SeedProcess)
+from diarized.client import Client, seed_system_status
+from diarized.config import Settings
+from diarized.intake import Intake
+from diarized.store import InvalidTransition, Job, NotFound, Priority, SpeakerHints, State, StoreUnavailable
+from diarized.uploads import BadName, TooLarge
+
+
+class ApiError(Exception):
+    """An answer with a status, a stable code and a message that says what to do."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+class Clients:
+    """One Client (and store connection) per thread: a SQLite connection is not shared across threads."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.local = threading.local()
+
+    def get(self) -> Client:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = Client(settings=self.settings)
+        return client
+
+
+def create_app(settings: Settings, require_tokens: bool = True) -> FastAPI:
+    """require_tokens=False only for a unix socket, whose file permissions are the access control."""
+    tokens = Tokens(settings.api_tokens)
+    clients = Clients(settings)
+    app = FastAPI(title="diarized", version="1", description=(
+        "Speaker-attributed transcripts, offline. Authenticate with `Authorization: Bearer <token>` "
+        "(`diarizectl token new NAME`); read tokens may read, submit tokens may also submit, cancel, "
+        "retry and change priorities."), responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    app.state.settings, app.state.clients = settings, clients
+    _install_error_handlers(app)
+
+    def principal(request: Request) -> Principal:
+        if not tokens and not require_tokens:
+            return Principal("unix-socket", Scope.SUBMIT)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        found = tokens.check(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if found is None:
+            raise ApiError(401, "unauthorized", "a valid bearer token is required "
+                           "(Authorization: Bearer <token>; `diarizectl token new NAME` makes one)",
+                           {"WWW-Authenticate": "Bearer"})
+        return found
+
+    def reader(who: Principal = Depends(principal)) -> Principal:
+        return who
+
+    def submitter(who: Principal = Depends(principal)) -> Principal:
+        if who.scope < Scope.SUBMIT:
+            raise ApiError(403, "forbidden", f"token {who.name!r} is read-only; this needs a submit token")
+        return who
+
+    Read = Depends(reader)
+    Submit = Depends(submitter)
+
+    @app.get("/healthz", tags=["system"])
+    def healthz() -> dict:
+        """Liveness of this service and whether the daemon is up (no token needed)."""
+        try:
+            up = clients.get().store.daemon(15.0).up
+        except StoreUnavailable as exc:
+            raise ApiError(503, "store_unavailable", f"the job store cannot be read: {exc}")
+        return {"status": "ok", "daemon_up": up}
+
+    @app.post("/jobs", status_code=202, response_model=JobOut, tags=["jobs"], dependencies=[Submit],
+              openapi_extra={"requestBody": {"content": {
+                  "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                      "file": {"type": "string", "format": "binary"},
+                      "priority": {"type": "string", "enum": ["high", "normal", "low"]},
+                      "num_speakers": {"type": "integer"}, "min_speakers": {"type": "integer"},
+                      "max_speakers": {"type": "integer"}}}},
+                  "application/json": {"schema": PathSubmission.model_json_schema()}}}},
+              responses={413: {"model": ErrorOut}, 400: {"model": ErrorOut}})
+    async def submit(request: Request) -> JSONResponse:
+        """Upload a recording (multipart, streamed to disk, at most max_file_gb), or name a file on this
+        server inside api_allowed_roots (JSON). The job exists when this answers."""
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = PathSubmission.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise ApiError(400, "bad_request", "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())) from None
+            job = await run_in_threadpool(submit_path, body.path, body.priority,
+                                          _hints(body.num_speakers, body.min_speakers, body.max_speakers))
+        else:
+            job = await receive_upload(request)
+        return JSONResponse(JobOut.of(job).model_dump(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+
+    async def receive_upload(request: Request) -> Job:
+        length = request.headers.get("content-length")
+        limit = int(settings.max_file_gb * 2**30)
+        if length and length.isdigit() and int(length) > limit + (1 << 20):
+            raise TooLarge(f"the upload ({int(length) / 2**30:.2f} GiB) is larger than the limit "
+                           f"of {settings.max_file_gb:g} GiB (max_file_gb)")
+        intake = Intake(settings, clients.get().store)
+        received = await multipart.receive(request.headers.get("content-type", ""), request.stream(),
+                                           intake.new_upload)
+        try:
+            fields = received.fields
+            priority = _priority(fields.get("priority", "normal"))
+            hints = _hints(*(_int_field(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")))
+            return await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
+                received.upload, priority, hints))
+        finally:
+            received.upload.close()
+
+    def submit_path(path: str, priority: str, hints: SpeakerHints) -> Job:
+        return clients.get().submit(allowed_file(settings, path), _priority(priority), hints)
+
+    @app.get("/jobs", response_model=JobPage, tags=["jobs"], dependencies=[Read])
+    def list_jobs(state: Annotated[list[State] | None, Query()] = None,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                  offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
+        """Newest first; filter with one or more `state`; page with `offset` (next_offset)."""
+        jobs = clients.get().list(states=state, limit=limit + 1, offset=offset)
+        return JobPage(jobs=[JobOut.of(j) for j in jobs[:limit]], limit=limit, offset=offset,
+                       next_offset=offset + limit if len(jobs) > limit else None)
+
+    @app.get("/jobs/{job_id}", response_model=JobDetail, tags=["jobs"], dependencies=[Read],
+             responses={404: {"model": ErrorOut}})
+    def get_job(job_id: str) -> JobDetail:
+        """State, stage, progress, ETA, the events timeline and the outputs (full or short id)."""
+        client = clients.get()
+        job = client.get(job_id)
+        return JobDetail(job=JobOut.of(job), events=[EventOut.of(e) for e in client.events(job.id)],
+                         outputs=outputs_of(client, job))
+
+    @app.get("/jobs/{job_id}/outputs", response_model=list[OutputOut], tags=["outputs"], dependencies=[Read])
+    def list_outputs(job_id: str) -> list[OutputOut]:
+        client = clients.get()
+        return outputs_of(client, client.get(job_id))
+
+    @app.get("/jobs/{job_id}/outputs/{name:path}", tags=["outputs"], dependencies=[Read],
+             response_class=FileResponse, responses={404: {"model": ErrorOut}})
+    def get_output(job_id: str, name: str) -> FileResponse:
+        """One published file, by a name from the job's own list (nothing else is reachable)."""
+        client = clients.get()
+        job = client.resolve(job_id)
+        files = client.outputs(job.id)
+        path = files.get(name)
+        if path is None or path.is_symlink() or not _inside(path, Path(job.output_dir)):
+            raise ApiError(404, "no_such_output", f"job {job.id} has no output {name!r}; "
+                           f"it has: {', '.join(files) or 'none (not succeeded)'}")
+        return FileResponse(path, filename=path.name, media_type=_media_type(path))
+
+    @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
+    def cancel(job_id: str) -> JobOut:
+        """A queued job is cancelled at once, a running one at its worker's next check (about a second)."""
+        return JobOut.of(clients.get().cancel(job_id))
+
+    @app.post("/jobs/{job_id}/retry", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
+    def retry(job_id: str) -> JobOut:
+        return JobOut.of(clients.get().retry(job_id))
+
+    @app.post("/jobs/{job_id}/priority", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
+    def set_priority(job_id: str, change: PriorityChange) -> JobOut:
+        return JobOut.of(clients.get().set_priority(job_id, _priority(change.priority)))
+
+    @app.get("/system", tags=["system"], dependencies=[Read])
+    def system() -> dict:
+        """The seed's get_system_status(): active_jobs, resource_manager, orchestrator_stats, ..."""
+        client = clients.get()
+        return seed_system_status(client.system_status(), settings.max_memory_gb) | {
+            "counts": client.store.counts()}
+
+    # -- the seed's REST API, kept as documented aliases --------------------------------------
+    @app.post("/process", status_code=202, tags=["seed"], dependencies=[Submit])
+    def seed_process(body: SeedProcess) -> dict:
+        """The seed's POST /process: {file_path} -> {job_id}. Same as POST /jobs with a `path`;
+        outputs go to the outbox (GET /jobs/{id}/outputs), so output_dir is ignored."""
+        job = submit_path(body.file_path, body.priority, SpeakerHints())
+        return {"job_id": job.id, "status": job.status}
+
+    @app.get("/status/{job_id}", tags=["seed"], dependencies=[Read])
+    def seed_status(job_id: str) -> dict:
+        """The seed's GET /status/<job_id>: the job with the seed's `status` word (a duplicate
+        reports the job it duplicates)."""
+        client = clients.get()
+        job = client.get(job_id)
+        followed = client.resolve(job.id)
+        return JobOut.of(followed).model_dump() | {"job_id": job.id, "status": followed.status}
+
+    return app
+
+
+def outputs_of(client: Client, job: Job) -> list[OutputOut]:
+    return [OutputOut(name=name, size=path.stat().st_size, url=f"/jobs/{job.id}/outputs/{name}")
+            for name, path in client.outputs(job.id).items() if not path.is_symlink()]
+
+
+def allowed_file(settings: Settings, text: str) -> Path:
+    """A server-side path the API may copy from: a regular file whose real path (symlinks
+    resolved) lies inside one of api_allowed_roots."""
+    if not settings.api_allowed_roots:
+        raise ApiError(403, "paths_disabled", "this server takes no server-side paths "
+                       "(api_allowed_roots is empty): upload the file instead")
+    real = Path(os.path.realpath(text))
+    if not any(_inside(real, Path(os.path.realpath(root))) for root in settings.api_allowed_roots):
+        raise ApiError(403, "path_not_allowed", f"{text} is outside the folders this server takes "
+                       f"files from ({', '.join(map(str, settings.api_allowed_roots))})")
+    if not real.is_file():
+        raise ApiError(404, "no_such_file", f"{text} is not a file on this server")
+    return real
+
+
+def _inside(path: Path, root: Path) -> bool:
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == base or base in real.parents
+
+
+def _priority(text: str) -> Priority:
+    try:
+        return Priority.parse(text)
+    except ValueError as exc:
+        raise ApiError(400, "bad_priority", str(exc)) from None
+
+
+def _int_field(fields: dict[str, str], key: str) -> int | None:
+    value = fields.get(key, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(400, "bad_field", f"{key} must be a whole number, not {value!r}") from None
+
+
+def _hints(num: int | None, low: int | None, high: int | None) -> SpeakerHints:
+    from diarized.config import speaker_hint_problems
+
+    problems = speaker_hint_problems(num, low, high)
+    if problems:
+        raise ApiError(400, "bad_speaker_hints", "; ".join(problems))
+    return SpeakerHints(num, low, high)
+
+
+MEDIA_TYPES = {".json": "application/json", ".srt": "application/x-subrip", ".vtt": "text/vtt",
+               ".txt": "text/plain; charset=utf-8", ".rttm": "text/plain; charset=utf-8"}
+
+
+def _media_type(path: Path) -> str:
+    return MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every failure is {"error": {"code", "message"}} with a message that says what to do."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request, exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request, exc: NotFound):
+        return error_response(404, "no_such_job", f"no job {exc.args[0]!r} (GET /jobs lists them)")
+
+    @app.exception_handler(InvalidTransition)
+    async def conflict(_request, exc: InvalidTransition):
+        return error_response(409, "invalid_transition", str(exc))
+
+    @app.exception_handler(TooLarge)
+    async def too_large(_request, exc: TooLarge):
+        return error_response(413, "too_large", f"{exc}; nothing was kept")
+
+    @app.exception_handler(BadName)
+    async def bad_name(_request, exc: BadName):
+        return error_response(400, "bad_file_name", str(exc))
+
+    @app.exception_handler(multipart.BadUpload)
+    async def bad_upload(_request, exc: multipart.BadUpload):
+        return error_response(400, "bad_upload", str(exc))
+
+    @app.exception_handler(FormParserError)
+    async def bad_form(_request, exc: FormParserError):
+        return error_response(400, "bad_upload", f"the multipart body cannot be parsed: {exc}")
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(_request, exc: StoreUnavailable):
+        return error_response(503, "store_unavailable", f"the job store cannot be written now ({exc}); "
+                              "try again later", {"Retry-After": "60"})
+
+    @app.exception_handler(OSError)
+    async def os_error(_request, exc: OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error_response(507, "disk_full", "no space left for the upload on the server; "
+                                  "try again once space is freed", {"Retry-After": "300"})
+        return error_response(500, "io_error", f"the server could not store the file: {exc.strerror}")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+                             for e in exc.errors())
+        return error_response(400, "bad_request", problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))

@@ -1,0 +1,115 @@
+"""The HTTP API's JSON shapes: a documented contract (OpenAPI at /docs), not the store's columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from diarized.store import Event, Job
+
+
+class Speakers(BaseModel):
+    num: int | None = Field(None, description="exact count, if given")
+    min: int | None = Field(None, description="floor, if given")
+    max: int | None = Field(None, description="ceiling, if given (0: none)")
+
+
+class JobOut(BaseModel):
+    id: str
+    short_id: str
+    file: str = Field(description="the name the file was submitted with")
+    state: str = Field(description="incoming, queued, running, succeeded, failed, cancelled, duplicate")
+    status: str = Field(description="the seed's word: queued, processing, completed, failed, cancelled, duplicate")
+    priority: str
+    stage: str | None
+    progress: float
+    eta_seconds: float | None
+    duration: float | None = Field(description="seconds of audio, once decoded")
+    attempts: int
+    max_attempts: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    processing_seconds: float | None
+    real_time_factor: float | None
+    peak_rss_mb: float | None
+    speakers: Speakers
+    error_type: str | None
+    error: str | None
+    hint: str | None = Field(description="what to do about the error")
+    duplicate_of: str | None
+    cancel_requested: bool
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job) -> "JobOut":
+        rtf = job.processing_seconds / job.duration if job.processing_seconds and job.duration else None
+        links = {"self": f"/jobs/{job.id}"}
+        if job.state == "succeeded":
+            links["outputs"] = f"/jobs/{job.id}/outputs"
+        return cls(id=job.id, short_id=job.short_id, file=job.source_name, state=job.state, status=job.status,
+                   priority=job.priority_name, stage=job.stage, progress=job.progress,
+                   eta_seconds=job.eta_seconds, duration=job.duration, attempts=job.attempts,
+                   max_attempts=job.max_attempts, created_at=job.created_at, started_at=job.started_at,
+                   finished_at=job.finished_at, processing_seconds=job.processing_seconds,
+                   real_time_factor=rtf, peak_rss_mb=job.peak_rss_mb,
+                   speakers=Speakers(num=job.num_speakers, min=job.min_speakers, max=job.max_speakers),
+                   error_type=job.error_type, error=job.error, hint=job.hint, duplicate_of=job.duplicate_of,
+                   cancel_requested=bool(job.cancel_requested), links=links)
+
+
+class EventOut(BaseModel):
+    at: float
+    kind: str
+    detail: str
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> "EventOut":
+        return cls(at=event.at, kind=event.kind, detail=event.detail, data=event.data)
+
+
+class OutputOut(BaseModel):
+    name: str
+    size: int
+    url: str
+
+
+class JobDetail(BaseModel):
+    job: JobOut
+    events: list[EventOut]
+    outputs: list[OutputOut]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="pass as offset for the next page; null on the last")
+
+
+class PathSubmission(BaseModel):
+    """POST /jobs with JSON: a file already on this server, inside api_allowed_roots."""
+
+    path: str
+    priority: str = "normal"
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+
+class SeedProcess(BaseModel):
+    """The seed's POST /process body. Outputs always go to the outbox: output_dir is accepted and ignored."""
+
+    file_path: str
+    output_dir: str | None = None
+    priority: str = "normal"
+
+
+class PriorityChange(BaseModel):
+    priority: str = Field(description="high, normal or low")
+
+
+class ErrorOut(BaseModel):
+    error: dict[str, str] = Field(description="{code, message}")
