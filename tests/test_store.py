@@ -240,6 +240,51 @@ def test_concurrent_claims_from_processes_never_double_claim(store, location, tm
     assert all(store.get(i).attempts == 1 for i in ids)
 
 
+# -- webhooks: a transactional outbox ---------------------------------------------------------------
+def test_every_final_transition_writes_one_notification(store, tmp_path):
+    done = store.claim(_queued(store, tmp_path, "a.wav", "a").id)
+    store.mark_succeeded(done.id, "/outbox/a", None)
+    broken = store.claim(_queued(store, tmp_path, "b.wav", "b").id)
+    store.fail(broken.id, "BadMedia", "broken", "re-export")
+    stopped = _queued(store, tmp_path, "c.wav", "c")
+    store.mark_cancelled(stopped.id, None)
+    tired = store.claim(_queued(store, tmp_path, "d.wav", "d").id)
+    for _ in range(3):
+        store.requeue(tired.id, "crash", spend_attempt=True)
+        store.claim(tired.id)
+    store.requeue(tired.id, "crash", spend_attempt=True)  # the fourth: failed, no attempts left
+    store.claim(_queued(store, tmp_path, "e.wav", "e").id)
+    store.requeue(store.get(store.jobs()[0].id).id, "stopped", spend_attempt=False)  # not final: none
+    notes = store.pending_notifications()
+    assert [(n.job_id, n.event) for n in notes] == [(done.id, "succeeded"), (broken.id, "failed"),
+                                                    (stopped.id, "cancelled"), (tired.id, "failed")]
+
+
+def test_deliveries_are_made_once_claimed_once_and_retried_until_done(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    store.mark_succeeded(job.id, "/outbox/a", None)
+    note = store.pending_notifications()[0]
+    later = time.time() + 86400
+    store.add_deliveries(note.id, [("dlv_1", "http://a/", "{}"), ("dlv_2", "http://b/", "{}")], later)
+    store.add_deliveries(note.id, [("dlv_3", "http://a/", "{}")], later)  # a second sender: nothing
+    assert store.pending_notifications() == []
+    assert sorted(d.id for d in store.deliveries(job.id)) == ["dlv_1", "dlv_2"]
+    first = store.claim_deliveries(lease_seconds=60)
+    assert sorted(d.id for d in first) == ["dlv_1", "dlv_2"] and store.claim_deliveries(60) == []
+    assert sorted(d.id for d in store.claim_deliveries(60, now=time.time() + 61)) == ["dlv_1", "dlv_2"]
+    retry = store.finish_attempt("dlv_1", 500, "HTTP 500", retry_at=time.time() - 1)
+    assert retry.state == "pending" and retry.attempts == 1 and retry.last_status == 500
+    assert [d.id for d in store.claim_deliveries(60)] == ["dlv_1"]
+    assert store.finish_attempt("dlv_1", 204, None, None).state == "delivered"
+    assert store.finish_attempt("dlv_2", None, "refused", None).state == "failed"
+    assert store.delivery_counts() == {"delivered": 1, "failed": 1}
+    again = store.retry_delivery("dlv_2", later)
+    assert again.state == "pending" and again.expires_at == later
+    assert store.get_delivery("dlv_2").id == "dlv_2"
+    with pytest.raises(NotFound):
+        store.get_delivery("dlv_")  # two match
+
+
 # -- SQLite's schema -------------------------------------------------------------------------------
 def test_schema_is_versioned_wal_and_a_newer_one_is_refused(tmp_path):
     SQLiteStore(tmp_path / "d.db")

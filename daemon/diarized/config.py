@@ -45,6 +45,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "stop_timeout_seconds": (0, False, None), "unit_seconds": (0, False, None),
     "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
+    "webhook_retry_seconds": (0, False, None),
 }
 
 
@@ -54,6 +55,7 @@ class ConfigError(ValueError):
 
 
 WEBHOOK_EVENTS = ("succeeded", "failed", "cancelled")
+WEBHOOK_WINDOW_SECONDS = 86400.0  # a failing delivery is retried for a day, then failed
 TOKEN_SCOPES = ("read", "submit")
 
 
@@ -128,6 +130,7 @@ class Settings:
     api_tokens: tuple[str, ...] = ()  # "name:scope:sha256 of the token" (`diarizectl token new`)
     api_allowed_roots: tuple[Path, ...] = ()  # folders POST /jobs may take a server-side path from
     webhooks: tuple[Webhook, ...] = ()
+    webhook_retry_seconds: float = 10.0  # first retry of a failed delivery; doubled, at most an hour
 
     # -- derived folders -------------------------------------------------
     @property

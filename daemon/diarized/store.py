@@ -197,6 +197,44 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # gave up (a day of retries), or the endpoint is no longer configured
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A job reached a final state: written in the same transaction (a transactional outbox)."""
+
+    id: int
+    job_id: str
+    event: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook POST of one notification to one endpoint; `id` is the receiver's dedupe key."""
+
+    id: str
+    job_id: str
+    event: str
+    url: str
+    state: DeliveryState
+    attempts: int
+    created_at: float
+    expires_at: float
+    next_at: float
+    last_at: float | None
+    last_status: int | None
+    last_error: str | None
+    payload: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", DeliveryState(self.state))
+
+
 @dataclass(frozen=True)
 class DaemonStatus:
     """The supervisor's last published heartbeat, and whether it is still alive."""
@@ -372,6 +410,41 @@ class JobStore(Protocol):
     def set_priority(self, job_id: str, priority: Priority) -> Job:
         """Change a live job's priority; InvalidTransition once it is final."""
 
+    # -- webhooks (api/webhooks.py) ----------------------------------------------------------
+    def pending_notifications(self, limit: int = 100) -> list[Notification]:
+        """Final transitions not yet turned into deliveries, oldest first.
+
+        Every transition to succeeded, failed or cancelled writes one in its own transaction,
+        so a notification exists exactly when the state change does.
+        """
+
+    def add_deliveries(self, notification_id: int, deliveries: list[tuple[str, str, str]],
+                       expires_at: float) -> None:
+        """(id, url, payload) rows for a notification, and the notification marked dispatched: atomic."""
+
+    def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None) -> list[Delivery]:
+        """Pending deliveries that are due, leased for lease_seconds (not due again meanwhile).
+
+        Of several senders, each due delivery goes to one; a sender that dies mid-send
+        leaves it due again when the lease ends (at least once).
+        """
+
+    def finish_attempt(self, delivery_id: str, status: int | None, error: str | None,
+                       retry_at: float | None) -> Delivery:
+        """Record an attempt: delivered when error is None, else pending until retry_at, else failed."""
+
+    def deliveries(self, job_id: str | None = None, limit: int | None = 100) -> list[Delivery]:
+        """Newest first, of one job or of all."""
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        """By id or a unique prefix; NotFound otherwise."""
+
+    def retry_delivery(self, delivery_id: str, expires_at: float) -> Delivery:
+        """Pending again, due now, retried until expires_at (an operator's `webhooks retry`)."""
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Deliveries per state."""
+
     # -- maintenance ---------------------------------------------------------------------------
     def integrity_check(self) -> str:
         """'ok', or what the database engine found wrong."""
@@ -381,7 +454,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
@@ -420,6 +493,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'ALTER TABLE "jobs" ADD COLUMN "num_speakers" INTEGER',
         'ALTER TABLE "jobs" ADD COLUMN "min_speakers" INTEGER',
         'ALTER TABLE "jobs" ADD COLUMN "max_speakers" INTEGER',
+    ),
+    5: (
+        # webhooks: a notification per final transition (same transaction), then deliveries
+        """CREATE TABLE "notifications" (
+           "id" INTEGER PRIMARY KEY, "job_id" TEXT NOT NULL, "event" TEXT NOT NULL, "at" REAL NOT NULL,
+           "dispatched_at" REAL)""",
+        'CREATE INDEX "idx_notifications_dispatched_at" ON "notifications" ("dispatched_at", "id")',
+        """CREATE TABLE "deliveries" (
+           "id" TEXT PRIMARY KEY, "job_id" TEXT NOT NULL, "event" TEXT NOT NULL, "url" TEXT NOT NULL,
+           "state" TEXT NOT NULL, "attempts" INTEGER NOT NULL, "created_at" REAL NOT NULL,
+           "expires_at" REAL NOT NULL, "next_at" REAL NOT NULL, "last_at" REAL, "last_status" INTEGER,
+           "last_error" TEXT, "payload" TEXT NOT NULL)""",
+        'CREATE INDEX "idx_deliveries_state_next_at" ON "deliveries" ("state", "next_at")',
+        'CREATE INDEX "idx_deliveries_job_id" ON "deliveries" ("job_id")',
     ),
 }
 
@@ -468,6 +555,7 @@ class SQLStore:
     """
 
     FOR_UPDATE = ""
+    SKIP_LOCKED = ""  # PostgreSQL: rows another transaction holds are skipped, not waited for
 
     def _x(self, conn, sql: str, params: list | tuple = ()):
         return conn.execute(sql, params)
@@ -501,6 +589,11 @@ class SQLStore:
                data: dict | None = None) -> None:
         self._x(conn, "INSERT INTO events (job_id, at, kind, detail, data) VALUES (?, ?, ?, ?, ?)",
                      [job_id, time.time(), kind, detail, json.dumps(data) if data else None])
+
+    def _notify(self, conn, job_id: str, event: State) -> None:
+        """The transactional outbox: the webhook sender finds this row iff the transition committed."""
+        self._x(conn, "INSERT INTO notifications (job_id, event, at) VALUES (?, ?, ?)",
+                [job_id, str(event), time.time()])
 
     def _require(self, conn, job_id: str) -> Job:
         job = self._row(conn, "SELECT * FROM jobs WHERE id = ?" + self.FOR_UPDATE, [job_id])
@@ -645,6 +738,7 @@ class SQLStore:
                 self._update(conn, job_id, state=State.FAILED, finished_at=now, worker_pid=None,
                              error=job.error or reason, error_type=job.error_type or "Crash")
                 self._event(conn, job_id, "failed", f"{reason}; no attempts left")
+                self._notify(conn, job_id, State.FAILED)
             else:
                 self._update(conn, job_id, state=State.QUEUED, attempts=attempts, worker_pid=None,
                              stage=None, not_before=now + backoff, supervisor_deaths=0)
@@ -668,6 +762,7 @@ class SQLStore:
                              hint="check the journal around those times (memory? a crash?); "
                                   f"`diarizectl retry {job.short_id}` runs it again")
                 self._event(conn, job_id, "failed", f"{reason}; {deaths} daemon deaths in a row")
+                self._notify(conn, job_id, State.FAILED)
             else:
                 self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
                              worker_pid=None, stage=None, not_before=now, supervisor_deaths=deaths)
@@ -681,6 +776,7 @@ class SQLStore:
             self._update(conn, job_id, state=State.FAILED, finished_at=time.time(), worker_pid=None,
                          error=error, error_type=error_type, hint=hint)
             self._event(conn, job_id, "failed", f"{error_type}: {error}")
+            self._notify(conn, job_id, State.FAILED)
             return self._require(conn, job_id)
 
     def set_output_dir(self, job_id: str, output_dir: str) -> None:
@@ -696,6 +792,7 @@ class SQLStore:
                          source_path=source_path, progress=1.0, stage="done", eta_seconds=0,
                          worker_pid=None, processing_seconds=processing, supervisor_deaths=0)
             self._event(conn, job_id, "succeeded", f"published to {output_dir}")
+            self._notify(conn, job_id, State.SUCCEEDED)
             return self._require(conn, job_id)
 
     def mark_cancelled(self, job_id: str, where: str | None) -> Job:
@@ -704,6 +801,7 @@ class SQLStore:
             self._update(conn, job_id, state=State.CANCELLED, finished_at=time.time(), worker_pid=None,
                          source_path=where, error="cancelled by the operator", error_type="Cancelled")
             self._event(conn, job_id, "cancelled", f"original in {where}" if where else "")
+            self._notify(conn, job_id, State.CANCELLED)
             return self._require(conn, job_id)
 
     def set_source(self, job_id: str, source_path: str) -> None:
@@ -779,6 +877,79 @@ class SQLStore:
             self._update(conn, job_id, priority=int(priority))
             self._event(conn, job_id, "priority", priority.name.lower())
             return self._require(conn, job_id)
+
+    # -- webhooks ---------------------------------------------------------------------------
+    def _deliveries(self, conn, sql: str, params: list) -> list[Delivery]:
+        cur = self._x(conn, sql, params)
+        names = [d[0] for d in cur.description]
+        return [Delivery(**dict(zip(names, row))) for row in cur.fetchall()]
+
+    def pending_notifications(self, limit: int = 100) -> list[Notification]:
+        rows = self._fetch("SELECT id, job_id, event, at FROM notifications WHERE dispatched_at IS NULL "
+                           f"ORDER BY id LIMIT {int(limit)}")
+        return [Notification(*row) for row in rows]
+
+    def add_deliveries(self, notification_id: int, deliveries: list[tuple[str, str, str]],
+                       expires_at: float) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            row = self._x(conn, "SELECT job_id, event, dispatched_at FROM notifications WHERE id = ?"
+                          + self.FOR_UPDATE, [notification_id]).fetchone()
+            if row is None or row[2] is not None:
+                return  # another sender dispatched it first
+            for delivery_id, url, payload in deliveries:
+                self._x(conn, "INSERT INTO deliveries (id, job_id, event, url, state, attempts, created_at, "
+                              "expires_at, next_at, payload) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?) "
+                              "ON CONFLICT (id) DO NOTHING",
+                        [delivery_id, row[0], row[1], url, now, expires_at, now, payload])
+            self._x(conn, "UPDATE notifications SET dispatched_at = ? WHERE id = ?", [now, notification_id])
+
+    def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None) -> list[Delivery]:
+        now = time.time() if now is None else now
+        with self.transaction() as conn:
+            due = self._deliveries(conn, "SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? "
+                                         f"ORDER BY next_at LIMIT {int(limit)}" + self.SKIP_LOCKED, [now])
+            for delivery in due:
+                self._x(conn, "UPDATE deliveries SET next_at = ? WHERE id = ?", [now + lease_seconds, delivery.id])
+            return due
+
+    def finish_attempt(self, delivery_id: str, status: int | None, error: str | None,
+                       retry_at: float | None) -> Delivery:
+        now = time.time()
+        state = DeliveryState.DELIVERED if error is None else \
+            DeliveryState.PENDING if retry_at is not None else DeliveryState.FAILED
+        with self.transaction() as conn:
+            self._x(conn, "UPDATE deliveries SET state = ?, attempts = attempts + 1, last_at = ?, "
+                          "last_status = ?, last_error = ?, next_at = ? WHERE id = ?",
+                    [str(state), now, status, error, retry_at if retry_at is not None else now, delivery_id])
+        return self.get_delivery(delivery_id)
+
+    def deliveries(self, job_id: str | None = None, limit: int | None = 100) -> list[Delivery]:
+        sql, params = "SELECT * FROM deliveries", []
+        if job_id is not None:
+            sql, params = sql + " WHERE job_id = ?", [job_id]
+        sql += " ORDER BY created_at DESC, id" + (f" LIMIT {int(limit)}" if limit else "")
+        with self.reading() as conn:
+            return self._deliveries(conn, sql, params)
+
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        with self.reading() as conn:
+            found = self._deliveries(conn, "SELECT * FROM deliveries WHERE id = ? OR id LIKE ? LIMIT 2",
+                                     [delivery_id, f"{delivery_id}%"])
+        exact = [d for d in found if d.id == delivery_id]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        raise NotFound(delivery_id)
+
+    def retry_delivery(self, delivery_id: str, expires_at: float) -> Delivery:
+        delivery = self.get_delivery(delivery_id)
+        with self.transaction() as conn:
+            self._x(conn, "UPDATE deliveries SET state = 'pending', next_at = ?, expires_at = ? WHERE id = ?",
+                    [time.time(), expires_at, delivery.id])
+        return self.get_delivery(delivery.id)
+
+    def delivery_counts(self) -> dict[str, int]:
+        return dict(self._fetch("SELECT state, COUNT(*) FROM deliveries GROUP BY state"))
 
     def stats(self) -> dict[str, Any]:
         count = "SUM(CASE WHEN state = '{}' THEN 1 ELSE 0 END)".format

@@ -39,6 +39,7 @@ def migrations() -> list[tuple[int, str]]:
 
 class PostgresStore(SQLStore):
     FOR_UPDATE = " FOR UPDATE"
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, dsn: str, readonly: bool = False, pool_size: int = 4):
         self.dsn = dsn

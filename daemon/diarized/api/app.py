@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -23,13 +24,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diarized.api import upload as multipart
+from diarized.api import webhooks
 from diarized.api.auth import Principal, Scope, Tokens
 from diarized.api.models import (ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
                                  PriorityChange, SeedProcess)
 from diarized.client import Client, seed_system_status
 from diarized.config import Settings
 from diarized.intake import Intake
-from diarized.store import InvalidTransition, Job, NotFound, Priority, SpeakerHints, State, StoreUnavailable
+from diarized.store import (InvalidTransition, Job, NotFound, Priority, SpeakerHints, State, StoreUnavailable,
+                            open_store)
 from diarized.uploads import BadName, TooLarge
 
 
@@ -59,11 +62,19 @@ class Clients:
         return client
 
 
-def create_app(settings: Settings, require_tokens: bool = True) -> FastAPI:
+def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: bool = True) -> FastAPI:
     """require_tokens=False only for a unix socket, whose file permissions are the access control."""
     tokens = Tokens(settings.api_tokens)
     clients = Clients(settings)
-    app = FastAPI(title="diarized", version="1", description=(
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        halt = webhooks.start(settings, lambda: open_store(settings.db_path)) if send_webhooks else None
+        yield
+        if halt:
+            halt()
+
+    app = FastAPI(title="diarized", version="1", lifespan=lifespan, description=(
         "Speaker-attributed transcripts, offline. Authenticate with `Authorization: Bearer <token>` "
         "(`diarizectl token new NAME`); read tokens may read, submit tokens may also submit, cancel, "
         "retry and change priorities."), responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})

@@ -11,6 +11,7 @@ from diarized.cli.jobs_cmd import COMMANDS
 from diarized.cli.models_cmd import models
 from diarized.cli.oneshot import transcribe
 from diarized.cli.token_cmd import token
+from diarized.cli.webhooks_cmd import webhooks
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,6 +31,7 @@ cli.add_command(transcribe)
 cli.add_command(models)
 cli.add_command(doctor)
 cli.add_command(token)
+cli.add_command(webhooks)
 for command in COMMANDS:
     cli.add_command(command)
 

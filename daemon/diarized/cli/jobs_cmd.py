@@ -159,8 +159,10 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     events = store.events(job.id)
     outputs = sorted(str(p) for p in Path(job.output_dir).rglob("*") if p.is_file()) \
         if job.output_dir and Path(job.output_dir).is_dir() else []
+    deliveries = store.deliveries(job.id)
     if as_json:
-        _emit_json({"job": job.to_dict(), "events": [e.__dict__ for e in events], "outputs": outputs})
+        _emit_json({"job": job.to_dict(), "events": [e.__dict__ for e in events], "outputs": outputs,
+                    "deliveries": [delivery_dict(d) for d in deliveries]})
         return
     console = _console()
     details = Table(box=None, show_header=False, pad_edge=False)
@@ -179,6 +181,28 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     console.print(timeline)
     for path in outputs:
         console.print(path)
+    if deliveries:
+        console.print(deliveries_table(deliveries))
+
+
+def delivery_dict(d) -> dict:
+    """A delivery without its payload (the body is in the receiver's hands, and long)."""
+    return {k: v for k, v in d.__dict__.items() if k != "payload"}
+
+
+def deliveries_table(deliveries) -> Table:
+    """One line per webhook delivery; at 80 columns the receiver shows as its host, the answer shortened."""
+    from urllib.parse import urlsplit
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("webhook", no_wrap=True, min_width=20)
+    for name in ("event", "to", "state", "tries"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("last answer", no_wrap=True, overflow="ellipsis")
+    for d in deliveries:
+        last = d.last_error or (f"HTTP {d.last_status}" if d.last_status else "-")
+        table.add_row(d.id, d.event, urlsplit(d.url).netloc, d.state, str(d.attempts), last)
+    return table
 
 
 def _change(ctx: click.Context, job_id: str, action) -> Job:
