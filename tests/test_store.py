@@ -149,8 +149,9 @@ def test_lease_holder_threads_and_expiry(store, tmp_path):
     a = store.claim(_queued(store, tmp_path, "a.wav", "1").id)
     b = store.claim(_queued(store, tmp_path, "b.wav", "2").id)
     store.set_worker(a.id, 4242, 2)
-    store.set_worker(b.id, 4343, 1)
+    store.set_worker(b.id, 4343, 1, "tiny.en")
     assert store.get(a.id).worker_pid == 4242 and store.worker_threads(a.id) == [2]
+    assert store.get(b.id).model == "tiny.en" and store.get(a.id).model is None
     assert store.expired_leases(60) == []
     later = time.time() + 120
     assert {j.id for j in store.expired_leases(60, now=later)} == {a.id, b.id}

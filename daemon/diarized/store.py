@@ -139,6 +139,7 @@ class Job:
     num_speakers: int | None = None  # per-job speaker hints; None: the configuration's
     min_speakers: int | None = None
     max_speakers: int | None = None
+    model: str | None = None  # the Whisper model of its last attempt (metrics by model)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
@@ -263,6 +264,20 @@ class PendingWork:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Timing:
+    """One succeeded job's figures; queue_wait is from recording to its last attempt's start."""
+
+    model: str | None
+    processing_seconds: float
+    duration: float | None
+    queue_wait: float | None
+
+    @property
+    def real_time_factor(self) -> float | None:
+        return self.processing_seconds / self.duration if self.duration else None
+
+
 def short_id(job_id: str) -> str:
     """The 6-character id `diarizectl status` shows and accepts (the random tail of the id)."""
     return job_id[-6:]
@@ -320,6 +335,9 @@ class JobStore(Protocol):
     def stats(self) -> dict[str, Any]:
         """The seed's orchestrator metrics over the whole history."""
 
+    def timings(self) -> list[Timing]:
+        """Model, processing time, audio length and queue wait of every succeeded job (metrics)."""
+
     def pending_work(self) -> PendingWork:
         """Size and known audio duration of every incoming, queued or running job."""
 
@@ -340,8 +358,8 @@ class JobStore(Protocol):
         several processes claiming one job, exactly one gets it.
         """
 
-    def set_worker(self, job_id: str, pid: int, threads: int) -> None:
-        """Record the running job's worker process (its lease holder) and its thread share."""
+    def set_worker(self, job_id: str, pid: int, threads: int, model: str | None = None) -> None:
+        """Record the running job's worker process (its lease holder), its thread share and model."""
 
     def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
         """running -> queued, not claimable for `backoff` seconds.
@@ -454,7 +472,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
@@ -507,6 +525,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
            "last_error" TEXT, "payload" TEXT NOT NULL)""",
         'CREATE INDEX "idx_deliveries_state_next_at" ON "deliveries" ("state", "next_at")',
         'CREATE INDEX "idx_deliveries_job_id" ON "deliveries" ("job_id")',
+    ),
+    6: (
+        # the Whisper model each job ran with (processing time and real-time factor by model)
+        'ALTER TABLE "jobs" ADD COLUMN "model" TEXT',
     ),
 }
 
@@ -632,6 +654,11 @@ class SQLStore:
     def counts(self) -> dict[str, int]:
         return dict(self._fetch("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
 
+    def timings(self) -> list[Timing]:
+        rows = self._fetch("SELECT model, processing_seconds, duration, started_at - created_at FROM jobs "
+                           "WHERE state = 'succeeded' AND processing_seconds IS NOT NULL")
+        return [Timing(*row) for row in rows]
+
     def pending_work(self) -> PendingWork:
         jobs, size, seconds = self._fetch(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(duration), 0) FROM jobs "
@@ -721,11 +748,11 @@ class SQLStore:
             self._event(conn, job_id, "claimed", f"attempt {job.attempts + 1}/{job.max_attempts}")
             return self._require(conn, job_id)
 
-    def set_worker(self, job_id: str, pid: int, threads: int) -> None:
+    def set_worker(self, job_id: str, pid: int, threads: int, model: str | None = None) -> None:
         with self.transaction() as conn:
-            self._update(conn, job_id, worker_pid=pid, heartbeat_at=time.time())
+            self._update(conn, job_id, worker_pid=pid, heartbeat_at=time.time(), model=model)
             self._event(conn, job_id, "worker_started", f"pid {pid}, {threads} threads",
-                        {"pid": pid, "threads": threads})
+                        {"pid": pid, "threads": threads, "model": model})
 
     def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
         now = time.time()

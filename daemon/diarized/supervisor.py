@@ -308,7 +308,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, close_fds=True)
         self.running[job.id] = Running(job, proc, psutil.Process(proc.pid), estimate_gb, threads)
-        self.store.set_worker(job.id, proc.pid, threads)
+        self.store.set_worker(job.id, proc.pid, threads, self.settings.model)
         log.info("%s: started worker %d for %s", job.id, proc.pid, job.source_name,
                  extra={"job_id": job.id, "file": job.source_name})
 

@@ -17,14 +17,15 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from python_multipart.exceptions import FormParserError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diarized.api import upload as multipart
-from diarized.api import webhooks
+from diarized.api import metrics, webhooks
 from diarized.api.auth import Principal, Scope, Tokens
 from diarized.api.models import (ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
                                  PriorityChange, SeedProcess)
@@ -212,6 +213,14 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         client = clients.get()
         return seed_system_status(client.system_status(), settings.max_memory_gb) | {
             "counts": client.store.counts()}
+
+    metrics_registry = metrics.registry(lambda: clients.get().store)
+
+    @app.get("/metrics", tags=["system"], dependencies=[Read], response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus text format: jobs by state and outcome, processing time and real-time factor by
+        model, queue wait, worker RSS and the memory budget, webhook deliveries (a read token)."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- the seed's REST API, kept as documented aliases --------------------------------------
     @app.post("/process", status_code=202, tags=["seed"], dependencies=[Submit])

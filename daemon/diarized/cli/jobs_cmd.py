@@ -316,11 +316,22 @@ def _copy_into_inbox(settings: Settings, src: Path, level: str, hints) -> Path:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """The seed's metrics: totals, success rate, average time and real-time factor, peak memory."""
+    """The seed's metrics, and the figures /metrics exports: by model, queue wait, memory, webhooks."""
+    from diarized import figures
+
     store, _ = _store(ctx)
     data = store.stats()
+    f = figures.gather(store)
+    models = {model: _timing_summary(ts) for model, ts in f.by_model().items()}
+    waits = f.queue_waits()
+    extra = {"jobs_by_state": f.states, "by_model": models,
+             "queue_wait_seconds": {"p50": figures.percentile(waits, 0.5), "p95": figures.percentile(waits, 0.95)},
+             "workers": {"busy": f.daemon.workers_busy, "max": f.daemon.workers_total,
+                         "rss_mb": f.worker_rss_mb},
+             "memory_gb": {"used": f.daemon.memory_used_gb, "budget": f.daemon.memory_budget_gb},
+             "webhook_deliveries": f.deliveries}
     if as_json:
-        _emit_json(data)
+        _emit_json(data | extra)
         return
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
@@ -331,7 +342,35 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     labels = {"peak_memory_mb": "peak memory", "average_processing_seconds": "average processing time"}
     for key, value in data.items():
         table.add_row(labels.get(key, key.replace("_", " ")), "-" if value is None else fmt.get(key, str)(value))
-    _console().print(table)
+    wait = extra["queue_wait_seconds"]
+    table.add_row("queue wait p50 / p95", f"{duration_text(wait['p50'])} / {duration_text(wait['p95'])}")
+    table.add_row("workers busy", f"{f.daemon.workers_busy}/{f.daemon.workers_total}")
+    table.add_row("memory used / budget", f"{f.daemon.memory_used_gb:.1f}/{f.daemon.memory_budget_gb:.1f} GiB")
+    table.add_row("jobs now", " · ".join(f"{n} {s}" for s, n in sorted(f.states.items())) or "-")
+    table.add_row("webhook deliveries", " · ".join(f"{n} {s}" for s, n in sorted(f.deliveries.items())) or "-")
+    console = _console()
+    console.print(table)
+    if models:
+        by_model = Table("model", "jobs", "time p50", "time p95", "RTF p50", "RTF p95", box=None,
+                         pad_edge=False, header_style="bold")
+        for model, m in models.items():
+            by_model.add_row(model, str(m["jobs"]), duration_text(m["seconds_p50"]), duration_text(m["seconds_p95"]),
+                             _num(m["rtf_p50"]), _num(m["rtf_p95"]))
+        console.print(by_model)
+
+
+def _timing_summary(timings) -> dict:
+    from diarized import figures
+
+    seconds = [t.processing_seconds for t in timings]
+    rtf = [t.real_time_factor for t in timings if t.real_time_factor is not None]
+    return {"jobs": len(timings), "seconds_p50": figures.percentile(seconds, 0.5),
+            "seconds_p95": figures.percentile(seconds, 0.95), "rtf_p50": figures.percentile(rtf, 0.5),
+            "rtf_p95": figures.percentile(rtf, 0.95)}
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @click.command()
