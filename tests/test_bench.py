@@ -31,3 +31,16 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert len(result["daemon_two"]["worker_threads"]) == 2 and min(result["daemon_two"]["worker_threads"]) >= 1
     assert Path(result["plot"]).stat().st_size > 10_000
     assert "ours / bare sum (wall)" in proc.stdout and "two at once / one at a time" in proc.stdout
+
+
+def test_the_api_load_bench_writes_its_numbers(tmp_path):
+    out = tmp_path / "api.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.api_load", "--jobs", "30", "--requests", "60",
+                           "--concurrency", "3", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["routes"]) == {"GET /healthz", "GET /jobs/{id}", "GET /jobs?limit=50"}
+    for route in result["routes"].values():
+        assert route["requests"] == 60 and route["errors"] == 0 and route["rps"] > 0
+    assert "| GET /jobs/{id} |" in proc.stdout

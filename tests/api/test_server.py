@@ -67,3 +67,26 @@ def test_socket_activation_uses_the_socket_systemd_passes(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_tcp_listeners_say_tcp_so_every_connection_gets_nodelay():
+    """asyncio sets TCP_NODELAY only where the socket's proto is TCP; with proto 0 each keep-alive
+    response waited for a delayed ACK (44 ms a request, measured with bench/api_load.py)."""
+    import socket
+
+    from diarized.api.server import Listen, bind
+
+    sock = bind(Listen.parse(f"127.0.0.1:{free_port()}"))
+    with sock:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_the_api_process_never_loads_a_model_or_media_library(make_api):
+    api = make_api([ENTRY])
+    with api.client(TOKEN) as client:
+        for path in ("/jobs", "/system", "/metrics", "/openapi.json"):
+            assert client.get(path).status_code == 200
+    maps = open(f"/proc/{api.proc.pid}/maps").read()
+    for library in ("libtorch", "ctranslate2", "onnxruntime", "libavcodec", "libavformat", "_multiarray_umath"):
+        assert library not in maps, library

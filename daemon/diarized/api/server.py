@@ -67,8 +67,11 @@ def bind(listen: Listen) -> socket.socket:
         os.chmod(listen.path, 0o660)  # the service's user and group only
     else:
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto given: asyncio sets TCP_NODELAY only on connections whose proto says TCP; with
+        # proto 0 every keep-alive response waited 40 ms for a delayed ACK (Nagle)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((listen.host, listen.port))
     sock.listen(2048)
     return sock
