@@ -241,6 +241,18 @@ def test_concurrent_claims_from_processes_never_double_claim(store, location, tm
     assert all(store.get(i).attempts == 1 for i in ids)
 
 
+def test_samples_raise_the_peak_and_stay_bounded(store, tmp_path):
+    job = store.claim(_queued(store, tmp_path).id)
+    store.record_sample(job.id, 4242, 900.0, 95.0)
+    store.record_sample(job.id, 4242, 700.0, 180.0)
+    taken = store.samples(time.time() - 60)
+    assert [(s.pid, s.rss_mb, s.cpu_percent) for s in taken] == [(4242, 900.0, 95.0), (4242, 700.0, 180.0)]
+    assert store.get(job.id).peak_rss_mb == 900.0
+    time.sleep(0.05)
+    store.record_sample(job.id, 4242, 650.0, 50.0, keep_seconds=0.01)  # older ones go
+    assert [s.rss_mb for s in store.samples(0)] == [650.0]
+
+
 # -- webhooks: a transactional outbox ---------------------------------------------------------------
 def test_every_final_transition_writes_one_notification(store, tmp_path):
     done = store.claim(_queued(store, tmp_path, "a.wav", "a").id)

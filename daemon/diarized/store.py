@@ -237,6 +237,17 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """A worker's memory and CPU at one moment (the supervisor takes one every few seconds)."""
+
+    job_id: str
+    pid: int
+    at: float
+    rss_mb: float
+    cpu_percent: float
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
     """The supervisor's last published heartbeat, and whether it is still alive."""
 
@@ -396,6 +407,14 @@ class JobStore(Protocol):
     def record_rss(self, job_id: str, rss_mb: float) -> None:
         """Raise the job's peak RSS to rss_mb if it is higher; never lowers it."""
 
+    def record_sample(self, job_id: str, pid: int, rss_mb: float, cpu_percent: float,
+                      keep_seconds: float = 3600.0) -> None:
+        """A worker's memory and CPU now; also raises the job's peak RSS. Samples older than
+        keep_seconds are dropped in the same step, so the table stays small."""
+
+    def samples(self, since: float) -> list[Sample]:
+        """Samples taken since `since`, oldest first."""
+
     def set_daemon(self, **values: Any) -> None:
         """The supervisor's heartbeat row: pid, state, workers, memory, queue length."""
 
@@ -472,7 +491,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
@@ -529,6 +548,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     6: (
         # the Whisper model each job ran with (processing time and real-time factor by model)
         'ALTER TABLE "jobs" ADD COLUMN "model" TEXT',
+    ),
+    7: (
+        # the workers' memory and CPU over the last hour (the dashboard's chart), kept bounded
+        """CREATE TABLE "samples" (
+           "id" INTEGER PRIMARY KEY, "job_id" TEXT NOT NULL, "pid" INTEGER NOT NULL, "at" REAL NOT NULL,
+           "rss_mb" REAL NOT NULL, "cpu_percent" REAL NOT NULL)""",
+        'CREATE INDEX "idx_samples_at" ON "samples" ("at")',
     ),
 }
 
@@ -839,6 +865,21 @@ class SQLStore:
         with self.transaction() as conn:
             self._x(conn, "UPDATE jobs SET peak_rss_mb = ? WHERE id = ? AND COALESCE(peak_rss_mb, 0) < ?",
                     [rss_mb, job_id, rss_mb])
+
+    def record_sample(self, job_id: str, pid: int, rss_mb: float, cpu_percent: float,
+                      keep_seconds: float = 3600.0) -> None:
+        now = time.time()
+        with self.transaction() as conn:
+            self._x(conn, "INSERT INTO samples (job_id, pid, at, rss_mb, cpu_percent) VALUES (?, ?, ?, ?, ?)",
+                    [job_id, pid, now, rss_mb, cpu_percent])
+            self._x(conn, "UPDATE jobs SET peak_rss_mb = ? WHERE id = ? AND COALESCE(peak_rss_mb, 0) < ?",
+                    [rss_mb, job_id, rss_mb])
+            self._x(conn, "DELETE FROM samples WHERE at < ?", [now - keep_seconds])
+
+    def samples(self, since: float) -> list[Sample]:
+        rows = self._fetch("SELECT job_id, pid, at, rss_mb, cpu_percent FROM samples WHERE at >= ? "
+                           "ORDER BY at, id", [since])
+        return [Sample(*row) for row in rows]
 
     def set_daemon(self, **values: Any) -> None:
         cols, marks = ", ".join(values), ",".join("?" * len(values))

@@ -83,6 +83,14 @@ def job_timeout(seconds: float, unit_timeout: float) -> float:
     return max(3 * unit_timeout, 900.0 + 2.0 * seconds)
 
 
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU % of the worker since the previous call on the same Process object (100 = one core)."""
+    try:
+        return proc.cpu_percent(None)
+    except psutil.Error:
+        return 0.0
+
+
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
@@ -323,6 +331,7 @@ class Supervisor:
             run.rss = tree_rss(run.ps)
             run.peak_rss = max(run.peak_rss, run.rss)
             if now - run.last_rss_record >= RSS_RECORD_SECONDS:
+                self.store.record_sample(job_id, run.proc.pid, run.rss / 2**20, tree_cpu(run.ps))
                 self.store.record_rss(job_id, run.peak_rss / 2**20)
                 run.last_rss_record = now
             if run.rss / 2**30 > limit:

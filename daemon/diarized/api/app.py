@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from contextlib import asynccontextmanager
+from urllib.parse import quote
 from pathlib import Path
 from typing import Annotated
 
@@ -81,6 +83,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         "retry and change priorities."), responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
     app.state.settings, app.state.clients = settings, clients
     _install_error_handlers(app)
+    _install_dashboard(app, settings, clients, tokens)
 
     def principal(request: Request) -> Principal:
         if not tokens and not require_tokens:
@@ -240,6 +243,48 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         return JobOut.of(followed).model_dump() | {"job_id": job.id, "status": followed.status}
 
     return app
+
+
+def _install_dashboard(app: FastAPI, settings: Settings, clients: Clients, tokens: Tokens) -> None:
+    """The web pages under /ui (dashboard.py), their assets, and the headers that lock them down."""
+    from fastapi.staticfiles import StaticFiles
+    from fastapi.responses import RedirectResponse
+
+    from diarized.api import dashboard
+    from diarized.api.sessions import Sessions, load_key
+
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    sessions = Sessions(load_key(settings.db_path.parent / "dashboard.key"), tokens)
+    app.mount("/ui/static", StaticFiles(packages=[("diarized.api", "static")]), name="static")
+    app.include_router(dashboard.create_router(clients, sessions))
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=303)
+
+    @app.middleware("http")
+    async def lock_down(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        # the server's own time, for browsers' devtools and bench/api_load.py (before the body streams)
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        if request.url.path.startswith("/ui"):
+            response.headers["Content-Security-Policy"] = dashboard.CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "same-origin"
+            response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    @app.exception_handler(dashboard.LoginRequired)
+    async def login_required(request: Request, _exc):
+        if request.method == "GET" and not request.url.path.endswith(".json"):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
+        return error_response(401, "login_required", "log in to the dashboard first (/ui/login)")
+
+    @app.exception_handler(dashboard.Forbidden)
+    async def forbidden(_request: Request, exc):
+        return error_response(403, "forbidden", str(exc))
 
 
 def outputs_of(client: Client, job: Job) -> list[OutputOut]:

@@ -51,6 +51,10 @@ class Tokens:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
+    def has(self, principal: Principal) -> bool:
+        """Is a token with this name and scope still configured? (a session outlives no token)"""
+        return any(p == principal for _, p in self.entries)
+
     def check(self, token: str) -> Principal | None:
         """The token's owner, or None. Every entry is compared, so timing says nothing."""
         given = bytes.fromhex(digest(token))

@@ -1,0 +1,319 @@
+"""The web dashboard: server-rendered pages under /ui, made live by one script, all served offline.
+
+Pages: log in (an API token, once), the overview (daemon, workers, memory,
+queue, finished jobs, a chart of the workers' last hour, an upload form), a
+job (timeline, stages, error and hint, retry/cancel, downloads) and its
+transcript (who-spoke-when lanes, speaker-coloured paragraphs, the original
+to play, naming the speakers). Uploads go through the same intake as the
+API. Every form carries the session's CSRF secret; no page has an inline
+script or style, so the Content-Security-Policy allows only 'self'.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from diarized import __version__, relabel
+from diarized.api import upload as multipart
+from diarized.api.app import ApiError, Clients, _hints, _int_field, _priority, outputs_of
+from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
+from diarized.intake import Intake
+from diarized.store import FINAL_STATES, Event, Job, State
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+QUEUE_ROWS = 100
+FINISHED_ROWS = 20
+SAMPLE_WINDOW = 3600.0
+
+
+class LoginRequired(Exception):
+    """No valid session: a page redirects to the login form, a script gets 401."""
+
+
+class Forbidden(Exception):
+    """A read-only session, or a form without this session's CSRF secret."""
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(max(0.0, seconds)))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def when(at: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) if at else "-"
+
+
+def rtf(job: Job) -> str:
+    return f"{job.processing_seconds / job.duration:.3f}" if job.processing_seconds and job.duration else "-"
+
+
+def eta(job: Job) -> str:
+    return clock(job.eta_seconds) if job.state == State.RUNNING and job.eta_seconds is not None else "-"
+
+
+def stages(events: list[Event]) -> list[dict]:
+    """The last attempt's stages with their start and length, from the worker's checkpoint events."""
+    starts = [i for i, e in enumerate(events) if e.kind == "claimed"]
+    last = events[starts[-1]:] if starts else events
+    marks = [("decode", "worker_started"), ("transcribe", "decoded"), ("diarize", "unit_done"),
+             ("merge and publish", "diarized")]
+    ends = {"decode": "decoded", "transcribe": "unit_done", "diarize": "diarized", "merge and publish": "succeeded"}
+    found = []
+    for name, begin in marks:
+        begins = [e.at for e in last if e.kind == begin]
+        finished = [e.at for e in last if e.kind == ends[name]]
+        if begins:
+            start = begins[-1] if begin == "unit_done" else begins[0]
+            end = finished[-1] if finished and finished[-1] >= start else None
+            found.append({"name": name, "at": start, "took": (end - start) if end else None})
+    return found
+
+
+def job_row(job: Job) -> dict:
+    """What the overview script shows for one job (already formatted: one place formats)."""
+    return {"id": job.id, "file": job.source_name, "state": str(job.state), "priority": job.priority_name,
+            "stage": job.stage, "progress": job.progress, "eta_text": eta(job), "audio_text": clock(job.duration),
+            "took_text": clock(job.processing_seconds), "rtf_text": rtf(job), "ended_text": when(job.finished_at)}
+
+
+def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
+    settings = clients.settings
+    env = Environment(loader=PackageLoader("diarized.api", "templates"), autoescape=select_autoescape(["html"]))
+    env.globals.update(static=lambda name: f"/ui/static/{name}?v={__version__}", clock=clock, when=when, rtf=rtf,
+                       eta=eta)
+    router = APIRouter(prefix="/ui", include_in_schema=False)
+
+    def page(name: str, status: int = 200, **values) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(**values), status_code=status)
+
+    def session_of(request: Request) -> Session:
+        session = sessions.read(request.cookies.get(COOKIE))
+        if session is None:
+            raise LoginRequired()
+        return session
+
+    def writer(request: Request, form_csrf: str | None = None) -> Session:
+        """A submit session whose request carries its CSRF secret (header or form field)."""
+        session = session_of(request)
+        if not session.can_submit:
+            raise Forbidden(f"{session.name} may only look (a read token); log in with a submit token to change jobs")
+        if not same(request.headers.get("x-csrf-token") or form_csrf, session.csrf):
+            raise Forbidden("this form is stale or was not sent by this dashboard: reload the page and try again")
+        return session
+
+    async def form_writer(request: Request) -> tuple[Session, dict]:
+        form = await request.form()
+        return writer(request, form.get("csrf")), form
+
+    # -- logging in ---------------------------------------------------------------------------
+    @router.get("/login")
+    def login_form(next: str = "/ui/") -> Response:
+        secret = sessions_secret()
+        response = page("login.html", login_csrf=secret, next=_local(next), session=None)
+        response.set_cookie(LOGIN_COOKIE, secret, httponly=True, samesite="strict", path="/ui/login")
+        return response
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        if not same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
+            raise Forbidden("the login form is stale: reload it and try again")
+        opened = sessions.open(str(form.get("token", "")).strip())
+        if opened is None:
+            secret = sessions_secret()
+            response = page("login.html", status=401, login_csrf=secret, next=_local(form.get("next")), session=None,
+                            message="That token is not valid here.", message_kind="error")
+            response.set_cookie(LOGIN_COOKIE, secret, httponly=True, samesite="strict", path="/ui/login")
+            return response
+        _, cookie = opened
+        response = RedirectResponse(_local(form.get("next")), status_code=303)
+        response.set_cookie(COOKIE, cookie, max_age=int(sessions.max_age), httponly=True, samesite="strict",
+                            path="/ui", secure=request.url.scheme == "https")
+        response.delete_cookie(LOGIN_COOKIE, path="/ui/login")
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = await request.form()
+        session = session_of(request)
+        if not same(form.get("csrf"), session.csrf):
+            raise Forbidden("this form is stale: reload the page and try again")
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/ui")
+        return response
+
+    # -- the overview ---------------------------------------------------------------------------
+    def overview_data() -> dict:
+        client = clients.get()
+        store = client.store
+        daemon = store.daemon(15.0)
+        running = sorted(store.jobs(states=(State.RUNNING,)), key=lambda j: j.started_at or 0)
+        queued = sorted(store.jobs(states=(State.INCOMING, State.QUEUED)), key=lambda j: (j.priority, j.created_at))
+        finished = store.jobs(states=FINAL_STATES, limit=FINISHED_ROWS)
+        budget = daemon.memory_budget_gb or settings.max_memory_gb
+        return {"daemon": daemon, "running": running, "queued": queued, "finished": finished,
+                "memory_share": daemon.memory_used_gb / budget if budget else 0.0,
+                "samples": store.samples(time.time() - SAMPLE_WINDOW)}
+
+    @router.get("/")
+    def overview(request: Request) -> Response:
+        session = session_of(request)
+        data = overview_data()
+        data["queued"] = data["queued"][:QUEUE_ROWS]
+        return page("overview.html", session=session, can_submit=session.can_submit, **data)
+
+    @router.get("/overview.json")
+    def overview_json(request: Request) -> JSONResponse:
+        session_of(request)
+        data = overview_data()
+        return JSONResponse({
+            "daemon": data["daemon"].to_dict() | {"paused": None}, "memory_share": data["memory_share"],
+            "running": [job_row(j) for j in data["running"]],
+            "queued": [job_row(j) for j in data["queued"][:QUEUE_ROWS]],
+            "finished": [job_row(j) for j in data["finished"]],
+            "samples": {label: [[s.at, s.rss_mb, s.cpu_percent] for s in points]
+                        for label, points in _by_worker(data["samples"]).items()}})
+
+    @router.post("/upload", status_code=202)
+    async def upload(request: Request) -> JSONResponse:
+        session = session_of(request)
+        if not session.can_submit:
+            raise Forbidden(f"{session.name} may only look (a read token); uploads need a submit token")
+        header_ok = same(request.headers.get("x-csrf-token"), session.csrf)
+        intake = Intake(settings, clients.get().store)
+        received = await multipart.receive(request.headers.get("content-type", ""), request.stream(),
+                                           intake.new_upload)
+        try:
+            if not header_ok and not same(received.fields.get("csrf"), session.csrf):
+                raise Forbidden("this form is stale or was not sent by this dashboard: reload the page")
+            fields = received.fields
+            priority = _priority(fields.get("priority", "normal"))
+            hints = _hints(*(_int_field(fields, k) or None for k in ("num_speakers", "min_speakers", "max_speakers")))
+            job = await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
+                received.upload, priority, hints))
+        finally:
+            received.upload.close()
+        return JSONResponse({"id": job.id, "file": job.source_name, "state": str(job.state),
+                             "duplicate_of": job.duplicate_of, "error": job.error}, status_code=202)
+
+    # -- one job ---------------------------------------------------------------------------------
+    @router.get("/jobs/{job_id}.json")
+    def job_json(request: Request, job_id: str) -> JSONResponse:
+        session_of(request)
+        return JSONResponse(job_row(clients.get().get(job_id)))
+
+    @router.get("/jobs/{job_id}")
+    def job_page(request: Request, job_id: str) -> Response:
+        session = session_of(request)
+        client = clients.get()
+        job = client.get(job_id)
+        events = client.store.events(job.id)
+        return page("job.html", session=session, can_submit=session.can_submit, job=job, events=events,
+                    stages=stages(events), outputs=[o.name for o in outputs_of(client, job)])
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel(request: Request, job_id: str) -> Response:
+        await form_writer(request)
+        job = await run_in_threadpool(lambda: clients.get().cancel(job_id))
+        return RedirectResponse(f"/ui/jobs/{quote(job.id)}", status_code=303)
+
+    @router.post("/jobs/{job_id}/retry")
+    async def retry(request: Request, job_id: str) -> Response:
+        await form_writer(request)
+        job = await run_in_threadpool(lambda: clients.get().retry(job_id))
+        return RedirectResponse(f"/ui/jobs/{quote(job.id)}", status_code=303)
+
+    @router.get("/jobs/{job_id}/outputs/{name:path}")
+    def download(request: Request, job_id: str, name: str) -> FileResponse:
+        session_of(request)
+        client = clients.get()
+        job = client.resolve(job_id)
+        path = client.outputs(job.id).get(name)
+        if path is None or path.is_symlink():
+            raise ApiError(404, "no_such_output", f"job {job.id} has no output {name!r}")
+        return FileResponse(path, filename=path.name)
+
+    @router.get("/jobs/{job_id}/audio")
+    def audio(request: Request, job_id: str) -> FileResponse:
+        """The original, with HTTP range requests (the player seeks without downloading it all)."""
+        session_of(request)
+        job = clients.get().resolve(job_id)
+        source = Path(job.source_path) if job.source_path else None
+        if source is None or not source.is_file():
+            raise ApiError(404, "no_original", f"the original of {job.source_name} is not kept")
+        return FileResponse(source, filename=job.source_name, content_disposition_type="inline")
+
+    @router.get("/jobs/{job_id}/transcript")
+    def transcript(request: Request, job_id: str) -> Response:
+        session = session_of(request)
+        job = clients.get().resolve(job_id)
+        view = transcript_view(job)
+        return page("transcript.html", session=session, can_submit=session.can_submit, job=job, **view)
+
+    @router.post("/jobs/{job_id}/rename")
+    async def rename(request: Request, job_id: str) -> Response:
+        _, form = await form_writer(request)
+        job = clients.get().resolve(job_id)
+        names = {key[5:]: str(value) for key, value in form.items() if key.startswith("name:")}
+        try:
+            await run_in_threadpool(relabel.rename, Path(job.output_dir or ""), names)
+        except relabel.RenameError as exc:
+            raise ApiError(400, "bad_rename", str(exc)) from None
+        return RedirectResponse(f"/ui/jobs/{quote(job.id)}/transcript", status_code=303)
+
+    return router
+
+
+def transcript_view(job: Job) -> dict:
+    """Speakers with their lanes, and paragraphs (consecutive segments of one speaker joined)."""
+    import json
+
+    if job.state != State.SUCCEEDED or not job.output_dir:
+        raise ApiError(404, "no_transcript", f"{job.source_name} has no transcript (it is {job.state})")
+    doc = json.loads((Path(job.output_dir) / "final_transcription.json").read_text())
+    labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+    speakers = {name: {"name": name, "label": labels[name], "index": i, "colour": i % 8, "turns": []}
+                for i, name in enumerate(doc["speakers"])}
+    paragraphs: list[dict] = []
+    for seg in doc["segments"]:
+        speaker = speakers[seg["speaker_id"]]
+        speaker["turns"].append((seg["start_time"], seg["end_time"]))
+        if paragraphs and paragraphs[-1]["name"] == seg["speaker_id"]:
+            paragraphs[-1]["end"] = seg["end_time"]
+            paragraphs[-1]["text"] += " " + seg["text"]
+        else:
+            paragraphs.append({"name": seg["speaker_id"], "colour": speaker["colour"], "start": seg["start_time"],
+                               "end": seg["end_time"], "text": seg["text"]})
+    duration = float(doc.get("total_duration") or max((p["end"] for p in paragraphs), default=1.0)) or 1.0
+    audio = bool(job.source_path and Path(job.source_path).is_file())
+    return {"speakers": list(speakers.values()), "paragraphs": paragraphs, "duration": duration, "audio": audio}
+
+
+def sessions_secret() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
+def _local(target) -> str:
+    """Only a path inside the dashboard may be a redirect target (no open redirect)."""
+    text = str(target or "")
+    return text if text.startswith("/ui/") and not text.startswith("//") and "\\" not in text else "/ui/"
+
+
+def _by_worker(samples) -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for s in samples:
+        groups.setdefault(f"{s.pid}", []).append(s)
+    return groups

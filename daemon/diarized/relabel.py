@@ -1,0 +1,75 @@
+"""Naming a job's speakers after the fact: SPEAKER_00 -> "Ana" in its published outputs.
+
+The JSON, SRT, VTT and TXT are rendered again from final_transcription.json
+by the same writers the pipeline used (pipeline/formats.py), each file
+replaced atomically; a reader sees the old file or the new one. The JSON keeps
+every segment's original label (`speaker_label`) and the mapping
+(`speaker_labels`: name -> original), so a rename can be undone or redone, and
+diarization.rttm keeps the original labels: it is the machine's view.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diarized.files import write_json, write_text
+from diarized.pipeline.formats import FILENAMES, build_cues, render_srt, render_txt, render_vtt
+
+MAX_NAME = 40
+
+
+class RenameError(ValueError):
+    """A rename that cannot be applied; the message says why."""
+
+
+def current_names(output_dir: Path) -> dict[str, str]:
+    """Original label -> the name shown now, in order of first speech."""
+    doc = _load(output_dir)
+    labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+    return {labels[name]: name for name in doc["speakers"]}
+
+
+def rename(output_dir: Path, names: dict[str, str]) -> dict[str, str]:
+    """Give speakers new names (keys: original labels or current names); returns label -> name."""
+    doc = _load(output_dir)
+    labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}  # shown name -> original
+    shown = {original: name for name, original in labels.items()}
+    for key, new in names.items():
+        original = key if key in shown else labels.get(key)
+        if original is None:
+            raise RenameError(f"this job has no speaker {key!r}; it has {', '.join(doc['speakers'])}")
+        new = " ".join(str(new).split())
+        if not new or len(new) > MAX_NAME:
+            raise RenameError(f"a speaker name must be 1 to {MAX_NAME} characters, not {new!r}")
+        shown[original] = new
+    if len(set(shown.values())) != len(shown):
+        raise RenameError("two speakers cannot share a name (that would merge them in the transcript)")
+    _apply(output_dir, doc, shown)
+    return shown
+
+
+def _apply(output_dir: Path, doc: dict, shown: dict[str, str]) -> None:
+    old_labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+    for segment in doc["segments"]:
+        original = segment.get("speaker_label") or old_labels.get(segment["speaker_id"], segment["speaker_id"])
+        segment["speaker_label"] = original
+        segment["speaker_id"] = shown[original]
+    doc["speakers"] = [shown[old_labels[name]] for name in doc["speakers"]]
+    doc["speaker_labels"] = {name: original for original, name in shown.items()}
+    cues = build_cues(doc["segments"])
+    renders = {"srt": lambda: render_srt(cues), "vtt": lambda: render_vtt(cues),
+               "txt": lambda: render_txt(doc["segments"])}
+    for fmt, render in renders.items():  # the text files first: the JSON, written last, is the record
+        path = output_dir / FILENAMES[fmt]
+        if path.exists():
+            write_text(path, render())
+    write_json(output_dir / FILENAMES["json"], doc)
+
+
+def _load(output_dir: Path) -> dict:
+    path = Path(output_dir) / FILENAMES["json"]
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RenameError(f"{path} does not exist: only a succeeded job's speakers can be named") from None

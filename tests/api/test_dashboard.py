@@ -1,0 +1,237 @@
+"""The dashboard: its locks over plain HTTP (fast), and the whole flow in a real browser (slow).
+
+The browser is Debian's chromium driven through chromium-driver by selenium
+(`make system-deps` installs both); pages are screenshotted into the test's
+output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from diarized.api.auth import new_token
+from diarized.store import Priority, open_store
+from tests.harness import wait_until
+
+SUBMIT, SUBMIT_ENTRY = new_token("ana", "submit")
+READ, READ_ENTRY = new_token("viewer", "read")
+
+
+@contextmanager
+def login(api, token: str) -> Iterator[httpx.Client]:
+    with api.client() as client:
+        client.follow_redirects = False
+        form = client.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        answer = client.post("/ui/login", data={"csrf": csrf, "token": token, "next": "/ui/"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/", answer.text
+        yield client
+
+
+def csrf_of(client: httpx.Client, path: str = "/ui/") -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
+
+
+class Scripts(HTMLParser):
+    """Collects what a Content-Security-Policy without 'unsafe-inline' would refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.inline: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        names = dict(attrs)
+        if tag == "script" and not names.get("src"):
+            self.inline.append("<script> without src")
+        self.inline += [f"{tag} {k}=" for k in names if k.startswith("on") or k == "style"]
+
+
+@pytest.fixture
+def service(make_daemon, make_api):
+    daemon = make_daemon(fake_workers=True)
+    api = make_api([SUBMIT_ENTRY, READ_ENTRY])
+    return daemon, api
+
+
+def test_pages_need_a_session_and_forms_need_its_csrf(service):
+    _, api = service
+    with api.client() as anonymous:
+        anonymous.follow_redirects = False
+        first = anonymous.get("/ui/jobs/x")
+        assert first.status_code == 303 and first.headers["location"] == "/ui/login?next=/ui/jobs/x"
+        assert anonymous.get("/ui/overview.json").status_code == 401
+        assert anonymous.post("/ui/login", data={"token": SUBMIT, "csrf": "guess"}).status_code == 403
+        form = anonymous.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        wrong = anonymous.post("/ui/login", data={"csrf": csrf, "token": "dz_wrong"})
+        assert wrong.status_code == 401 and "not valid" in wrong.text
+        evil = anonymous.get("/ui/login", params={"next": "//evil.example/"})
+        assert 'value="/ui/"' in evil.text  # no open redirect after login
+    with login(api, SUBMIT) as ana:
+        cookie = next(c for c in ana.cookies.jar if c.name == "diarized_session")
+        assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "strict"
+        job = ana.post("/ui/upload", files={"file": ("a.wav", b"x")}, headers={"X-CSRF-Token": csrf_of(ana)})
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+        assert ana.post(f"/ui/jobs/{job_id}/cancel").status_code == 403  # no CSRF field
+        assert ana.post(f"/ui/jobs/{job_id}/cancel", data={"csrf": "x" * 32}).status_code == 403
+        assert ana.post("/ui/upload", files={"file": ("b.wav", b"y")}).status_code == 403
+        assert ana.post("/ui/logout", data={"csrf": csrf_of(ana)}).status_code == 303
+        assert ana.get("/ui/").status_code == 303  # logged out
+
+
+def test_a_read_only_session_sees_but_cannot_change(service):
+    daemon, api = service
+    with login(api, SUBMIT) as ana:
+        job_id = ana.post("/ui/upload", files={"file": ("a.wav", b"x")},
+                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
+    wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+    with login(api, READ) as viewer:
+        page = viewer.get("/ui/").text
+        assert 'id="upload-form"' not in page and "a.wav" in page
+        assert 'id="retry-button"' not in viewer.get(f"/ui/jobs/{job_id}").text
+        csrf = csrf_of(viewer)
+        refused = viewer.post("/ui/upload", files={"file": ("b.wav", b"y")}, headers={"X-CSRF-Token": csrf})
+        assert refused.status_code == 403 and "read token" in refused.json()["error"]["message"]
+        assert viewer.post(f"/ui/jobs/{job_id}/retry", data={"csrf": csrf}).status_code == 403
+        assert viewer.post(f"/ui/jobs/{job_id}/rename", data={"csrf": csrf, "name:SPEAKER_00": "X"}).status_code == 403
+
+
+def test_no_inline_script_names_are_escaped_and_the_policy_is_sent(service):
+    daemon, api = service
+    evil = '"><img src=x onerror=alert(1)>.wav'
+    with login(api, SUBMIT) as ana:
+        job_id = ana.post("/ui/upload", files={"file": (evil, b"x")},
+                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
+        wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+        for path in ("/ui/", f"/ui/jobs/{job_id}", f"/ui/jobs/{job_id}/transcript", "/ui/login"):
+            answer = ana.get(path)
+            assert answer.status_code == 200, (path, answer.text)
+            assert "script-src 'self'" in answer.headers["content-security-policy"]
+            scan = Scripts()
+            scan.feed(answer.text)
+            assert scan.inline == [], (path, scan.inline)
+            assert "<img src=x" not in answer.text
+            if path != "/ui/login":
+                assert "onerror=alert(1)&gt;" in answer.text  # shown, as text
+
+
+def test_page_times_with_a_thousand_jobs_are_recorded(make_daemon, make_api, tmp_path):
+    """Seeds 1,000 jobs and records each page's server time (Server-Timing); the numbers go to
+    a file for the closing note, not into an assert (machines here are shared)."""
+    daemon = make_daemon(fake_workers=True, max_workers=1)
+    store = open_store(daemon.root / "state/diarized.db")
+    for n in range(1000):
+        job = store.mark_queued(store.record_incoming(f"talk-{n}.wav", f"{n:064x}", 10, Priority.LOW, 3,
+                                                      tmp_path / "x", daemon.root / "state/jobs").id, 60.0)
+        if n % 2:
+            store.claim(job.id)
+            store.mark_succeeded(job.id, str(tmp_path / f"out/{n}"), None)
+    api = make_api([SUBMIT_ENTRY])
+    times: dict[str, list[float]] = {}
+    with login(api, SUBMIT) as ana:
+        job_id = store.jobs(limit=1)[0].id
+        for path in ("/ui/", "/ui/overview.json", f"/ui/jobs/{job_id}"):
+            for _ in range(20):
+                answer = ana.get(path)
+                assert answer.status_code == 200
+                times.setdefault(path, []).append(float(answer.headers["server-timing"].split("dur=")[1]))
+    report = {path: {"p50_ms": sorted(t)[len(t) // 2], "max_ms": max(t)} for path, t in times.items()}
+    (tmp_path / "page-times.json").write_text(json.dumps(report, indent=2))
+    print("page server times with 1,000 jobs:", json.dumps(report))
+    assert set(report) == {"/ui/", "/ui/overview.json", f"/ui/jobs/{job_id}"}
+
+
+# -- a real browser -------------------------------------------------------------------------------
+def browser(downloads: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                 "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads)})
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromedriver"), reason="chromium-driver (make system-deps installs it)")
+def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    daemon = make_daemon()  # tiny.en, the real worker
+    api = make_api([SUBMIT_ENTRY])
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    driver = browser(tmp_path / "downloads")
+    try:
+        driver.get(api.url + "/ui/")
+        assert driver.current_url.startswith(api.url + "/ui/login")
+        driver.save_screenshot(str(shots / "1-login.png"))
+        driver.find_element(By.ID, "token").send_keys(SUBMIT)
+        driver.find_element(By.ID, "login-button").click()
+        wait_until(lambda: driver.find_elements(By.ID, "upload-form"), 30, "the overview")
+        driver.execute_script("window.notReloaded = true")
+        driver.find_element(By.ID, "file").send_keys(str(data / "pyannote-sample/sample.wav"))
+        driver.find_element(By.ID, "upload-button").click()
+        wait_until(lambda: "sample.wav is queued" in driver.find_element(By.ID, "upload-message").text, 60,
+                   lambda: "the upload to be accepted: " + driver.find_element(By.ID, "upload-message").text)
+        seen = set()
+
+        def progressed():
+            for bar in driver.find_elements(By.CSS_SELECTOR, "#queue-rows progress"):
+                seen.add(float(bar.get_attribute("value")))
+            running = driver.find_elements(By.CSS_SELECTOR, "#queue-rows .state-running")
+            if running and not (shots / "2-overview-running.png").exists():
+                driver.save_screenshot(str(shots / "2-overview-running.png"))
+            return driver.find_elements(By.CSS_SELECTOR, "#finished-rows .state-succeeded")
+        wait_until(progressed, 300, lambda: f"the job to succeed (progress seen: {sorted(seen)})", every=0.3)
+        assert driver.execute_script("return window.notReloaded") is True  # live, no reload
+        assert any(0 < v < 1 for v in seen) or len(seen) > 1, seen
+        driver.save_screenshot(str(shots / "3-overview-done.png"))
+
+        driver.find_element(By.CSS_SELECTOR, "#finished-rows a").click()
+        wait_until(lambda: driver.find_elements(By.ID, "transcript-link"), 30, "the job page")
+        driver.save_screenshot(str(shots / "4-job.png"))
+        job_id = driver.current_url.rsplit("/", 1)[1]
+        doc = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
+        driver.find_element(By.ID, "transcript-link").click()
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#paragraphs .para"), 30, "the transcript")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#lanes g.lane")) == len(doc["speakers"]) == 2
+        wait_until(lambda: driver.execute_script("return document.getElementById('player').readyState") >= 1,
+                   30, "the audio's metadata")
+        second = driver.find_elements(By.CSS_SELECTOR, "#paragraphs .para")[1]
+        start = float(second.get_attribute("data-start"))
+        second.click()
+        moved = wait_until(lambda: abs(driver.execute_script(
+            "return document.getElementById('player').currentTime") - start) < 0.75 or None, 15,
+            f"currentTime to reach {start}")
+        assert moved
+        driver.save_screenshot(str(shots / "5-transcript.png"))
+
+        field = driver.find_element(By.ID, "rename-SPEAKER_00")
+        field.clear()
+        field.send_keys("Ana")
+        driver.find_element(By.ID, "rename-button").click()
+        wait_until(lambda: "Ana" in driver.find_element(By.ID, "paragraphs").text, 30, "the new name")
+        driver.save_screenshot(str(shots / "6-renamed.png"))
+    finally:
+        driver.quit()
+    with api.client(SUBMIT) as client:
+        srt = client.get(f"/jobs/{job_id}/outputs/transcription.srt").text
+    assert "Ana: " in srt and "SPEAKER_00" not in srt
+    saved = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
+    assert "SPEAKER_00" in {s["speaker_label"] for s in saved["segments"]}
+    print("screenshots:", shots, sorted(p.name for p in shots.iterdir()))
+    assert len(list(shots.glob("*.png"))) >= 5
