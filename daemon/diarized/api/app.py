@@ -357,25 +357,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def not_found(_request, exc: NotFound):
         return error_response(404, "no_such_job", f"no job {exc.args[0]!r} (GET /jobs lists them)")
 
-    @app.exception_handler(InvalidTransition)
-    async def conflict(_request, exc: InvalidTransition):
-        return error_response(409, "invalid_transition", str(exc))
+    # errors whose own message already says what is wrong: (status, code, suffix)
+    plain = {InvalidTransition: (409, "invalid_transition", ""), TooLarge: (413, "too_large", "; nothing was kept"),
+             BadName: (400, "bad_file_name", ""), multipart.BadUpload: (400, "bad_upload", ""),
+             FormParserError: (400, "bad_upload", " (the multipart body cannot be parsed)")}
 
-    @app.exception_handler(TooLarge)
-    async def too_large(_request, exc: TooLarge):
-        return error_response(413, "too_large", f"{exc}; nothing was kept")
+    async def plain_error(_request, exc: Exception):
+        status, code, suffix = next(v for k, v in plain.items() if isinstance(exc, k))
+        return error_response(status, code, f"{exc}{suffix}")
 
-    @app.exception_handler(BadName)
-    async def bad_name(_request, exc: BadName):
-        return error_response(400, "bad_file_name", str(exc))
-
-    @app.exception_handler(multipart.BadUpload)
-    async def bad_upload(_request, exc: multipart.BadUpload):
-        return error_response(400, "bad_upload", str(exc))
-
-    @app.exception_handler(FormParserError)
-    async def bad_form(_request, exc: FormParserError):
-        return error_response(400, "bad_upload", f"the multipart body cannot be parsed: {exc}")
+    for kind in plain:
+        app.add_exception_handler(kind, plain_error)
 
     @app.exception_handler(StoreUnavailable)
     async def unavailable(_request, exc: StoreUnavailable):
