@@ -44,3 +44,19 @@ def test_the_api_load_bench_writes_its_numbers(tmp_path):
     for route in result["routes"].values():
         assert route["requests"] == 60 and route["errors"] == 0 and route["rps"] > 0
     assert "| GET /jobs/{id} |" in proc.stdout
+
+
+def test_the_capacity_model_answers_and_more_volume_never_needs_fewer_nodes(tmp_path):
+    out = tmp_path / "capacity.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.capacity", "--days", "4", "--volumes", "50,300,900",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for pattern, items in report["results"].items():
+        needed = [item["nodes_needed"] for item in items]
+        assert all(needed) and needed == sorted(needed), (pattern, needed)
+        for item in items:
+            p95 = [r["p95_wait_s"] for r in item["rows"]]
+            assert p95[-1] < 3600 and p95[-1] <= p95[0]
+    assert Path(report["plot"]).stat().st_size > 10_000
+    assert "| working day | 900 |" in proc.stdout
