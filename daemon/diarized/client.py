@@ -94,7 +94,7 @@ class Client:
             config_file, found = locate(Path(config) if config else None, Path(state_dir) if state_dir else None)
             settings = load_settings(config_file, {"state_dir": found})
         self.settings = settings
-        self.store = store or open_store(settings.db_path)
+        self.store = store or open_store(settings.store_location)
 
     def close(self) -> None:
         self.store.close()
@@ -289,7 +289,7 @@ class Orchestrator:
         return self.client
 
     def _watch(self) -> None:
-        store = open_store(self.settings.db_path)  # this thread's own connection
+        store = open_store(self.settings.store_location)  # this thread's own connection
         try:
             while not self._stop.wait(0.5):
                 for job in store.jobs(states=FINAL_STATES, limit=200):

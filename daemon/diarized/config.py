@@ -82,6 +82,8 @@ class Settings:
     outbox_dir: Path | None = None
     done_dir: Path | None = None
     failed_dir: Path | None = None
+    # the job store: empty for the SQLite file under state/, or a postgresql:// URL
+    store: str = ""
     # scheduling and limits
     max_workers: int = 2
     max_memory_gb: float = field(default_factory=default_memory_gb)
@@ -152,6 +154,15 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state" / "diarized.db"
+
+    @property
+    def store_location(self) -> str:
+        """What open_store() opens: the store key, else the embedded SQLite file."""
+        return self.store or str(self.db_path)
+
+    @property
+    def store_is_file(self) -> bool:
+        return not self.store
 
     @property
     def jobs_dir(self) -> Path:
@@ -327,6 +338,9 @@ def _validate(s: Settings) -> None:
         problems.append("log_format must be auto, human or json")
     problems += speaker_hint_problems(s.num_speakers, s.min_speakers, s.max_speakers)
     problems += api_problems(s)
+    if s.store and not s.store.startswith(("postgresql://", "postgres://")):
+        problems.append(f"store must be empty (the SQLite file under state/) or a postgresql:// URL, "
+                        f"not {s.store!r}")
     if problems:
         raise ConfigError("; ".join(problems))
 

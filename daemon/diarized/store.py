@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import errno
 import json
+import re
 import secrets
 import sqlite3
 import sys
@@ -483,6 +484,13 @@ class JobStore(Protocol):
         """Deliveries per state."""
 
     # -- maintenance ---------------------------------------------------------------------------
+    def claim_supervisor(self) -> bool:
+        """Make this process the store's one supervisor while it lives; False if another holds it.
+
+        Recovery at start requeues every running job, so two supervisors on one store would
+        take each other's work. Until jobs carry node-scoped leases, one supervisor per store.
+        """
+
     def integrity_check(self) -> str:
         """'ok', or what the database engine found wrong."""
 
@@ -1082,6 +1090,9 @@ class SQLiteStore(SQLStore):
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
 
+    def claim_supervisor(self) -> bool:
+        return True  # the file lives in the state folder, whose flock the supervisor already holds
+
     def schema_version(self) -> int:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -1111,6 +1122,11 @@ class SQLiteStore(SQLStore):
         missing = {f.name for f in fields(Job)} - set(db["jobs"].columns_dict)
         if missing:
             raise SchemaError(f"{self.path}: the jobs table lacks {', '.join(sorted(missing))}")
+
+
+def safe_location(location: str) -> str:
+    """A store location without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(location))
 
 
 def open_store(location: str | Path, readonly: bool = False) -> JobStore:

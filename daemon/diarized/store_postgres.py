@@ -21,9 +21,10 @@ from typing import Iterator
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from diarized.store import SchemaError, SQLStore, StoreUnavailable
+from diarized.store import SchemaError, SQLStore, StoreUnavailable, safe_location
 
 MIGRATION_LOCK = 0x6469_6172  # "diar": one advisory lock id for schema changes
+SUPERVISOR_LOCK = 0x6469_6173  # held by the one supervisor a store has (until node leases exist)
 CONTENT_LOCK_SPACE = 0x6A6F  # advisory locks (space, hash) serialise dedupe per sha256
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -48,10 +49,10 @@ class PostgresStore(SQLStore):
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"{_safe(dsn)}: {exc}") from exc
+            raise StoreUnavailable(f"{safe_location(dsn)}: {exc}") from exc
         except Exception as exc:  # the pool reports a server it cannot reach as a timeout
             self.pool.close()
-            raise StoreUnavailable(f"{_safe(dsn)}: cannot connect ({exc})") from exc
+            raise StoreUnavailable(f"{safe_location(dsn)}: cannot connect ({exc})") from exc
         if not readonly or 0 < self.schema_version() < len(migrations()):
             self.migrate()
 
@@ -67,7 +68,7 @@ class PostgresStore(SQLStore):
             with self.pool.connection() as conn, conn.transaction():
                 yield conn
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"{_safe(self.dsn)}: {exc}") from exc
+            raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
 
     @contextmanager
     def reading(self) -> Iterator[psycopg.Connection]:
@@ -75,7 +76,7 @@ class PostgresStore(SQLStore):
             with self.pool.connection() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"{_safe(self.dsn)}: {exc}") from exc
+            raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
 
     def _lock_content(self, conn, sha256: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [CONTENT_LOCK_SPACE, sha256])
@@ -98,11 +99,23 @@ class PostgresStore(SQLStore):
                          "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
             version = conn.execute("SELECT COALESCE(max(version), 0) FROM diarized_schema").fetchone()[0]
             if version > len(known):
-                raise SchemaError(f"{_safe(self.dsn)} has schema version {version}, newer than this "
+                raise SchemaError(f"{safe_location(self.dsn)} has schema version {version}, newer than this "
                                   f"diarized ({len(known)}); upgrade diarized")
             for number, sql in known[version:]:
                 conn.execute(sql)
                 conn.execute("INSERT INTO diarized_schema (version) VALUES (%s)", [number])
+
+    def claim_supervisor(self) -> bool:
+        """A session-level advisory lock on a connection of its own, held until this process ends."""
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", [SUPERVISOR_LOCK]).fetchone()[0]:
+            self._supervisor_conn = conn
+            return True
+        conn.close()
+        return False
 
     def integrity_check(self) -> str:
         """PostgreSQL checks its own pages; here: the schema is current and the tables answer."""
@@ -114,7 +127,3 @@ class PostgresStore(SQLStore):
         current = self.schema_version() == len(migrations())
         return "ok" if current else "schema is not the current version"
 
-
-def _safe(dsn: str) -> str:
-    """The DSN without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)

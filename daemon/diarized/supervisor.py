@@ -29,7 +29,7 @@ from diarized.config import Settings, settings_to_json
 from diarized.files import remove_temporaries, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
-from diarized.store import Job, JobStore, State, StoreUnavailable, storage_trouble
+from diarized.store import Job, JobStore, State, StoreUnavailable, safe_location, storage_trouble
 from diarized.worker import WorkerExit
 
 log = logging.getLogger("diarized.supervisor")
@@ -169,6 +169,11 @@ class Supervisor:
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()
+        if not self.store.claim_supervisor():
+            lock.close()
+            raise AlreadyRunning(f"another diarized supervisor already serves the job store "
+                                 f"{safe_location(self.settings.store_location)}; several nodes on one store "
+                                 "are not supported yet: stop the other one, or give this one its own store")
         self._lock = lock
 
     def recover(self) -> list[str]:

@@ -118,7 +118,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
     from diarized.store import open_store, storage_trouble
     keep_freed_memory()
-    store = open_store(settings.db_path)
+    store = open_store(settings.store_location)
     job = store.get(job_id)
     settings = replace(settings, **job.speakers.given())  # hints given with this file win
     stop, beat_stop = threading.Event(), threading.Event()

@@ -59,7 +59,7 @@ def main() -> None:
     args = parse_args()
     die_with_parent(args.supervisor_pid)
     settings = load_settings(None, json.loads(args.settings.read_text()), env={})
-    store = open_store(settings.db_path)
+    store = open_store(settings.store_location)
     job = store.get(args.job_id)
     script = script_for(Path(job.source_path), len(store.worker_threads(job.id)) - 1)
     stop = [False]

@@ -52,13 +52,21 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 
 class Clients:
-    """One Client (and store connection) per thread: a SQLite connection is not shared across threads."""
+    """One Client per thread on SQLite (a connection is not shared across threads); one for all
+    threads on PostgreSQL, whose store is a thread-safe connection pool."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.local = threading.local()
+        self.shared: Client | None = None
+        self.lock = threading.Lock()
 
     def get(self) -> Client:
+        if not self.settings.store_is_file:
+            with self.lock:
+                if self.shared is None:
+                    self.shared = Client(settings=self.settings)
+                return self.shared
         client = getattr(self.local, "client", None)
         if client is None:
             client = self.local.client = Client(settings=self.settings)
@@ -72,7 +80,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        halt = webhooks.start(settings, lambda: open_store(settings.db_path)) if send_webhooks else None
+        halt = webhooks.start(settings, lambda: open_store(settings.store_location)) if send_webhooks else None
         yield
         if halt:
             halt()

@@ -46,7 +46,7 @@ def open_checked_store(settings: Settings):
     from diarized.store import SchemaError, StoreUnavailable, open_store
 
     try:
-        return open_store(settings.db_path)
+        return open_store(settings.store_location)
     except (SchemaError, StoreUnavailable) as exc:
         click.echo(f"error: the job store cannot be used: {exc}\n"
                    f"  `diarizectl --state-dir {settings.state_dir} doctor` checks it. To recover: stop "

@@ -88,10 +88,10 @@ def check_models(s: Settings) -> list[Check]:
 def check_store(s: Settings) -> list[Check]:
     from diarized.store import SchemaError, StoreUnavailable, open_store
 
-    if not s.db_path.exists():
+    if s.store_is_file and not s.db_path.exists():
         return [Check("job store", "warn", f"{s.db_path} does not exist yet", "start the daemon")]
     try:
-        store = open_store(s.db_path, readonly=True)
+        store = open_store(s.store_location, readonly=True)
         result = store.integrity_check()
         pending = store.pending_work()
     except (sqlite3.Error, SchemaError, StoreUnavailable) as exc:
@@ -115,10 +115,10 @@ def check_service(s: Settings) -> list[Check]:
     from diarized.cli.jobs_cmd import STALE_SECONDS
     from diarized.store import SchemaError, StoreUnavailable, open_store
 
-    if not s.db_path.exists():
+    if s.store_is_file and not s.db_path.exists():
         return [Check("daemon", "warn", "not started yet (no systemd here)", "diarized run")]
     try:
-        up = open_store(s.db_path, readonly=True).daemon(STALE_SECONDS).up
+        up = open_store(s.store_location, readonly=True).daemon(STALE_SECONDS).up
     except (sqlite3.Error, SchemaError, StoreUnavailable) as exc:
         return [Check("daemon", "warn", f"cannot tell: the job store is unreadable ({exc})")]
     return [Check("daemon", "ok" if up else "warn", "running" if up else "not running (no systemd here)",

@@ -25,11 +25,11 @@ STALE_SECONDS = 15.0  # three missed supervisor heartbeats (every tick, ~0.5 s) 
 
 def _store(ctx: click.Context) -> tuple[JobStore, Settings]:
     settings = settings_from(ctx)
-    if not settings.db_path.exists():
+    if settings.store_is_file and not settings.db_path.exists():
         fail(f"no job store at {settings.db_path}; is the daemon's state_dir {settings.state_dir}? "
              "(no daemon is running here: start one with `diarized run`, or use --state-dir or --config)")
     try:
-        return open_store(settings.db_path, readonly=True), settings
+        return open_store(settings.store_location, readonly=True), settings
     except (SchemaError, StoreUnavailable) as exc:
         fail(f"the job store cannot be read: {exc} (`diarizectl doctor` says what to do)")
 
@@ -285,8 +285,8 @@ def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers
 
 def _may_write_state(settings: Settings) -> bool:
     state = settings.db_path.parent
-    return settings.db_path.exists() and os.access(state, os.W_OK | os.X_OK) \
-        and os.access(settings.db_path, os.W_OK)
+    store_ok = not settings.store_is_file or (settings.db_path.exists() and os.access(settings.db_path, os.W_OK))
+    return store_ok and os.access(state, os.W_OK | os.X_OK)
 
 
 def _copy_into_inbox(settings: Settings, src: Path, level: str, hints) -> Path:

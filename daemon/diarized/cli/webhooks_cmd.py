@@ -40,7 +40,7 @@ def retry(ctx: click.Context, delivery_id: str) -> None:
     from diarized.store import open_store
 
     _, settings = _store(ctx)
-    store = open_store(settings.db_path)
+    store = open_store(settings.store_location)
     try:
         delivery = store.retry_delivery(delivery_id, time.time() + WEBHOOK_WINDOW_SECONDS)
     except NotFound:

@@ -1,0 +1,43 @@
+"""The daemon on a real PostgreSQL server (`store = "postgresql://…"`), and its one-supervisor guard.
+
+The store contract itself is tests/test_store.py, run on both backends. Here: the
+real daemon (fake workers) keeps its queue in PostgreSQL, diarizectl reads it
+there, and a second daemon on the same store refuses to start until node leases
+exist (two recoveries would requeue each other's running jobs).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.harness import Daemon
+
+
+def test_the_daemon_keeps_its_queue_in_postgresql(postgres_server, models_cache, tmp_path, data):
+    dsn = postgres_server.new_database()
+    daemon = Daemon(tmp_path / "var", models_cache, fake_workers=True, store=dsn).start(wait=False)
+    try:
+        from diarized.store import open_store
+        from tests.harness import wait_until
+
+        store = open_store(dsn)  # migrates (under the advisory lock), so it can be read at once
+        wait_until(lambda: store.daemon().up, 60, lambda: f"the daemon on PostgreSQL:\n{daemon.log.read_text()}")
+        for name in ("a.flac", "b.flac"):
+            daemon.drop(data / "en-jfk/jfk.flac", name)
+        wait_until(lambda: len([j for j in store.jobs() if j.state in ("succeeded", "duplicate")]) == 2, 60,
+                   lambda: f"both files: {[(j.source_name, j.state) for j in store.jobs()]}")
+        assert not (tmp_path / "var/state/diarized.db").exists()  # nothing went to SQLite
+        status = subprocess.run([sys.executable, "-m", "diarized.cli.ctl", "--state-dir", str(daemon.root),
+                                 "list", "--json"], env=daemon.env, capture_output=True, text=True, timeout=60)
+        assert sorted(j["state"] for j in json.loads(status.stdout)) == ["duplicate", "succeeded"], status.stderr
+
+        second = Daemon(tmp_path / "other", models_cache, fake_workers=True, store=dsn).start(wait=False)
+        assert second.proc.wait(60) == 1
+        assert "another diarized supervisor already serves the job store" in second.log.read_text()
+        assert "postgres@" in second.log.read_text() or "postgresql://" in second.log.read_text()
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill9()
