@@ -190,18 +190,22 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         seen = set()
 
         def progressed():
-            for bar in driver.find_elements(By.CSS_SELECTOR, "#queue-rows progress"):
-                seen.add(float(bar.get_attribute("value")))
-            running = driver.find_elements(By.CSS_SELECTOR, "#queue-rows .state-running")
+            # one script reads the rows: the page replaces them every 2 s, so an element found in
+            # one call may be gone by the next (a stale element reference)
+            values, running, done = driver.execute_script(
+                "const q = s => Array.from(document.querySelectorAll(s));"
+                "return [q('#queue-rows progress').map(p => p.value), q('#queue-rows .state-running').length,"
+                " q('#finished-rows .state-succeeded').length];")
+            seen.update(float(v) for v in values)
             if running and not (shots / "2-overview-running.png").exists():
                 driver.save_screenshot(str(shots / "2-overview-running.png"))
-            return driver.find_elements(By.CSS_SELECTOR, "#finished-rows .state-succeeded")
+            return done
         wait_until(progressed, 300, lambda: f"the job to succeed (progress seen: {sorted(seen)})", every=0.3)
         assert driver.execute_script("return window.notReloaded") is True  # live, no reload
         assert any(0 < v < 1 for v in seen) or len(seen) > 1, seen
         driver.save_screenshot(str(shots / "3-overview-done.png"))
 
-        driver.find_element(By.CSS_SELECTOR, "#finished-rows a").click()
+        driver.execute_script("document.querySelector('#finished-rows a').click()")  # no stale reference
         wait_until(lambda: driver.find_elements(By.ID, "transcript-link"), 30, "the job page")
         driver.save_screenshot(str(shots / "4-job.png"))
         job_id = driver.current_url.rsplit("/", 1)[1]
@@ -224,7 +228,9 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         field.clear()
         field.send_keys("Ana")
         driver.find_element(By.ID, "rename-button").click()
-        wait_until(lambda: "Ana" in driver.find_element(By.ID, "paragraphs").text, 30, "the new name")
+        # read by script: during the form's redirect the old page's elements go stale
+        wait_until(lambda: "Ana" in driver.execute_script(
+            "const p = document.getElementById('paragraphs'); return p ? p.textContent : '';"), 30, "the new name")
         driver.save_screenshot(str(shots / "6-renamed.png"))
     finally:
         driver.quit()
