@@ -8,6 +8,7 @@ restarts too.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from diarized.store import DaemonStatus, JobStore, State, Timing
@@ -46,9 +47,9 @@ def gather(store: JobStore) -> Figures:
 
 
 def percentile(values: list[float], share: float) -> float | None:
-    """The value below which `share` of them fall (nearest rank); None without values."""
+    """The nearest-rank percentile: the smallest value with at least `share` of them at or below it."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
