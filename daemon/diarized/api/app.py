@@ -15,7 +15,7 @@ import time
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -145,26 +145,8 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
             job = await run_in_threadpool(submit_path, body.path, body.priority,
                                           _hints(body.num_speakers, body.min_speakers, body.max_speakers))
         else:
-            job = await receive_upload(request)
+            job = await take_multipart(request, clients)
         return JSONResponse(JobOut.of(job).model_dump(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
-
-    async def receive_upload(request: Request) -> Job:
-        length = request.headers.get("content-length")
-        limit = int(settings.max_file_gb * 2**30)
-        if length and length.isdigit() and int(length) > limit + (1 << 20):
-            raise TooLarge(f"the upload ({int(length) / 2**30:.2f} GiB) is larger than the limit "
-                           f"of {settings.max_file_gb:g} GiB (max_file_gb)")
-        intake = Intake(settings, clients.get().store)
-        received = await multipart.receive(request.headers.get("content-type", ""), request.stream(),
-                                           intake.new_upload)
-        try:
-            fields = received.fields
-            priority = _priority(fields.get("priority", "normal"))
-            hints = _hints(*(_int_field(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")))
-            return await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
-                received.upload, priority, hints))
-        finally:
-            received.upload.close()
 
     def submit_path(path: str, priority: str, hints: SpeakerHints) -> Job:
         return clients.get().submit(allowed_file(settings, path), _priority(priority), hints)
@@ -196,13 +178,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
              response_class=FileResponse, responses={404: {"model": ErrorOut}})
     def get_output(job_id: str, name: str) -> FileResponse:
         """One published file, by a name from the job's own list (nothing else is reachable)."""
-        client = clients.get()
-        job = client.resolve(job_id)
-        files = client.outputs(job.id)
-        path = files.get(name)
-        if path is None or path.is_symlink() or not _inside(path, Path(job.output_dir)):
-            raise ApiError(404, "no_such_output", f"job {job.id} has no output {name!r}; "
-                           f"it has: {', '.join(files) or 'none (not succeeded)'}")
+        path = output_file(clients.get(), job_id, name)
         return FileResponse(path, filename=path.name, media_type=_media_type(path))
 
     @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
@@ -293,6 +269,44 @@ def _install_dashboard(app: FastAPI, settings: Settings, clients: Clients, token
     @app.exception_handler(dashboard.Forbidden)
     async def forbidden(_request: Request, exc):
         return error_response(403, "forbidden", str(exc))
+
+
+async def take_multipart(request: Request, clients: Clients,
+                         accept: Callable[[dict[str, str]], None] = lambda fields: None) -> Job:
+    """A multipart upload streamed into intake: the one path of POST /jobs and the dashboard's form.
+
+    An honest Content-Length over the limit is refused before the body is read; `accept` may
+    refuse the form by its fields (the dashboard's CSRF secret) before anything is recorded.
+    """
+    settings = clients.settings
+    length = request.headers.get("content-length")
+    limit = int(settings.max_file_gb * 2**30)
+    if length and length.isdigit() and int(length) > limit + (1 << 20):
+        raise TooLarge(f"the upload ({int(length) / 2**30:.2f} GiB) is larger than the limit "
+                       f"of {settings.max_file_gb:g} GiB (max_file_gb)")
+    intake = Intake(settings, clients.get().store)
+    received = await multipart.receive(request.headers.get("content-type", ""), request.stream(),
+                                       intake.new_upload)
+    try:
+        fields = received.fields
+        accept(fields)
+        priority = _priority(fields.get("priority", "normal"))
+        hints = _hints(*(_int_field(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")))
+        return await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
+            received.upload, priority, hints))
+    finally:
+        received.upload.close()
+
+
+def output_file(client: Client, job_id: str, name: str) -> Path:
+    """A published file of the job (or of the job it duplicates), by a name from its own list."""
+    job = client.resolve(job_id)
+    files = client.outputs(job.id)
+    path = files.get(name)
+    if path is None or path.is_symlink() or not _inside(path, Path(job.output_dir)):
+        raise ApiError(404, "no_such_output", f"job {job.id} has no output {name!r}; "
+                       f"it has: {', '.join(files) or 'none (not succeeded)'}")
+    return path
 
 
 def outputs_of(client: Client, job: Job) -> list[OutputOut]:

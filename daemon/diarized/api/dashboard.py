@@ -21,10 +21,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from diarized import __version__, relabel
-from diarized.api import upload as multipart
-from diarized.api.app import ApiError, Clients, _hints, _int_field, _priority, outputs_of
+from diarized.api.app import ApiError, Clients, output_file, outputs_of, take_multipart
 from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
-from diarized.intake import Intake
 from diarized.store import FINAL_STATES, Event, Job, State
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
@@ -191,19 +189,11 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
         if not session.can_submit:
             raise Forbidden(f"{session.name} may only look (a read token); uploads need a submit token")
         header_ok = same(request.headers.get("x-csrf-token"), session.csrf)
-        intake = Intake(settings, clients.get().store)
-        received = await multipart.receive(request.headers.get("content-type", ""), request.stream(),
-                                           intake.new_upload)
-        try:
-            if not header_ok and not same(received.fields.get("csrf"), session.csrf):
+
+        def csrf_sent(fields: dict[str, str]) -> None:
+            if not header_ok and not same(fields.get("csrf"), session.csrf):
                 raise Forbidden("this form is stale or was not sent by this dashboard: reload the page")
-            fields = received.fields
-            priority = _priority(fields.get("priority", "normal"))
-            hints = _hints(*(_int_field(fields, k) or None for k in ("num_speakers", "min_speakers", "max_speakers")))
-            job = await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
-                received.upload, priority, hints))
-        finally:
-            received.upload.close()
+        job = await take_multipart(request, clients, csrf_sent)
         return JSONResponse({"id": job.id, "file": job.source_name, "state": str(job.state),
                              "duplicate_of": job.duplicate_of, "error": job.error}, status_code=202)
 
@@ -237,11 +227,7 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
     @router.get("/jobs/{job_id}/outputs/{name:path}")
     def download(request: Request, job_id: str, name: str) -> FileResponse:
         session_of(request)
-        client = clients.get()
-        job = client.resolve(job_id)
-        path = client.outputs(job.id).get(name)
-        if path is None or path.is_symlink():
-            raise ApiError(404, "no_such_output", f"job {job.id} has no output {name!r}")
+        path = output_file(clients.get(), job_id, name)
         return FileResponse(path, filename=path.name)
 
     @router.get("/jobs/{job_id}/audio")
