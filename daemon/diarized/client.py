@@ -27,6 +27,7 @@ import psutil
 
 from diarized.config import Settings, default_config_file, load_settings
 from diarized.intake import Intake
+from diarized.outbox import published_files
 from diarized.store import (FINAL_STATES, DaemonStatus, Event, Job, JobStore, Priority, SpeakerHints, State,
                             open_store)
 
@@ -134,10 +135,7 @@ class Client:
     def outputs(self, job_id: str) -> dict[str, Path]:
         """A succeeded job's published files by name (final_transcription.json, transcription.srt, ...)."""
         job = self.get(job_id)
-        if job.state != State.SUCCEEDED or not job.output_dir:
-            return {}
-        folder = Path(job.output_dir)
-        return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+        return published_files(job.output_dir) if job.state == State.SUCCEEDED else {}
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> Job:
         """Block until the job succeeds (returned) or fails or is cancelled (JobFailed).

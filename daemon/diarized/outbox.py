@@ -38,6 +38,14 @@ def owned_by(folder: Path, job_id: str, marker: str = JOB_MARKER) -> bool:
         return False
 
 
+def published_files(folder: str | Path | None) -> dict[str, Path]:
+    """A published folder's files by their name inside it (chunks/chunks_metadata.json, ...), sorted."""
+    if not folder or not Path(folder).is_dir():
+        return {}
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def job_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id
 

@@ -626,11 +626,15 @@ class SQLStore:
             return None
         return Job(**dict(zip([d[0] for d in cur.description], row)))
 
+    def _records(self, conn, sql: str, params: list, kind: type = Job) -> list:
+        """Rows as `kind` dataclasses, by column name (Job, Delivery)."""
+        cur = self._x(conn, sql, params)
+        names = [d[0] for d in cur.description]
+        return [kind(**dict(zip(names, row))) for row in cur.fetchall()]
+
     def _rows(self, sql: str, params: list) -> list[Job]:
         with self.reading() as conn:
-            cur = self._x(conn, sql, params)
-            names = [d[0] for d in cur.description]
-            return [Job(**dict(zip(names, row))) for row in cur.fetchall()]
+            return self._records(conn, sql, params)
 
     def _fetch(self, sql: str, params: list | tuple = ()) -> list[tuple]:
         with self.reading() as conn:
@@ -955,11 +959,6 @@ class SQLStore:
             return self._require(conn, job_id)
 
     # -- webhooks ---------------------------------------------------------------------------
-    def _deliveries(self, conn, sql: str, params: list) -> list[Delivery]:
-        cur = self._x(conn, sql, params)
-        names = [d[0] for d in cur.description]
-        return [Delivery(**dict(zip(names, row))) for row in cur.fetchall()]
-
     def pending_notifications(self, limit: int = 100) -> list[Notification]:
         rows = self._fetch("SELECT id, job_id, event, at FROM notifications WHERE dispatched_at IS NULL "
                            f"ORDER BY id LIMIT {int(limit)}")
@@ -983,8 +982,8 @@ class SQLStore:
     def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None) -> list[Delivery]:
         now = time.time() if now is None else now
         with self.transaction() as conn:
-            due = self._deliveries(conn, "SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? "
-                                         f"ORDER BY next_at LIMIT {int(limit)}" + self.SKIP_LOCKED, [now])
+            due = self._records(conn, "SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? "
+                                      f"ORDER BY next_at LIMIT {int(limit)}" + self.SKIP_LOCKED, [now], Delivery)
             for delivery in due:
                 self._x(conn, "UPDATE deliveries SET next_at = ? WHERE id = ?", [now + lease_seconds, delivery.id])
             return due
@@ -1006,12 +1005,12 @@ class SQLStore:
             sql, params = sql + " WHERE job_id = ?", [job_id]
         sql += " ORDER BY created_at DESC, id" + (f" LIMIT {int(limit)}" if limit else "")
         with self.reading() as conn:
-            return self._deliveries(conn, sql, params)
+            return self._records(conn, sql, params, Delivery)
 
     def get_delivery(self, delivery_id: str) -> Delivery:
         with self.reading() as conn:
-            found = self._deliveries(conn, "SELECT * FROM deliveries WHERE id = ? OR id LIKE ? LIMIT 2",
-                                     [delivery_id, f"{delivery_id}%"])
+            found = self._records(conn, "SELECT * FROM deliveries WHERE id = ? OR id LIKE ? LIMIT 2",
+                                  [delivery_id, f"{delivery_id}%"], Delivery)
         exact = [d for d in found if d.id == delivery_id]
         if exact or len(found) == 1:
             return (exact or found)[0]

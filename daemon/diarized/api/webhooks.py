@@ -21,12 +21,12 @@ import random
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Callable
 
 import httpx
 
 from diarized.config import WEBHOOK_WINDOW_SECONDS, Settings
+from diarized.outbox import published_files
 from diarized.store import Delivery, JobStore, Notification, StoreUnavailable
 
 log = logging.getLogger("diarized.webhooks")
@@ -85,7 +85,7 @@ class Sender:
     def body(self, note: Notification) -> str:
         """The JSON the receiver gets, frozen now (every retry sends the same bytes)."""
         job = self.store.get(note.job_id)
-        outputs = _output_names(job.output_dir) if note.event == "succeeded" else []
+        outputs = list(published_files(job.output_dir)) if note.event == "succeeded" else []
         return json.dumps({
             "event": note.event, "job_id": job.id, "status": job.status, "file": job.source_name,
             "outputs": [{"name": n, "url": f"/jobs/{job.id}/outputs/{n}"} for n in outputs],
@@ -137,12 +137,6 @@ class Sender:
                 log.warning("webhooks wait: the store cannot be written (%s)", exc)
             except Exception:
                 log.exception("webhook sender: unexpected error; it goes on")
-
-
-def _output_names(folder: str | None) -> list[str]:
-    if not folder or not Path(folder).is_dir():
-        return []
-    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
 
 
 def start(settings: Settings, open_store: Callable[[], JobStore]) -> Callable[[], None]:
