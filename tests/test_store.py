@@ -248,9 +248,11 @@ def test_samples_raise_the_peak_and_stay_bounded(store, tmp_path):
     taken = store.samples(time.time() - 60)
     assert [(s.pid, s.rss_mb, s.cpu_percent) for s in taken] == [(4242, 900.0, 95.0), (4242, 700.0, 180.0)]
     assert store.get(job.id).peak_rss_mb == 900.0
+    store.record_sample(job.id, 4242, 800.0, 90.0, peak_mb=1100.0)  # a higher reading between samples
+    assert store.get(job.id).peak_rss_mb == 1100.0
     time.sleep(0.05)
     store.record_sample(job.id, 4242, 650.0, 50.0, keep_seconds=0.01)  # older ones go
-    assert [s.rss_mb for s in store.samples(0)] == [650.0]
+    assert [s.rss_mb for s in store.samples(0)] == [650.0] and store.get(job.id).peak_rss_mb == 1100.0
 
 
 # -- webhooks: a transactional outbox ---------------------------------------------------------------

@@ -409,9 +409,10 @@ class JobStore(Protocol):
         """Raise the job's peak RSS to rss_mb if it is higher; never lowers it."""
 
     def record_sample(self, job_id: str, pid: int, rss_mb: float, cpu_percent: float,
-                      keep_seconds: float = 3600.0) -> None:
-        """A worker's memory and CPU now; also raises the job's peak RSS. Samples older than
-        keep_seconds are dropped in the same step, so the table stays small."""
+                      keep_seconds: float = 3600.0, peak_mb: float | None = None) -> None:
+        """A worker's memory and CPU now; also raises the job's peak RSS to peak_mb (the highest
+        reading between samples; default rss_mb). Samples older than keep_seconds are dropped in
+        the same step, so the table stays small."""
 
     def samples(self, since: float) -> list[Sample]:
         """Samples taken since `since`, oldest first."""
@@ -879,13 +880,14 @@ class SQLStore:
                     [rss_mb, job_id, rss_mb])
 
     def record_sample(self, job_id: str, pid: int, rss_mb: float, cpu_percent: float,
-                      keep_seconds: float = 3600.0) -> None:
+                      keep_seconds: float = 3600.0, peak_mb: float | None = None) -> None:
         now = time.time()
+        peak = max(rss_mb, peak_mb or 0.0)
         with self.transaction() as conn:
             self._x(conn, "INSERT INTO samples (job_id, pid, at, rss_mb, cpu_percent) VALUES (?, ?, ?, ?, ?)",
                     [job_id, pid, now, rss_mb, cpu_percent])
             self._x(conn, "UPDATE jobs SET peak_rss_mb = ? WHERE id = ? AND COALESCE(peak_rss_mb, 0) < ?",
-                    [rss_mb, job_id, rss_mb])
+                    [peak, job_id, peak])
             self._x(conn, "DELETE FROM samples WHERE at < ?", [now - keep_seconds])
 
     def samples(self, since: float) -> list[Sample]:

@@ -336,8 +336,8 @@ class Supervisor:
             run.rss = tree_rss(run.ps)
             run.peak_rss = max(run.peak_rss, run.rss)
             if now - run.last_rss_record >= RSS_RECORD_SECONDS:
-                self.store.record_sample(job_id, run.proc.pid, run.rss / 2**20, tree_cpu(run.ps))
-                self.store.record_rss(job_id, run.peak_rss / 2**20)
+                self.store.record_sample(job_id, run.proc.pid, run.rss / 2**20, tree_cpu(run.ps),
+                                         peak_mb=run.peak_rss / 2**20)
                 run.last_rss_record = now
             if run.rss / 2**30 > limit:
                 self.kill(run, f"memory limit exceeded ({run.rss / 2**30:.1f} GiB > {limit:.1f} GiB)")
