@@ -23,17 +23,22 @@ class RenameError(ValueError):
     """A rename that cannot be applied; the message says why."""
 
 
+def labels_of(doc: dict) -> dict[str, str]:
+    """The names shown in a final_transcription.json -> their original labels (never renamed: the same)."""
+    return doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+
+
 def current_names(output_dir: Path) -> dict[str, str]:
     """Original label -> the name shown now, in order of first speech."""
     doc = _load(output_dir)
-    labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+    labels = labels_of(doc)
     return {labels[name]: name for name in doc["speakers"]}
 
 
 def rename(output_dir: Path, names: dict[str, str]) -> dict[str, str]:
     """Give speakers new names (keys: original labels or current names); returns label -> name."""
     doc = _load(output_dir)
-    labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}  # shown name -> original
+    labels = labels_of(doc)  # shown name -> original
     shown = {original: name for name, original in labels.items()}
     for key, new in names.items():
         original = key if key in shown else labels.get(key)
@@ -45,17 +50,17 @@ def rename(output_dir: Path, names: dict[str, str]) -> dict[str, str]:
         shown[original] = new
     if len(set(shown.values())) != len(shown):
         raise RenameError("two speakers cannot share a name (that would merge them in the transcript)")
-    _apply(output_dir, doc, shown)
+    _apply(output_dir, doc, labels, shown)
     return shown
 
 
-def _apply(output_dir: Path, doc: dict, shown: dict[str, str]) -> None:
-    old_labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+def _apply(output_dir: Path, doc: dict, labels: dict[str, str], shown: dict[str, str]) -> None:
+    """labels: the names shown until now -> original label; shown: original label -> new name."""
     for segment in doc["segments"]:
-        original = segment.get("speaker_label") or old_labels.get(segment["speaker_id"], segment["speaker_id"])
+        original = segment.get("speaker_label") or labels.get(segment["speaker_id"], segment["speaker_id"])
         segment["speaker_label"] = original
         segment["speaker_id"] = shown[original]
-    doc["speakers"] = [shown[old_labels[name]] for name in doc["speakers"]]
+    doc["speakers"] = [shown[labels[name]] for name in doc["speakers"]]
     doc["speaker_labels"] = {name: original for original, name in shown.items()}
     cues = build_cues(doc["segments"])
     renders = {"srt": lambda: render_srt(cues), "vtt": lambda: render_vtt(cues),

@@ -11,6 +11,7 @@ script or style, so the Content-Security-Policy allows only 'self'.
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -115,12 +116,17 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
         return writer(request, form.get("csrf")), form
 
     # -- logging in ---------------------------------------------------------------------------
-    @router.get("/login")
-    def login_form(next: str = "/ui/") -> Response:
-        secret = sessions_secret()
-        response = page("login.html", login_csrf=secret, next=_local(next), session=None)
+    def login_page(next_path, status: int = 200, **values) -> HTMLResponse:
+        """The login form with a fresh CSRF secret, in the form and in its own cookie."""
+        secret = secrets.token_urlsafe(24)
+        response = page("login.html", status=status, login_csrf=secret, next=_local(next_path), session=None,
+                        **values)
         response.set_cookie(LOGIN_COOKIE, secret, httponly=True, samesite="strict", path="/ui/login")
         return response
+
+    @router.get("/login")
+    def login_form(next: str = "/ui/") -> Response:
+        return login_page(next)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
@@ -129,11 +135,7 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
             raise Forbidden("the login form is stale: reload it and try again")
         opened = sessions.open(str(form.get("token", "")).strip())
         if opened is None:
-            secret = sessions_secret()
-            response = page("login.html", status=401, login_csrf=secret, next=_local(form.get("next")), session=None,
-                            message="That token is not valid here.", message_kind="error")
-            response.set_cookie(LOGIN_COOKIE, secret, httponly=True, samesite="strict", path="/ui/login")
-            return response
+            return login_page(form.get("next"), 401, message="That token is not valid here.", message_kind="error")
         _, cookie = opened
         response = RedirectResponse(_local(form.get("next")), status_code=303)
         response.set_cookie(COOKIE, cookie, max_age=int(sessions.max_age), httponly=True, samesite="strict",
@@ -268,7 +270,7 @@ def transcript_view(job: Job) -> dict:
     if job.state != State.SUCCEEDED or not job.output_dir:
         raise ApiError(404, "no_transcript", f"{job.source_name} has no transcript (it is {job.state})")
     doc = json.loads((Path(job.output_dir) / "final_transcription.json").read_text())
-    labels = doc.get("speaker_labels") or {s: s for s in doc["speakers"]}
+    labels = relabel.labels_of(doc)
     speakers = {name: {"name": name, "label": labels[name], "index": i, "colour": i % 8, "turns": []}
                 for i, name in enumerate(doc["speakers"])}
     paragraphs: list[dict] = []
@@ -284,12 +286,6 @@ def transcript_view(job: Job) -> dict:
     duration = float(doc.get("total_duration") or max((p["end"] for p in paragraphs), default=1.0)) or 1.0
     audio = bool(job.source_path and Path(job.source_path).is_file())
     return {"speakers": list(speakers.values()), "paragraphs": paragraphs, "duration": duration, "audio": audio}
-
-
-def sessions_secret() -> str:
-    import secrets
-
-    return secrets.token_urlsafe(24)
 
 
 def _local(target) -> str:
