@@ -42,7 +42,29 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str | Call
 FAKE_DAEMON = Path(__file__).parent / "support" / "fake_daemon.py"
 
 
-class Daemon:
+class Service:
+    """A diarized process the way systemd would run it: output appended to `log`, SIGTERM to stop."""
+
+    log: Path
+    env: dict
+    proc: subprocess.Popen | None = None
+    stop_timeout: float = 60
+
+    def spawn(self, command: list[str], **popen) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, **popen)
+
+    def stop(self, timeout: float | None = None) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout or self.stop_timeout)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Daemon(Service):
     """`diarized run` on a temporary state root with the small bundled model.
 
     fake_workers=True runs the same daemon with tests/support/fake_worker.py as
@@ -70,16 +92,13 @@ class Daemon:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.user:
             os.chown(self.root, *self.user)
-        with self.log.open("ab") as log:
-            command = [sys.executable, str(FAKE_DAEMON)] if self.fake_workers else \
-                [sys.executable, "-m", "diarized.cli.daemon", "run"]
-            if self.chaos:
-                command += ["--chaos", self.chaos]
-            uid, gid = self.user or (None, None)
-            self.proc = subprocess.Popen(
-                [*command, "--state-dir", str(self.root)], env=self.env, user=uid, group=gid,
-                extra_groups=[] if uid is not None else None, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+        command = [sys.executable, str(FAKE_DAEMON)] if self.fake_workers else \
+            [sys.executable, "-m", "diarized.cli.daemon", "run"]
+        if self.chaos:
+            command += ["--chaos", self.chaos]
+        uid, gid = self.user or (None, None)
+        self.spawn([*command, "--state-dir", str(self.root)], user=uid, group=gid,
+                   extra_groups=[] if uid is not None else None)
         if wait:
             wait_until(lambda: self.store_ready(), 60, "the daemon to start")
         return self
@@ -107,14 +126,6 @@ class Daemon:
         target.write_bytes(source.read_bytes())
         return target
 
-    def stop(self, timeout: float = 60) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
     def jobs(self, *states: str):
         return self.store.jobs(states=states or None)
 
@@ -135,8 +146,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class ApiServer:
+class ApiServer(Service):
     """`diarized api` as a real uvicorn process on a free loopback port (or a unix socket)."""
+
+    stop_timeout = 30
 
     def __init__(self, root: Path, tokens: list[str] = (), listen: str | None = None, **settings):
         self.root = root
@@ -160,11 +173,8 @@ class ApiServer:
 
     def start(self, wait: bool = True) -> "ApiServer":
         self.root.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "diarized.cli.daemon", "api", "--state-dir", str(self.root),
-                 "--listen", self.listen], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+        self.spawn([sys.executable, "-m", "diarized.cli.daemon", "api", "--state-dir", str(self.root),
+                    "--listen", self.listen])
         if wait:
             wait_until(self._healthy, 60, lambda: f"the API to answer:\n{self.log.read_text()}")
         return self
@@ -180,10 +190,3 @@ class ApiServer:
         except httpx.TransportError:
             return False
 
-    def stop(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
