@@ -69,6 +69,8 @@ class Daemon(Service):
 
     fake_workers=True runs the same daemon with tests/support/fake_worker.py as
     its worker: no model is loaded, so scheduling and crash tests take seconds.
+    With node_id= and store= (PostgreSQL), several Daemons on one root act as the
+    nodes of one service; each has its own log and runtime folder.
     """
 
     def __init__(self, root: Path, cache: Path, fake_workers: bool = False,
@@ -77,16 +79,19 @@ class Daemon(Service):
         self.fake_workers = fake_workers
         self.user = user  # (uid, gid) to run as; None: as the test runner
         self.chaos = chaos  # fake_daemon.py --chaos SEED:PROBABILITY:LOG
+        node = settings.get("node_id")
         self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache),
                     "DIARIZED_MODEL": "tiny.en", "DIARIZED_SETTLE_SECONDS": "1",
                     "DIARIZED_RESCAN_SECONDS": "1", "DIARIZED_RETRY_BACKOFF_SECONDS": "1",
                     "DIARIZED_LOG_FORMAT": "json", "HF_HUB_OFFLINE": "1",
-                    "XDG_RUNTIME_DIR": str(root.parent / "run")}
+                    "XDG_RUNTIME_DIR": str(root.parent / (f"run-{node}" if node else "run"))}
         self.env.update({f"DIARIZED_{k.upper()}": str(v) for k, v in settings.items()})
         self.proc: subprocess.Popen | None = None
+        self.node = node
+        self.store_location = settings.get("store") or str(root / "state/diarized.db")
         self.inbox = root / "inbox"
         self.outbox = root / "outbox"
-        self.log = root / "daemon.log"
+        self.log = root / (f"daemon-{node}.log" if node else "daemon.log")
 
     def start(self, wait: bool = True) -> "Daemon":
         self.root.mkdir(parents=True, exist_ok=True)
@@ -106,18 +111,23 @@ class Daemon(Service):
     def store_ready(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
-        db = self.root / "state/diarized.db"
-        if not db.exists():
+        if "://" not in self.store_location and not Path(self.store_location).exists():
             return False
+        from psycopg.errors import UndefinedTable
+
         try:
-            status = open_store(db, readonly=True).daemon()
-        except sqlite3.OperationalError:  # the daemon is still creating the schema
+            nodes = self.store.nodes()
+        except (sqlite3.OperationalError, UndefinedTable):  # the daemon is still creating the schema
             return False
-        return status.pid == self.proc.pid and status.state == "running"
+        return any(n.pid == self.proc.pid and n.state == "running" for n in nodes)
 
     @property
     def store(self):
-        return open_store(self.root / "state/diarized.db", readonly=True)
+        if self._store is None or "://" not in self.store_location:
+            self._store = open_store(self.store_location, readonly=True)
+        return self._store
+
+    _store = None  # one pooled PostgreSQL store per Daemon; SQLite files are opened afresh
 
     def drop(self, source: Path, name: str | None = None, sub: str = "") -> Path:
         """Copy like an operator's `cp`: written in place, then closed."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from diarized.store import (MIGRATIONS, SCHEMA_VERSION, InvalidTransition, JobStore, NotFound, Priority,
-                            SchemaError, SQLiteStore, State, open_store)
+from diarized.store import (MIGRATIONS, SCHEMA_VERSION, InvalidTransition, JobStore, LeaseLost, NotFound,
+                            Priority, SchemaError, SQLiteStore, State, open_store)
 
 
 def _sqlite_location(request, tmp_path: Path) -> str:
@@ -146,23 +147,47 @@ def test_requeue_with_and_without_spending_an_attempt(store, tmp_path):
 
 
 def test_lease_holder_threads_and_expiry(store, tmp_path):
-    a = store.claim(_queued(store, tmp_path, "a.wav", "1").id)
-    b = store.claim(_queued(store, tmp_path, "b.wav", "2").id)
+    a = store.claim(_queued(store, tmp_path, "a.wav", "1").id, "node-a", 60)
+    b = store.claim(_queued(store, tmp_path, "b.wav", "2").id, "node-b", 60)
+    assert (a.node, a.lease_generation, b.node) == ("node-a", 1, "node-b")
+    assert a.lease_expires_at == pytest.approx(time.time() + 60, abs=5)
     store.set_worker(a.id, 4242, 2)
     store.set_worker(b.id, 4343, 1, "tiny.en")
     assert store.get(a.id).worker_pid == 4242 and store.worker_threads(a.id) == [2]
     assert store.get(b.id).model == "tiny.en" and store.get(a.id).model is None
-    assert store.expired_leases(60) == []
-    later = time.time() + 120
-    assert {j.id for j in store.expired_leases(60, now=later)} == {a.id, b.id}
-    time.sleep(0.05)
-    store.heartbeat(a.id)
-    cutoff = store.get(a.id).heartbeat_at - 0.01
-    assert [j.id for j in store.expired_leases(0, now=cutoff)] == [b.id]
+    assert store.expired_leases() == []
+    assert {j.id for j in store.expired_leases(now=time.time() + 120)} == {a.id, b.id}
+    assert store.heartbeat(a.id, 1, 600) is True  # renewed for longer: b alone expires
+    assert [j.id for j in store.expired_leases(now=time.time() + 120)] == [b.id]
     store.requeue(a.id, "stopped", spend_attempt=False)
-    store.claim(a.id)
+    assert store.claim(a.id, "node-b", 60).lease_generation == 2  # every claim a new generation
     store.set_worker(a.id, 4444, 1)
     assert store.worker_threads(a.id) == [2, 1]
+
+
+def test_a_lost_lease_fences_every_transition_and_the_heartbeat(store, tmp_path):
+    old = store.claim(_queued(store, tmp_path).id, "node-a", 60)
+    taken = store.requeue_after_daemon_death(old.id, "node-a stopped renewing", old.lease_generation)
+    assert taken.state == State.QUEUED
+    new = store.claim(old.id, "node-b", 60)
+    assert new.lease_generation == old.lease_generation + 1
+    assert store.heartbeat(old.id, old.lease_generation, 60) is False  # the old worker stops
+    store.progress(old.id, "diarize", 0.9, 1.0, old.lease_generation)
+    assert store.get(old.id).progress != 0.9
+    for transition in (lambda g: store.set_output_dir(old.id, "/outbox/a", g),
+                       lambda g: store.mark_succeeded(old.id, "/outbox/a", None, g),
+                       lambda g: store.requeue(old.id, "crash", True, 0, g),
+                       lambda g: store.requeue_after_daemon_death(old.id, "again", g),
+                       lambda g: store.fail(old.id, "Crash", "boom", "", g),
+                       lambda g: store.mark_cancelled(old.id, None, g)):
+        with pytest.raises(LeaseLost):
+            transition(old.lease_generation)
+    after = store.get(old.id)
+    assert (after.state, after.node, after.output_dir) == (State.RUNNING, "node-b", None)
+    assert store.heartbeat(new.id, new.lease_generation, 60) is True
+    assert store.mark_succeeded(new.id, "/outbox/a", None, new.lease_generation).state == State.SUCCEEDED
+    with pytest.raises(LeaseLost):  # a finished job has no lease left to hold
+        store.requeue(new.id, "late", True, 0, new.lease_generation)
 
 
 def test_progress_and_heartbeats_are_ignored_once_not_running(store, tmp_path):
@@ -207,18 +232,34 @@ def test_cancel_retry_and_priority(store, tmp_path):
 
 
 def test_daemon_status_is_up_only_while_fresh_and_alive(store):
-    assert store.daemon(15).up is False
-    row = dict(pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time(), workers_busy=1,
-               workers_total=2, memory_used_gb=1.5, memory_budget_gb=20.0, queued=3, state="running")
-    store.set_daemon(**row)
+    assert store.daemon(15).up is False and store.nodes(15) == []
+    row = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time(),
+               workers_busy=1, workers_total=2, memory_used_gb=1.5, memory_budget_gb=20.0, queued=3,
+               state="running", inbox=True)
+    store.set_daemon("a", **row)
     status = store.daemon(15)
-    assert status.up and status.workers_busy == 1 and status.queued == 3
-    store.set_daemon(**{**row, "heartbeat_at": time.time() - 60})
+    assert status.up and status.workers_busy == 1 and status.queued == 3 and status.node == "a" and status.inbox
+    store.set_daemon("a", **{**row, "heartbeat_at": time.time() - 60})
     assert not store.daemon(15).up
-    store.set_daemon(**{**row, "state": "stopped"})
+    store.set_daemon("a", **{**row, "state": "stopped"})
     assert not store.daemon(15).up
-    store.set_daemon(**{**row, "pid": 2**22 + 1})  # above pid_max: no such process
+    store.set_daemon("a", **{**row, "pid": 2**22 + 1})  # above pid_max: no such process
     assert not store.daemon(15).up
+    store.set_daemon("a", **{**row, "pid": 2**22 + 1, "host": "elsewhere"})  # a pid on another host
+    assert store.daemon(15).up  # is not checked here: its heartbeat says it lives
+
+
+def test_several_nodes_are_listed_and_summed(store):
+    row = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time(),
+               workers_busy=1, workers_total=2, memory_used_gb=1.5, memory_budget_gb=20.0, queued=3,
+               state="running", inbox=False)
+    store.set_daemon("b", **row)
+    store.set_daemon("a", **{**row, "inbox": True, "workers_busy": 2})
+    store.set_daemon("c", **{**row, "state": "stopped"})
+    assert [(n.node, n.up, n.inbox) for n in store.nodes(15)] == [
+        ("a", True, True), ("b", True, False), ("c", False, False)]
+    whole = store.daemon(15)
+    assert whole.up and (whole.workers_busy, whole.workers_total, whole.memory_budget_gb) == (3, 4, 40.0)
 
 
 def _claim_all(location: str, ids: list[str], out) -> None:

@@ -1,9 +1,10 @@
-"""The daemon on a real PostgreSQL server (`store = "postgresql://…"`), and its one-supervisor guard.
+"""The daemon on a real PostgreSQL server (`store = "postgresql://…"`), and its one-supervisor-per-node guard.
 
 The store contract itself is tests/test_store.py, run on both backends. Here: the
 real daemon (fake workers) keeps its queue in PostgreSQL, diarizectl reads it
-there, and a second daemon on the same store refuses to start until node leases
-exist (two recoveries would requeue each other's running jobs).
+there, and a second daemon under the same node name refuses to start, even from
+another state folder (two recoveries would requeue each other's running jobs).
+Several nodes: tests/test_nodes.py.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def test_the_daemon_keeps_its_queue_in_postgresql(postgres_server, models_cache,
 
         second = Daemon(tmp_path / "other", models_cache, fake_workers=True, store=dsn).start(wait=False)
         assert second.proc.wait(60) == 1
-        assert "another diarized supervisor already serves the job store" in second.log.read_text()
+        assert "already runs as node" in second.log.read_text()
         assert "postgres@" in second.log.read_text() or "postgresql://" in second.log.read_text()
         assert daemon.stop() == 0
     finally:

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import socket
 import tomllib
 import types
 import typing
@@ -45,8 +47,9 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "stop_timeout_seconds": (0, False, None), "unit_seconds": (0, False, None),
     "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
-    "webhook_retry_seconds": (0, False, None),
+    "webhook_retry_seconds": (0, False, None), "lease_seconds": (10, True, None),
 }
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 
@@ -84,6 +87,9 @@ class Settings:
     failed_dir: Path | None = None
     # the job store: empty for the SQLite file under state/, or a postgresql:// URL
     store: str = ""
+    # this machine's name among the nodes sharing one PostgreSQL store (and one state folder)
+    node_id: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "node")
+    lease_seconds: float = 120.0  # a running job whose worker is silent this long is taken over
     # scheduling and limits
     max_workers: int = 2
     max_memory_gb: float = field(default_factory=default_memory_gb)
@@ -165,6 +171,13 @@ class Settings:
         return not self.store
 
     @property
+    def node_dir(self) -> Path:
+        """This node's own files (its lock, its workers' settings): state/ alone, or state/nodes/<node>/
+        when several nodes may share the state folder through a PostgreSQL store."""
+        state = self.db_path.parent
+        return state if self.store_is_file else state / "nodes" / self.node_id
+
+    @property
     def jobs_dir(self) -> Path:
         return self.state_dir / "state" / "jobs"
 
@@ -195,7 +208,8 @@ class Settings:
     def folders(self) -> dict[str, Path]:
         """Every folder the daemon writes, by name: the one list start-up checks and doctor use."""
         return {"inbox": self.inbox, "outbox": self.outbox, "done": self.done, "failed": self.failed,
-                "state": self.db_path.parent, "jobs": self.jobs_dir, "uploads": self.uploads}
+                "state": self.db_path.parent, "node": self.node_dir, "jobs": self.jobs_dir,
+                "uploads": self.uploads}
 
     @property
     def per_worker_memory_gb(self) -> float:
@@ -338,6 +352,8 @@ def _validate(s: Settings) -> None:
         problems.append("log_format must be auto, human or json")
     problems += speaker_hint_problems(s.num_speakers, s.min_speakers, s.max_speakers)
     problems += api_problems(s)
+    if not NODE_NAME.fullmatch(s.node_id):
+        problems.append(f"node_id must be 1-63 letters, digits, '.', '_' or '-', not {s.node_id!r}")
     if s.store and not s.store.startswith(("postgresql://", "postgres://")):
         problems.append(f"store must be empty (the SQLite file under state/) or a postgresql:// URL, "
                         f"not {s.store!r}")
@@ -360,7 +376,7 @@ def check_folders(settings: Settings) -> None:
             raise ConfigError(f"cannot create {folder}: {exc.strerror}") from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(f"{folder} is not writable by this user (uid {os.getuid()})")
-    named = {name: path.resolve() for name, path in settings.folders.items() if name != "state"}
+    named = {name: path.resolve() for name, path in settings.folders.items() if name not in ("state", "node")}
     devices = {name: path.stat().st_dev for name, path in named.items()}
     for name, device in devices.items():
         if device != devices["jobs"]:

@@ -6,6 +6,10 @@ the one order that survives a crash at any line: files first where the store
 must point at them (the outbox name is recorded before the rename), the store
 last where the files are the proof (succeeded only after publication). Each
 method is idempotent, so recovery at start can simply call it again.
+
+Every method takes the job as its caller last saw it and fences the store change
+with that job's lease generation (when it is running): a node whose lease another
+node took over gets LeaseLost before it renames anything, and changes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from diarized.store import Job, JobStore, NotFound, State
 log = logging.getLogger("diarized.lifecycle")
 
 
+def held(job: Job) -> int | None:
+    """The lease generation a transition of this job is fenced with (None: it is not running)."""
+    return job.lease_generation if job.state == State.RUNNING else None
+
+
 @dataclass
 class Lifecycle:
     settings: Settings
@@ -31,8 +40,8 @@ class Lifecycle:
         """Publish the outputs (once), settle the original, then mark succeeded (once)."""
         target = Path(job.output_dir) if job.output_dir else outbox.output_target(self.settings, job)
         if not outbox.owned_by(target, job.id):
-            if job.output_dir is None:
-                self.store.set_output_dir(job.id, str(target))  # before the rename: crash-safe
+            # recorded before the rename (crash-safe), and the fence: a node whose lease is over stops here
+            self.store.set_output_dir(job.id, str(target), held(job))
             outbox.publish_outputs(self.settings, job, target)
         source = Path(job.source_path) if job.source_path else None
         where = outbox.settle_original(self.settings, source, job.source_name, job.short_id)
@@ -40,7 +49,7 @@ class Lifecycle:
             where = str(outbox.find_settled(self.settings, job) or "")
         outbox.forget_old_failure(self.settings, source)
         if job.state != State.SUCCEEDED:
-            job = self.store.mark_succeeded(job.id, str(target), where or None)
+            job = self.store.mark_succeeded(job.id, str(target), where or None, held(job))
         elif where:
             self.store.set_source(job.id, where)
         outbox.remove_work(self.settings, job.id)
@@ -51,14 +60,18 @@ class Lifecycle:
 
         A job folder still in state/jobs/ belongs to a running or queued job, or to a
         job whose end was recorded but not finished (failed before its original reached
-        failed/, succeeded before its original reached done/): those are finished now.
+        failed/, succeeded before its original reached done/): those are finished now,
+        unless another live node ran the job (it may be finishing it this moment).
         """
         notes = []
+        others = {n.node for n in self.store.nodes() if n.up and n.node != self.settings.node_id}
         for folder in sorted(self.settings.jobs_dir.iterdir()):
             try:
                 job = self.store.get(folder.name)
             except NotFound:
                 notes.append(f"{folder.name}: a work folder without a job; left for the operator")
+                continue
+            if job.node in others:
                 continue
             if job.state == State.SUCCEEDED:
                 self.succeed(job)
@@ -74,18 +87,22 @@ class Lifecycle:
 
     def fail(self, job: Job, error_type: str, error: str, hint: str) -> Job:
         """-> failed now (bad input, no attempts left): original and error.json to failed/."""
-        return self.quarantine(self.store.fail(job.id, error_type, error, hint))
+        return self.quarantine(self.store.fail(job.id, error_type, error, hint, held(job)))
 
     def cancel(self, job: Job) -> Job:
-        return self.quarantine(self.store.mark_cancelled(job.id, job.source_path))
+        return self.quarantine(self.store.mark_cancelled(job.id, job.source_path, held(job)))
 
     def retry_or_fail(self, job: Job, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
         """Back to the queue; when that spends the last attempt, failed with error.json."""
-        return self._quarantine_if_failed(self.store.requeue(job.id, reason, spend_attempt, backoff))
+        return self._quarantine_if_failed(
+            self.store.requeue(job.id, reason, spend_attempt, backoff, held(job)))
 
     def orphaned(self, job: Job, reason: str) -> Job:
-        """The daemon died while `job` ran: back to the queue for free, or failed after repeated deaths."""
-        return self._quarantine_if_failed(self.store.requeue_after_daemon_death(job.id, reason))
+        """The daemon (or the node) died while `job` ran: back to the queue for free, or failed
+        after repeated deaths; published before the death: succeeded."""
+        if self.was_published(job):
+            return self.succeed(job)
+        return self._quarantine_if_failed(self.store.requeue_after_daemon_death(job.id, reason, held(job)))
 
     def _quarantine_if_failed(self, job: Job) -> Job:
         return self.quarantine(job) if job.state == State.FAILED else job

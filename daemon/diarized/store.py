@@ -29,6 +29,7 @@ import errno
 import json
 import re
 import secrets
+import socket
 import sqlite3
 import sys
 import time
@@ -82,6 +83,13 @@ class NotFound(KeyError):
 
 class InvalidTransition(RuntimeError):
     """The job is not in a state that allows this (e.g. cancelling a finished job)."""
+
+
+class LeaseLost(RuntimeError):
+    """This node no longer holds the job's lease: another node took the job over (it expired).
+
+    The holder must drop the job without publishing or changing it: the other node's run wins.
+    """
 
 
 class StoreUnavailable(RuntimeError):
@@ -141,6 +149,9 @@ class Job:
     min_speakers: int | None = None
     max_speakers: int | None = None
     model: str | None = None  # the Whisper model of its last attempt (metrics by model)
+    node: str | None = None  # the lease: which node runs it, under which generation, until when
+    lease_generation: int = 0  # +1 at every claim; transitions of a running job are fenced by it
+    lease_expires_at: float | None = None  # renewed by the worker's heartbeat; then any node requeues it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
@@ -250,9 +261,12 @@ class Sample:
 
 @dataclass(frozen=True)
 class DaemonStatus:
-    """The supervisor's last published heartbeat, and whether it is still alive."""
+    """A supervisor's last published heartbeat (one node, or all nodes summed), and whether it lives."""
 
     up: bool
+    node: str | None = None
+    host: str | None = None
+    inbox: bool = False  # this node scans and takes the inbox (one node at a time)
     pid: int | None = None
     state: str | None = None
     started_at: float | None = None
@@ -356,15 +370,21 @@ class JobStore(Protocol):
     def claimable(self, now: float | None = None) -> list[Job]:
         """Queued jobs whose backoff has passed, in claim order: priority, then age, then id."""
 
-    def expired_leases(self, lease_seconds: float, now: float | None = None) -> list[Job]:
-        """Running jobs whose worker has not sent a heartbeat for lease_seconds."""
+    def expired_leases(self, now: float | None = None) -> list[Job]:
+        """Running jobs whose lease ended (no heartbeat renewed it), on any node."""
 
     def worker_threads(self, job_id: str) -> list[int]:
         """The threads each attempt's worker was given, in attempt order."""
 
     # -- the supervisor (lifecycle.py) -----------------------------------------------
-    def claim(self, job_id: str) -> Job | None:
-        """queued -> running, spending one attempt and starting a lease.
+    # Fencing: every transition of a running job takes the lease generation its caller
+    # holds. If the job is no longer running under that generation (another node took it
+    # over after the lease expired), the call raises LeaseLost and changes nothing; None
+    # skips the check (operators, intake, a job that is not running).
+    def claim(self, job_id: str, node: str | None = None, lease_seconds: float = 120.0) -> Job | None:
+        """queued -> running, spending one attempt and starting `node`'s lease (generation + 1).
+
+        node None: a store served by one node (recovery takes such jobs as its own).
 
         Returns None (and changes nothing) when the job is not queued any more: of
         several processes claiming one job, exactly one gets it.
@@ -373,7 +393,8 @@ class JobStore(Protocol):
     def set_worker(self, job_id: str, pid: int, threads: int, model: str | None = None) -> None:
         """Record the running job's worker process (its lease holder), its thread share and model."""
 
-    def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
+    def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0,
+                generation: int | None = None) -> Job:
         """running -> queued, not claimable for `backoff` seconds.
 
         spend_attempt=False gives the attempt back (the job was stopped, not at fault).
@@ -381,7 +402,7 @@ class JobStore(Protocol):
         failed instead ("no attempts left"). A job that is not running is returned as it is.
         """
 
-    def requeue_after_daemon_death(self, job_id: str, reason: str) -> Job:
+    def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None) -> Job:
         """running -> queued without spending an attempt: the daemon died, not the job.
 
         Counts consecutive deaths; at the DEATHS_BEFORE_BLAME-th the job is taken as the
@@ -390,16 +411,20 @@ class JobStore(Protocol):
         running is returned as it is.
         """
 
-    def fail(self, job_id: str, error_type: str, error: str, hint: str) -> Job:
+    def fail(self, job_id: str, error_type: str, error: str, hint: str, generation: int | None = None) -> Job:
         """Any live state -> failed with the reason and what to do; the worker lease ends."""
 
-    def set_output_dir(self, job_id: str, output_dir: str) -> None:
-        """The outbox folder chosen for a job, recorded before the rename that publishes it."""
+    def set_output_dir(self, job_id: str, output_dir: str, generation: int | None = None) -> None:
+        """The outbox folder chosen for a job, recorded before the rename that publishes it.
 
-    def mark_succeeded(self, job_id: str, output_dir: str, source_path: str | None) -> Job:
+        Fenced: the last check before a node publishes; a node that lost the lease never renames.
+        """
+
+    def mark_succeeded(self, job_id: str, output_dir: str, source_path: str | None,
+                       generation: int | None = None) -> Job:
         """-> succeeded with progress 1 and the processing time; the worker lease ends."""
 
-    def mark_cancelled(self, job_id: str, where: str | None) -> Job:
+    def mark_cancelled(self, job_id: str, where: str | None, generation: int | None = None) -> Job:
         """-> cancelled; `where` is the original's new place (failed/)."""
 
     def set_source(self, job_id: str, source_path: str) -> None:
@@ -417,18 +442,23 @@ class JobStore(Protocol):
     def samples(self, since: float) -> list[Sample]:
         """Samples taken since `since`, oldest first."""
 
-    def set_daemon(self, **values: Any) -> None:
-        """The supervisor's heartbeat row: pid, state, workers, memory, queue length."""
+    def set_daemon(self, node: str, **values: Any) -> None:
+        """A supervisor's heartbeat row, one per node: host, pid, state, workers, memory, queue, inbox."""
+
+    def nodes(self, stale_seconds: float) -> list[DaemonStatus]:
+        """Every node's last heartbeat row, by name; up only if running, recent and (same host) alive."""
 
     def daemon(self, stale_seconds: float) -> DaemonStatus:
-        """The last heartbeat row; up only if running, recent and its process exists."""
+        """The service as a whole: the one node's row, or the live nodes summed (up if any is)."""
 
     # -- workers ---------------------------------------------------------------------------
-    def progress(self, job_id: str, stage: str, progress: float, eta: float | None) -> None:
-        """Stage, fraction and ETA of a running job; also renews its lease. Ignored if not running."""
+    def progress(self, job_id: str, stage: str, progress: float, eta: float | None,
+                 generation: int | None = None) -> None:
+        """Stage, fraction and ETA of a running job. Ignored if not running (under `generation`)."""
 
-    def heartbeat(self, job_id: str) -> None:
-        """Renew a running job's lease. Ignored if not running."""
+    def heartbeat(self, job_id: str, generation: int, lease_seconds: float) -> bool:
+        """Renew the lease for lease_seconds; False if the job is not running under `generation`
+        any more (taken over, cancelled, finished): the worker then stops."""
 
     def event(self, job_id: str, kind: str, detail: str = "", data: dict | None = None) -> None:
         """Append to the job's timeline."""
@@ -485,11 +515,19 @@ class JobStore(Protocol):
         """Deliveries per state."""
 
     # -- maintenance ---------------------------------------------------------------------------
-    def claim_supervisor(self) -> bool:
-        """Make this process the store's one supervisor while it lives; False if another holds it.
+    def claim_node(self, node: str) -> bool:
+        """Make this process node `node`'s one supervisor while it lives; False if another holds it.
 
-        Recovery at start requeues every running job, so two supervisors on one store would
-        take each other's work. Until jobs carry node-scoped leases, one supervisor per store.
+        Recovery at start requeues the running jobs of its own node, so two supervisors under
+        one node name would take each other's work. SQLite: one node per store (the state
+        folder's lock says so); PostgreSQL: an advisory lock per node name.
+        """
+
+    def hold_inbox(self, node: str) -> bool:
+        """Whether this node is the one that scans the inbox now; take the role if it is free.
+
+        Called every tick: the role passes to another node within a tick or two of its holder's
+        death (its database session ends). SQLite: always True, one node per store.
         """
 
     def integrity_check(self) -> str:
@@ -500,7 +538,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
@@ -564,6 +602,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
            "id" INTEGER PRIMARY KEY, "job_id" TEXT NOT NULL, "pid" INTEGER NOT NULL, "at" REAL NOT NULL,
            "rss_mb" REAL NOT NULL, "cpu_percent" REAL NOT NULL)""",
         'CREATE INDEX "idx_samples_at" ON "samples" ("at")',
+    ),
+    8: (
+        # several nodes on one store: node-scoped leases fenced by a generation, a row per node
+        'ALTER TABLE "jobs" ADD COLUMN "node" TEXT',
+        'ALTER TABLE "jobs" ADD COLUMN "lease_generation" INTEGER NOT NULL DEFAULT 0',
+        'ALTER TABLE "jobs" ADD COLUMN "lease_expires_at" REAL',
+        """CREATE TABLE "nodes" (
+           "node" TEXT PRIMARY KEY, "host" TEXT, "pid" INTEGER, "started_at" REAL, "heartbeat_at" REAL,
+           "workers_busy" INTEGER, "workers_total" INTEGER, "memory_used_gb" REAL,
+           "memory_budget_gb" REAL, "queued" INTEGER, "state" TEXT, "inbox" INTEGER NOT NULL DEFAULT 0)""",
+        'DROP TABLE "daemon"',
     ),
 }
 
@@ -656,10 +705,14 @@ class SQLStore:
         self._x(conn, "INSERT INTO notifications (job_id, event, at) VALUES (?, ?, ?)",
                 [job_id, str(event), time.time()])
 
-    def _require(self, conn, job_id: str) -> Job:
+    def _require(self, conn, job_id: str, generation: int | None = None) -> Job:
+        """The job's row, locked for this transaction; LeaseLost if `generation` no longer runs it."""
         job = self._row(conn, "SELECT * FROM jobs WHERE id = ?" + self.FOR_UPDATE, [job_id])
         if job is None:
             raise NotFound(job_id)
+        if generation is not None and (job.state != State.RUNNING or job.lease_generation != generation):
+            raise LeaseLost(f"job {job_id}: lease generation {generation} is over (the job is {job.state}, "
+                            f"generation {job.lease_generation} on node {job.node})")
         return job
 
     # -- reads ------------------------------------------------------------------
@@ -709,26 +762,37 @@ class SQLStore:
         return self._rows("SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
                           "ORDER BY priority, created_at, id", [now])
 
-    def expired_leases(self, lease_seconds: float, now: float | None = None) -> list[Job]:
+    def expired_leases(self, now: float | None = None) -> list[Job]:
         now = time.time() if now is None else now
-        return self._rows("SELECT * FROM jobs WHERE state = 'running' AND "
-                          "COALESCE(heartbeat_at, started_at, 0) < ? ORDER BY started_at",
-                          [now - lease_seconds])
+        return self._rows("SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ? "
+                          "ORDER BY started_at", [now])
 
     def worker_threads(self, job_id: str) -> list[int]:
         return [e.data["threads"] for e in self.events(job_id) if e.kind == "worker_started"]
 
-    def daemon(self, stale_seconds: float = 15.0) -> DaemonStatus:
+    def nodes(self, stale_seconds: float = 15.0) -> list[DaemonStatus]:
         with self.reading() as conn:
-            cur = self._x(conn, "SELECT * FROM daemon WHERE id = 1")
-            row = cur.fetchone()
-            if row is None:
-                return DaemonStatus(up=False)
-            values = dict(zip([d[0] for d in cur.description], row))
-        values.pop("id")
-        up = (values["state"] in ("running", "stopping") and pid_alive(values["pid"])
-              and time.time() - values["heartbeat_at"] < stale_seconds)
-        return DaemonStatus(up=up, **values)
+            cur = self._x(conn, "SELECT * FROM nodes ORDER BY node")
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row)) for row in cur.fetchall()]
+        here = socket.gethostname()
+        return [DaemonStatus(up=(r["state"] in ("running", "stopping")
+                                 and time.time() - (r["heartbeat_at"] or 0) < stale_seconds
+                                 and (r["host"] != here or pid_alive(r["pid"]))),
+                             **{**r, "inbox": bool(r["inbox"])}) for r in rows]
+
+    def daemon(self, stale_seconds: float = 15.0) -> DaemonStatus:
+        nodes = self.nodes(stale_seconds)
+        live = [n for n in nodes if n.up]
+        if len(nodes) <= 1 or len(live) <= 1:
+            return (live or nodes or [DaemonStatus(up=False)])[0]
+        return DaemonStatus(
+            up=True, node=",".join(n.node for n in live), host=None, inbox=True, pid=None,
+            state="paused" if all(n.state == "paused" for n in live) else "running",
+            started_at=min(n.started_at for n in live), heartbeat_at=max(n.heartbeat_at for n in live),
+            workers_busy=sum(n.workers_busy for n in live), workers_total=sum(n.workers_total for n in live),
+            memory_used_gb=sum(n.memory_used_gb for n in live),
+            memory_budget_gb=sum(n.memory_budget_gb for n in live), queued=live[0].queued)
 
     # -- intake -----------------------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
@@ -775,16 +839,21 @@ class SQLStore:
             self._event(conn, job_id, "settled", f"original moved to {where}")
 
     # -- the supervisor side ---------------------------------------------------------
-    def claim(self, job_id: str) -> Job | None:
+    def claim(self, job_id: str, node: str | None = None, lease_seconds: float = 120.0) -> Job | None:
         now = time.time()
         with self.transaction() as conn:
-            job = self._require(conn, job_id)
-            if job.state != State.QUEUED:
+            # SKIP LOCKED: a row another node is claiming right now is skipped, not waited for
+            job = self._row(conn, "SELECT * FROM jobs WHERE id = ? AND state = 'queued'" + self.SKIP_LOCKED,
+                            [job_id])
+            if job is None:
                 return None
             self._update(conn, job_id, state=State.RUNNING, attempts=job.attempts + 1, stage="starting",
                          progress=0.0, eta_seconds=None, started_at=now, heartbeat_at=now,
-                         progress_at=now, worker_pid=None, error=None, error_type=None, hint=None)
-            self._event(conn, job_id, "claimed", f"attempt {job.attempts + 1}/{job.max_attempts}")
+                         progress_at=now, worker_pid=None, error=None, error_type=None, hint=None,
+                         node=node, lease_generation=job.lease_generation + 1,
+                         lease_expires_at=now + lease_seconds)
+            self._event(conn, job_id, "claimed", f"attempt {job.attempts + 1}/{job.max_attempts}" + (f" on node {node}" if node else ""),
+                        {"node": node, "generation": job.lease_generation + 1})
             return self._require(conn, job_id)
 
     def set_worker(self, job_id: str, pid: int, threads: int, model: str | None = None) -> None:
@@ -793,10 +862,11 @@ class SQLStore:
             self._event(conn, job_id, "worker_started", f"pid {pid}, {threads} threads",
                         {"pid": pid, "threads": threads, "model": model})
 
-    def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
+    def requeue(self, job_id: str, reason: str, spend_attempt: bool, backoff: float = 0.0,
+                generation: int | None = None) -> Job:
         now = time.time()
         with self.transaction() as conn:
-            job = self._require(conn, job_id)
+            job = self._require(conn, job_id, generation)
             if job.state != State.RUNNING:
                 return job
             attempts = job.attempts if spend_attempt else max(0, job.attempts - 1)
@@ -813,10 +883,10 @@ class SQLStore:
                     "" if spend_attempt else "; attempt not counted"))
             return self._require(conn, job_id)
 
-    def requeue_after_daemon_death(self, job_id: str, reason: str) -> Job:
+    def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None) -> Job:
         now = time.time()
         with self.transaction() as conn:
-            job = self._require(conn, job_id)
+            job = self._require(conn, job_id, generation)
             if job.state != State.RUNNING:
                 return job
             deaths = job.supervisor_deaths + 1
@@ -836,23 +906,25 @@ class SQLStore:
                                                       f"(daemon death {deaths} of {DEATHS_BEFORE_BLAME})")
             return self._require(conn, job_id)
 
-    def fail(self, job_id: str, error_type: str, error: str, hint: str) -> Job:
+    def fail(self, job_id: str, error_type: str, error: str, hint: str, generation: int | None = None) -> Job:
         with self.transaction() as conn:
-            self._require(conn, job_id)
+            self._require(conn, job_id, generation)
             self._update(conn, job_id, state=State.FAILED, finished_at=time.time(), worker_pid=None,
                          error=error, error_type=error_type, hint=hint)
             self._event(conn, job_id, "failed", f"{error_type}: {error}")
             self._notify(conn, job_id, State.FAILED)
             return self._require(conn, job_id)
 
-    def set_output_dir(self, job_id: str, output_dir: str) -> None:
+    def set_output_dir(self, job_id: str, output_dir: str, generation: int | None = None) -> None:
         with self.transaction() as conn:
+            self._require(conn, job_id, generation)
             self._update(conn, job_id, output_dir=output_dir)
 
-    def mark_succeeded(self, job_id: str, output_dir: str, source_path: str | None) -> Job:
+    def mark_succeeded(self, job_id: str, output_dir: str, source_path: str | None,
+                       generation: int | None = None) -> Job:
         now = time.time()
         with self.transaction() as conn:
-            job = self._require(conn, job_id)
+            job = self._require(conn, job_id, generation)
             processing = now - job.started_at if job.started_at else None
             self._update(conn, job_id, state=State.SUCCEEDED, finished_at=now, output_dir=output_dir,
                          source_path=source_path, progress=1.0, stage="done", eta_seconds=0,
@@ -861,9 +933,9 @@ class SQLStore:
             self._notify(conn, job_id, State.SUCCEEDED)
             return self._require(conn, job_id)
 
-    def mark_cancelled(self, job_id: str, where: str | None) -> Job:
+    def mark_cancelled(self, job_id: str, where: str | None, generation: int | None = None) -> Job:
         with self.transaction() as conn:
-            self._require(conn, job_id)
+            self._require(conn, job_id, generation)
             self._update(conn, job_id, state=State.CANCELLED, finished_at=time.time(), worker_pid=None,
                          source_path=where, error="cancelled by the operator", error_type="Cancelled")
             self._event(conn, job_id, "cancelled", f"original in {where}" if where else "")
@@ -895,25 +967,32 @@ class SQLStore:
                            "ORDER BY at, id", [since])
         return [Sample(*row) for row in rows]
 
-    def set_daemon(self, **values: Any) -> None:
+    def set_daemon(self, node: str, **values: Any) -> None:
+        if "inbox" in values:
+            values["inbox"] = int(values["inbox"])
         cols, marks = ", ".join(values), ",".join("?" * len(values))
         updates = ", ".join(f"{k} = excluded.{k}" for k in values)
         with self.transaction() as conn:  # an upsert both SQLite and PostgreSQL speak
-            self._x(conn, f"INSERT INTO daemon (id, {cols}) VALUES (1, {marks}) "
-                          f"ON CONFLICT (id) DO UPDATE SET {updates}", list(values.values()))
+            self._x(conn, f"INSERT INTO nodes (node, {cols}) VALUES (?, {marks}) "
+                          f"ON CONFLICT (node) DO UPDATE SET {updates}", [node, *values.values()])
 
     # -- the worker side ------------------------------------------------------------------
-    def progress(self, job_id: str, stage: str, progress: float, eta: float | None) -> None:
+    def progress(self, job_id: str, stage: str, progress: float, eta: float | None,
+                 generation: int | None = None) -> None:
         now = time.time()
+        fence, params = ("", []) if generation is None else (" AND lease_generation = ?", [generation])
         with self.transaction() as conn:
             self._x(conn, "UPDATE jobs SET stage = ?, progress = ?, eta_seconds = ?, heartbeat_at = ?, "
-                         "progress_at = ?, updated_at = ? WHERE id = ? AND state = 'running'",
-                         [stage, progress, eta, now, now, now, job_id])
+                         "progress_at = ?, updated_at = ? WHERE id = ? AND state = 'running'" + fence,
+                         [stage, progress, eta, now, now, now, job_id, *params])
 
-    def heartbeat(self, job_id: str) -> None:
+    def heartbeat(self, job_id: str, generation: int, lease_seconds: float) -> bool:
+        now = time.time()
         with self.transaction() as conn:
-            self._x(conn, "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state = 'running'",
-                         [time.time(), job_id])
+            cur = self._x(conn, "UPDATE jobs SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ? "
+                                "AND state = 'running' AND lease_generation = ?",
+                          [now, now + lease_seconds, job_id, generation])
+            return cur.rowcount == 1
 
     def event(self, job_id: str, kind: str, detail: str = "", data: dict | None = None) -> None:
         with self.transaction() as conn:
@@ -1091,8 +1170,11 @@ class SQLiteStore(SQLStore):
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
 
-    def claim_supervisor(self) -> bool:
+    def claim_node(self, node: str) -> bool:
         return True  # the file lives in the state folder, whose flock the supervisor already holds
+
+    def hold_inbox(self, node: str) -> bool:
+        return True  # one node per SQLite store
 
     def schema_version(self) -> int:
         try:

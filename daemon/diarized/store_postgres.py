@@ -24,8 +24,14 @@ from psycopg_pool import ConnectionPool
 from diarized.store import SchemaError, SQLStore, StoreUnavailable, safe_location
 
 MIGRATION_LOCK = 0x6469_6172  # "diar": one advisory lock id for schema changes
-SUPERVISOR_LOCK = 0x6469_6173  # held by the one supervisor a store has (until node leases exist)
+INBOX_LOCK = 0x6469_6173  # held by the one node that scans the shared inbox
 CONTENT_LOCK_SPACE = 0x6A6F  # advisory locks (space, hash) serialise dedupe per sha256
+NODE_LOCK_SPACE = 0x6E6F  # advisory locks (space, hash of the name): one supervisor per node name
+WAIT_SECONDS = 5.0  # for a pooled connection: a server that is down pauses a tick, not the watchdog
+# The lock session notices a dead server or network within about this (TCP keepalive), so
+# another node takes the inbox over in seconds, not after the kernel's two-hour default.
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+             "connect_timeout": 5}
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -44,8 +50,11 @@ class PostgresStore(SQLStore):
 
     def __init__(self, dsn: str, readonly: bool = False, pool_size: int = 4):
         self.dsn = dsn
-        self.pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=False,
-                                   kwargs={"autocommit": True})
+        self.pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=False, timeout=WAIT_SECONDS,
+                                   kwargs={"autocommit": True, "connect_timeout": 5},
+                                   check=ConnectionPool.check_connection)
+        self._locks: psycopg.Connection | None = None  # the session holding the node and inbox locks
+        self._node: str | None = None
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.OperationalError as exc:
@@ -57,6 +66,8 @@ class PostgresStore(SQLStore):
             self.migrate()
 
     def close(self) -> None:
+        if self._locks is not None:
+            self._locks.close()
         self.pool.close()
 
     def _x(self, conn, sql: str, params: list | tuple = ()):
@@ -105,17 +116,53 @@ class PostgresStore(SQLStore):
                 conn.execute(sql)
                 conn.execute("INSERT INTO diarized_schema (version) VALUES (%s)", [number])
 
-    def claim_supervisor(self) -> bool:
-        """A session-level advisory lock on a connection of its own, held until this process ends."""
+    def claim_node(self, node: str) -> bool:
+        """A session advisory lock on a connection of its own, held while this process lives."""
+        self._node = node
+        return self._lock_session() is not None
+
+    def hold_inbox(self, node: str) -> bool:
+        """The inbox lock on the same session; a session the server lost is replaced first.
+
+        After a database restart every session lock is gone: the first node back takes the
+        inbox, and each node takes its own node lock again (None: another process has it).
+        """
+        conn = self._lock_session()
+        if conn is None:
+            raise StoreUnavailable(f"{safe_location(self.dsn)}: node {node!r} was taken by another "
+                                   "process while the database was away")
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True)
+            return conn.execute("SELECT pg_try_advisory_lock(%s)", [INBOX_LOCK]).fetchone()[0]
+        except psycopg.OperationalError as exc:
+            self._drop_lock_session()
+            raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
+
+    def _lock_session(self) -> psycopg.Connection | None:
+        """The live lock session, reconnected (and the node lock taken again) if it died."""
+        if self._locks is not None:
+            try:
+                self._locks.execute("SELECT 1")
+                return self._locks
+            except psycopg.OperationalError:
+                self._drop_lock_session()
+        try:
+            conn = psycopg.connect(self.dsn, autocommit=True, **KEEPALIVE)
+            if conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                            [NODE_LOCK_SPACE, self._node]).fetchone()[0]:
+                self._locks = conn
+                return conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
-        if conn.execute("SELECT pg_try_advisory_lock(%s)", [SUPERVISOR_LOCK]).fetchone()[0]:
-            self._supervisor_conn = conn
-            return True
         conn.close()
-        return False
+        return None
+
+    def _drop_lock_session(self) -> None:
+        if self._locks is not None:
+            try:
+                self._locks.close()
+            except psycopg.Error:
+                pass
+        self._locks = None
 
     def integrity_check(self) -> str:
         """PostgreSQL checks its own pages; here: the schema is current and the tables answer."""

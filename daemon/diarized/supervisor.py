@@ -7,6 +7,12 @@ session (killable as a group) with its own thread budget. Decisions per tick:
 take complete inbox files, honour cancellations, reap finished workers (publish,
 retry or fail), enforce memory and time limits, start queued jobs that fit.
 The supervisor decides; lifecycle.py makes each job transition happen.
+
+Several nodes may share one PostgreSQL store and one state folder. Each node runs
+only the jobs it claimed, under a lease its workers renew; the one node holding
+the inbox (store.hold_inbox) also takes new files, cancels queued jobs and
+requeues the jobs of nodes whose leases ran out. A node that finds its lease
+taken over (LeaseLost) drops the job: the other node's run publishes it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +36,7 @@ from diarized.config import Settings, settings_to_json
 from diarized.files import remove_temporaries, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
-from diarized.store import Job, JobStore, State, StoreUnavailable, safe_location, storage_trouble
+from diarized.store import Job, JobStore, LeaseLost, State, StoreUnavailable, safe_location, storage_trouble
 from diarized.worker import WorkerExit
 
 log = logging.getLogger("diarized.supervisor")
@@ -50,8 +57,6 @@ SPACE_PROBE_BYTES = 1 << 20  # a paused daemon resumes once this much can be wri
 # capped at four hours: the estimate errs on the safe side and a lone job always runs.
 GUESS_BYTES_PER_SECOND = 16_000
 GUESS_MAX_SECONDS = 4 * 3600.0
-# A running job whose worker sent no heartbeat (every 5 s) for this long is killed.
-LEASE_SECONDS = 120.0
 
 WorkerCommand = Callable[[str, Path, int], list[str]]
 
@@ -136,11 +141,13 @@ class Supervisor:
     running: dict[str, Running] = field(default_factory=dict)
     stop_requested: bool = False
     paused: str | None = None  # why the store or the disk cannot be written; None when all is well
+    inbox_held: bool = False  # this node scans the inbox and looks after the other nodes' leases
 
     def __post_init__(self) -> None:
         self.inbox = Inbox(self.settings, self.store)
         self.lifecycle = Lifecycle(self.settings, self.store)
-        self.settings_file = self.settings.db_path.parent / "worker-settings.json"
+        self.node = self.settings.node_id
+        self.settings_file = self.settings.node_dir / "worker-settings.json"
         self.started_at = time.time()
         self._lock = None
 
@@ -156,41 +163,63 @@ class Supervisor:
         write_text(self.settings_file, settings_to_json(self.settings), mode=0o600)
 
     def lock_state_dir(self) -> None:
-        """One supervisor per state root: a second one's recovery would kill the first's workers."""
-        lock = (self.settings.db_path.parent / "daemon.lock").open("a+")
+        """One supervisor per node: a second one's recovery would kill the first's workers.
+
+        The node's folder lock (state/ itself for SQLite, state/nodes/<node>/ for PostgreSQL),
+        then the store's own claim, which also holds across machines sharing the folder.
+        """
+        lock = (self.settings.node_dir / "daemon.lock").open("a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "?"
             lock.close()
-            raise AlreadyRunning(f"another diarized (pid {holder}) is running "
+            raise AlreadyRunning(f"another diarized (pid {holder}) is running as node {self.node} "
                                  f"on {self.settings.state_dir}; stop it first") from None
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()
-        if not self.store.claim_supervisor():
+        if not self.store.claim_node(self.node):
             lock.close()
-            raise AlreadyRunning(f"another diarized supervisor already serves the job store "
-                                 f"{safe_location(self.settings.store_location)}; several nodes on one store "
-                                 "are not supported yet: stop the other one, or give this one its own store")
+            raise AlreadyRunning(f"another diarized already runs as node {self.node!r} on the job store "
+                                 f"{safe_location(self.settings.store_location)}; stop it, or give this "
+                                 "one its own node_id") from None
         self._lock = lock
 
     def recover(self) -> list[str]:
-        """Jobs left `running` by a dead supervisor: stop leftovers, then requeue or publish."""
+        """Jobs this node left `running` when it died: stop leftovers, then requeue or publish.
+
+        Running jobs of other nodes are theirs while their leases last (take_over_expired).
+        """
         notes = self.kill_leftover_workers()
         for job in self.store.jobs(states=(State.RUNNING,)):
-            if self.lifecycle.was_published(job):
-                self.lifecycle.succeed(job)
-                notes.append(f"{job.id}: was published before the crash; marked succeeded")
-                continue
-            job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
-            notes.append(f"{job.id}: requeued ({job.state})")
-        notes += self.inbox.intake.reconcile()
+            if job.node in (self.node, None):
+                job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
+                notes.append(f"{job.id}: " + {State.QUEUED: "requeued", State.SUCCEEDED: "was published "
+                                              "before the crash; marked succeeded"}.get(job.state, job.state))
+        notes += self.take_inbox()
         notes += self.lifecycle.repair()
         for note in notes:
             log.info("recovery: %s", note)
         return notes
+
+    def take_inbox(self) -> list[str]:
+        """Hold the inbox role if it is free; on taking it, finish what the last holder left."""
+        held, self.inbox_held = self.inbox_held, self.store.hold_inbox(self.node)
+        if held or not self.inbox_held:
+            return []
+        log.info("node %s now scans the inbox %s", self.node, self.settings.inbox)
+        return self.inbox.intake.reconcile()
+
+    def take_over_expired(self) -> None:
+        """Requeue (or finish publishing) the running jobs of other nodes whose leases ran out."""
+        for job in self.store.expired_leases():
+            if job.node == self.node:
+                continue  # ours: enforce_limits kills its silent worker, settle requeues it
+            reason = f"node {job.node} stopped renewing its lease"
+            log.warning("%s: %s; taking it over", job.id, reason, extra={"job_id": job.id})
+            self.guarded(job.id, "taking over", lambda job=job: self.lifecycle.orphaned(job, reason))
 
     def start(self) -> None:
         self.prepare()
@@ -232,7 +261,11 @@ class Supervisor:
 
     def tick(self) -> None:
         if not self.paused:
-            self.inbox.tick()
+            for note in self.take_inbox():
+                log.info("inbox take-over: %s", note)
+            if self.inbox_held:
+                self.inbox.tick()
+                self.take_over_expired()
         self.handle_cancellations()
         self.reap()
         self.enforce_limits()
@@ -282,7 +315,7 @@ class Supervisor:
             left = self.settings.max_memory_gb - self.memory_in_use_gb()
             if self.running and need > left:
                 return  # wait for memory; a lone job always runs, or it would starve
-            claimed = self.store.claim(job.id)
+            claimed = self.store.claim(job.id, self.node, self.settings.lease_seconds)
             if claimed is not None:
                 try:
                     self.spawn(claimed, need, self.threads_for(len(waiting) - index))
@@ -329,7 +362,7 @@ class Supervisor:
     def enforce_limits(self) -> None:
         now = time.time()
         limit = self.settings.per_worker_memory_gb
-        expired = {j.id for j in self.store.expired_leases(LEASE_SECONDS, now)} if self.running else set()
+        expired = {j.id for j in self.store.expired_leases(now)} if self.running else set()
         for job_id, run in list(self.running.items()):
             if run.kill_reason or run.proc.poll() is not None:
                 continue
@@ -367,7 +400,8 @@ class Supervisor:
         live supervisor owns it. Those a running job names are its leftovers; the others
         were spawned just before a crash, before their job recorded them.
         """
-        named = {j.worker_pid: j.id for j in self.store.jobs(states=(State.RUNNING,)) if j.worker_pid}
+        named = {j.worker_pid: j.id for j in self.store.jobs(states=(State.RUNNING,))
+                 if j.worker_pid and j.node in (self.node, None)}
         notes = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmdline = proc.info["cmdline"] or []
@@ -384,7 +418,9 @@ class Supervisor:
         return notes
 
     def handle_cancellations(self) -> None:
-        for job in self.store.jobs(states=(State.QUEUED,)):
+        """Queued jobs are cancelled by the inbox's node (one node: no double cancel), running ones
+        by the node that runs them."""
+        for job in self.store.jobs(states=(State.QUEUED,)) if self.inbox_held else []:
             if job.cancel_requested:
                 self.guarded(job.id, "cancelling", lambda job=job: self.lifecycle.cancel(job))
         for job_id, run in self.running.items():
@@ -402,15 +438,30 @@ class Supervisor:
             self.store.record_rss(job_id, run.peak_rss / 2**20)
             try:
                 self.settle(run, code)
+            except LeaseLost as exc:
+                self.drop(run, exc)
             except Exception as exc:  # noqa: BLE001 - one job must never stop the daemon
                 if storage_trouble(exc):
                     raise  # the whole daemon pauses; this worker is settled after it resumes
                 reason = f"could not finish: {exc}"
                 log.error("%s: %s", job_id, reason, extra={"job_id": job_id})
                 self.guarded(job_id, "retrying", lambda: self.lifecycle.retry_or_fail(
-                    self.store.get(job_id), reason, spend_attempt=True,
-                    backoff=self.backoff(self.store.get(job_id).attempts)))
+                    self.current(run), reason, spend_attempt=True, backoff=self.backoff(run.job.attempts)))
             del self.running[job_id]
+
+    def current(self, run: Running) -> Job:
+        """The job as the store has it now, if this node still holds its lease; else LeaseLost."""
+        job = self.store.get(run.job.id)
+        if job.state != State.RUNNING or job.lease_generation != run.job.lease_generation:
+            raise LeaseLost(f"job {job.id} is {job.state} under lease generation {job.lease_generation} "
+                            f"on node {job.node}, not ours ({run.job.lease_generation})")
+        return job
+
+    def drop(self, run: Running, exc: LeaseLost) -> None:
+        """Another node took the job over while this one ran it: its result is not ours to publish."""
+        log.warning("%s: dropped without publishing: %s", run.job.id, exc, extra={"job_id": run.job.id})
+        self.guarded(run.job.id, "noting the lost lease",
+                     lambda: self.store.event(run.job.id, "lease_lost", f"node {self.node}: {exc}"))
 
     def guarded(self, job_id: str, what: str, action: Callable[[], object]) -> None:
         """Run one job's step; if it breaks (not the disk), log it and go on with the others.
@@ -419,6 +470,8 @@ class Supervisor:
         """
         try:
             action()
+        except LeaseLost as exc:
+            log.warning("%s: %s skipped: %s", job_id, what, exc, extra={"job_id": job_id})
         except Exception as exc:  # noqa: BLE001
             if storage_trouble(exc):
                 raise
@@ -427,7 +480,7 @@ class Supervisor:
 
     def settle(self, run: Running, code: int) -> None:
         """Decide what a worker's exit means; the lifecycle carries it out."""
-        job = self.store.get(run.job.id)
+        job = self.current(run)
         clean = not run.kill_reason
         if run.cancel:
             self.lifecycle.cancel(job)
@@ -457,10 +510,11 @@ class Supervisor:
     def publish_status(self, state: str = "running") -> None:
         queued = self.store.counts().get(State.QUEUED, 0)
         used = sum(r.rss for r in self.running.values()) / 2**30
-        self.store.set_daemon(pid=os.getpid(), started_at=self.started_at, heartbeat_at=time.time(),
-                              workers_busy=len(self.running), workers_total=self.settings.max_workers,
-                              memory_used_gb=round(used, 2), memory_budget_gb=self.settings.max_memory_gb,
-                              queued=queued, state=state)
+        self.store.set_daemon(self.node, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
+                              heartbeat_at=time.time(), workers_busy=len(self.running),
+                              workers_total=self.settings.max_workers, memory_used_gb=round(used, 2),
+                              memory_budget_gb=self.settings.max_memory_gb, queued=queued, state=state,
+                              inbox=self.inbox_held and state == "running")
         self.notifier.status(f"{len(self.running)} running, {queued} queued, "
                              f"{used:.1f}/{self.settings.max_memory_gb:.0f} GiB")
         self.notifier.watchdog()
@@ -482,10 +536,9 @@ class Supervisor:
             run.proc.wait()
         for job_id, run in list(self.running.items()):
             del self.running[job_id]
-            self.lifecycle.retry_or_fail(
-                self.store.get(job_id),
-                f"the daemon stopped; killed after {self.settings.stop_timeout_seconds:.0f} s",
-                spend_attempt=False)
+            self.guarded(job_id, "requeueing", lambda run=run: self.lifecycle.retry_or_fail(
+                self.current(run), f"the daemon stopped; killed after {self.settings.stop_timeout_seconds:.0f} s",
+                spend_attempt=False))
         self.publish_status("stopped")
         log.info("stopped")
 

@@ -61,10 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Reporter:
-    """Turns runner callbacks into throttled store updates with an ETA."""
+    """Turns runner callbacks into throttled store updates with an ETA (fenced by the lease)."""
 
-    def __init__(self, store, job_id: str):
-        self.store, self.job_id = store, job_id
+    def __init__(self, store, job_id: str, generation: int | None = None):
+        self.store, self.job_id, self.generation = store, job_id, generation
         self.started = time.monotonic()
         self.first_fraction: float | None = None
         self.last_write = 0.0
@@ -79,13 +79,13 @@ class Reporter:
         self.last_write, self.last_stage = now, stage
         done = job_fraction - self.first_fraction
         eta = (now - self.started) * (1 - job_fraction) / done if done > 0.02 else None
-        self._try(self.store.progress, self.job_id, stage, round(job_fraction, 4), eta)
+        self.try_write(self.store.progress, self.job_id, stage, round(job_fraction, 4), eta, self.generation)
 
     def event(self, kind: str, detail: str) -> None:
-        self._try(self.store.event, self.job_id, kind, detail)
+        self.try_write(self.store.event, self.job_id, kind, detail)
 
     @staticmethod
-    def _try(write, *args) -> None:
+    def try_write(write, *args) -> None:
         """Progress and events are reports: a store that cannot be written now must not end the job."""
         from diarized.store import StoreUnavailable
 
@@ -95,12 +95,41 @@ class Reporter:
             pass
 
 
-def _heartbeat(store, job_id: str, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_SECONDS):
+def keep_lease(store, job, lease_seconds: float, done: threading.Event, lost: threading.Event) -> None:
+    """Renew the job's lease every few seconds until `done`; set `lost` once the store says it is over.
+
+    A lost lease means another node took the job over (or it was cancelled): this worker stops
+    at its next checkpoint and the supervisor drops it. A store that cannot be reached is not a
+    lost lease: the job goes on, and the lease has lease_seconds of slack for the outage.
+    """
+    while not done.wait(HEARTBEAT_SECONDS):
         try:
-            store.heartbeat(job_id)
-        except Exception:  # noqa: BLE001 - a busy database must not kill the job
+            if not store.heartbeat(job.id, job.lease_generation, lease_seconds):
+                print(f"lease generation {job.lease_generation} of job {job.id} is over: stopping",
+                      file=sys.stderr, flush=True)
+                lost.set()
+                return
+        except Exception:  # noqa: BLE001 - a busy or unreachable database must not kill the job
             pass
+
+
+def open_job(settings, job_id: str):
+    """The store and this job, waiting out a store that is briefly away (a database restart).
+
+    The lease allows lease_seconds without a heartbeat, so a worker may wait half of that.
+    """
+    from diarized.store import StoreUnavailable, open_store
+
+    deadline = time.monotonic() + settings.lease_seconds / 2
+    store = None
+    while True:
+        try:
+            store = store or open_store(settings.store_location)
+            return store, store.get(job_id)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerExit:
@@ -116,24 +145,30 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
-    from diarized.store import open_store, storage_trouble
+    from diarized.store import storage_trouble
     keep_freed_memory()
-    store = open_store(settings.store_location)
-    job = store.get(job_id)
+    try:
+        store, job = open_job(settings, job_id)
+    except Exception as exc:  # noqa: BLE001 - only the store's trouble is answered here
+        if not storage_trouble(exc):
+            raise
+        print(f"the job store cannot be reached: {exc}", file=sys.stderr, flush=True)
+        return WorkerExit.NO_SPACE  # requeued for free once the store is back; the daemon pauses
     settings = replace(settings, **job.speakers.given())  # hints given with this file win
     stop, beat_stop = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    threading.Thread(target=_heartbeat, args=(store, job_id, beat_stop), daemon=True).start()
-    reporter = Reporter(store, job_id)
+    threading.Thread(target=keep_lease, args=(store, job, settings.lease_seconds, beat_stop, stop),
+                     daemon=True).start()
+    reporter = Reporter(store, job_id, job.lease_generation)
     hooks = Hooks(progress=reporter.progress, event=reporter.event, should_stop=stop.is_set,
-                  decoded=lambda seconds: store.set_duration(job_id, seconds))
+                  decoded=lambda seconds: reporter.try_write(store.set_duration, job_id, seconds))
     work = settings.jobs_dir / job_id
     try:
         result = Runner(settings, hooks).run(Path(job.source_path), work / "work", work / "out",
                                              display_name=job.source_name)
         for warning in result.warnings:
-            store.event(job_id, "warning", warning)
+            reporter.try_write(store.event, job_id, "warning", warning)
         return WorkerExit.OK
     except Interrupted as exc:
         reporter.event("interrupted", str(exc))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from diarized.config import load_settings
 from diarized.store import StoreUnavailable, open_store, storage_trouble
-from diarized.worker import WorkerExit, die_with_parent, parse_args
+from diarized.worker import WorkerExit, die_with_parent, keep_lease, parse_args
 
 
 def script_for(source: Path, run: int) -> dict:
@@ -33,15 +34,15 @@ def script_for(source: Path, run: int) -> dict:
     return runs[min(run, len(runs) - 1)]
 
 
-def work(store, job_id: str, seconds: float, stop: list[bool]) -> bool:
+def work(store, job, seconds: float, stop: threading.Event) -> bool:
     """Report progress for `seconds` (as the real worker: a store that refuses is skipped)."""
     steps = max(1, int(seconds / 0.1))
     for step in range(steps):
-        if stop[0]:
+        if stop.is_set():
             return False
         time.sleep(seconds / steps)
         try:
-            store.progress(job_id, "transcribe", (step + 1) / steps, None)
+            store.progress(job.id, "transcribe", (step + 1) / steps, None, job.lease_generation)
         except StoreUnavailable:
             pass
     return True
@@ -62,11 +63,14 @@ def main() -> None:
     store = open_store(settings.store_location)
     job = store.get(args.job_id)
     script = script_for(Path(job.source_path), len(store.worker_threads(job.id)) - 1)
-    stop = [False]
+    stop = threading.Event()  # SIGTERM, or the lease is over: stop as at a checkpoint
     if not script.get("ignore_term"):
-        signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     else:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not script.get("hang"):
+        threading.Thread(target=keep_lease, args=(store, job, settings.lease_seconds, threading.Event(), stop),
+                         daemon=True).start()
     store.set_duration(job.id, script.get("duration", 1.0))
     if script.get("allocate_mb"):
         ballast = b"\x01" * (script["allocate_mb"] << 20)  # touched: resident, not just reserved
@@ -74,7 +78,7 @@ def main() -> None:
         del ballast
     if script.get("hang"):
         time.sleep(3600)
-    if not work(store, job.id, script.get("seconds", 0.3), stop):
+    if not work(store, job, script.get("seconds", 0.3), stop):
         sys.exit(WorkerExit.INTERRUPTED)
     code = WorkerExit(script.get("exit", 0))
     if code == WorkerExit.OK:

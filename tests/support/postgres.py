@@ -39,13 +39,20 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         self._run(self.bin / "initdb", "-D", self.data, "--auth=trust", "-U", "postgres", "-E", "UTF8")
+        self.resume()
+        return self
+
+    def halt(self) -> None:
+        """Stop the server, cluster kept (a database outage); every session ends at once."""
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
         self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-w", "start",
                   "-o", f"-k {self.socket} -c listen_addresses='' -c fsync=off")
-        return self
 
     def stop(self) -> None:
         try:
-            self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+            self.halt()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
