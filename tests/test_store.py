@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -190,6 +191,28 @@ def test_a_lost_lease_fences_every_transition_and_the_heartbeat(store, tmp_path)
         store.requeue(new.id, "late", True, 0, new.lease_generation)
 
 
+def test_threads_of_one_process_share_a_store_safely(store, tmp_path):
+    """A worker renews its lease from a thread while its main thread reports progress."""
+    job = store.claim(_queued(store, tmp_path).id, "a", 60)
+    errors: list[BaseException] = []
+
+    def hammer(write) -> None:
+        try:
+            for i in range(150):
+                write(i)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in (
+        lambda i: store.heartbeat(job.id, job.lease_generation, 60),
+        lambda i: store.progress(job.id, "transcribe", i / 150, None, job.lease_generation),
+        lambda i: store.get(job.id))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_progress_and_heartbeats_are_ignored_once_not_running(store, tmp_path):
     job = store.claim(_queued(store, tmp_path).id)
     store.progress(job.id, "transcribe", 0.5, 10.0)
@@ -353,10 +376,16 @@ def test_schema_is_versioned_wal_and_a_newer_one_is_refused(tmp_path):
         SQLiteStore(tmp_path / "d.db")
 
 
+def _unmigrated(path: Path) -> SQLiteStore:
+    """A SQLiteStore whose schema the test brings to a chosen version (the constructor goes to the latest)."""
+    store = SQLiteStore.__new__(SQLiteStore)
+    store.path, store._turn = path, threading.RLock()
+    store.conn = sqlite3.connect(str(path), isolation_level=None)
+    return store
+
+
 def test_a_v1_database_migrates_forward_keeping_its_jobs(tmp_path):
-    old = SQLiteStore.__new__(SQLiteStore)  # a store frozen at version 1, as released
-    old.path = tmp_path / "d.db"
-    old.conn = sqlite3.connect(str(old.path), isolation_level=None)
+    old = _unmigrated(tmp_path / "d.db")  # a store frozen at version 1, as released
     old.migrate(target=1)
     old.conn.execute("INSERT INTO jobs (id, source_name, sha256, size, priority, state, attempts, "
                      "max_attempts, progress, created_at, updated_at, not_before, cancel_requested) "
@@ -372,9 +401,7 @@ def test_a_v1_database_migrates_forward_keeping_its_jobs(tmp_path):
 
 def test_every_migration_applies_on_a_fresh_database(tmp_path):
     for target in sorted(MIGRATIONS):
-        store = SQLiteStore.__new__(SQLiteStore)
-        store.path = tmp_path / f"v{target}.db"
-        store.conn = sqlite3.connect(str(store.path), isolation_level=None)
+        store = _unmigrated(tmp_path / f"v{target}.db")
         store.migrate(target=target)
         assert store.schema_version() == target
 

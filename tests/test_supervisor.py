@@ -362,3 +362,31 @@ def test_recovery_kills_a_worker_of_this_state_root_that_no_job_names(make_super
         for proc in (stray, other):
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("when", ["before the worker read its job", "mid-run"])
+def test_a_node_whose_lease_was_taken_over_stops_its_worker_and_publishes_nothing(make_supervisor, when):
+    sup = make_supervisor()
+    job = submit(sup, "talk.wav", {"exit": 0, "seconds": 30})
+    mine = tick_until(sup, lambda: sup.running and sup.store.get(job.id).worker_pid and sup.store.get(job.id))
+    if when == "mid-run":  # the worker checked its lease at start; its heartbeat must find it gone
+        tick_until(sup, lambda: sup.store.get(job.id).progress > 0, what="the worker to report progress")
+    # another node found the lease expired, requeued the job and claimed it again
+    sup.store.requeue_after_daemon_death(job.id, "node elsewhere stopped renewing", mine.lease_generation)
+    theirs = sup.store.claim(job.id, "elsewhere", 600)
+    started = time.monotonic()
+    tick_until(sup, lambda: not sup.running, timeout=20, what="the worker to notice its lost lease")
+    assert time.monotonic() - started < 15  # its heartbeat (every 5 s) found the lease gone, not its script end
+    after = sup.store.get(job.id)
+    assert (after.state, after.node, after.lease_generation) == (State.RUNNING, "elsewhere", theirs.lease_generation)
+    assert after.output_dir is None and not list(sup.settings.outbox.iterdir())
+    assert any(e.startswith("lease_lost: node ") for e in events(sup, job))
+    assert (sup.settings.jobs_dir / job.id / "source.wav").exists()  # the other node's run still has its file
+
+
+def test_recovery_on_sqlite_takes_every_running_job_whatever_node_ran_it(make_supervisor):
+    sup = make_supervisor()
+    job = submit(sup, "talk.wav", {"exit": 0})
+    sup.store.claim(job.id, "old-host-name", 600)  # the machine was renamed since
+    sup.recover()
+    assert sup.store.get(job.id).state == State.QUEUED

@@ -32,6 +32,7 @@ import secrets
 import socket
 import sqlite3
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -1125,10 +1126,16 @@ class SQLStore:
 
 
 class SQLiteStore(SQLStore):
-    """The embedded backend: one SQLite file in WAL mode; one connection per process."""
+    """The embedded backend: one SQLite file in WAL mode; one connection per process.
+
+    Threads of one process (a worker's heartbeat beside its progress reports, the API's
+    request threads) take turns on that connection: two transactions interleaved on one
+    connection would fail ("cannot start a transaction within a transaction").
+    """
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = Path(path)
+        self._turn = threading.RLock()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None,
@@ -1148,6 +1155,10 @@ class SQLiteStore(SQLStore):
     # -- plumbing -----------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._turn:
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -1165,7 +1176,8 @@ class SQLiteStore(SQLStore):
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        yield self.conn
+        with self._turn:
+            yield self.conn
 
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]

@@ -58,13 +58,13 @@ SPACE_PROBE_BYTES = 1 << 20  # a paused daemon resumes once this much can be wri
 GUESS_BYTES_PER_SECOND = 16_000
 GUESS_MAX_SECONDS = 4 * 3600.0
 
-WorkerCommand = Callable[[str, Path, int], list[str]]
+WorkerCommand = Callable[[Job, Path, int], list[str]]
 
 
-def worker_command(job_id: str, settings_file: Path, threads: int) -> list[str]:
+def worker_command(job: Job, settings_file: Path, threads: int) -> list[str]:
     """The real worker; tests give the supervisor small fake workers instead."""
-    return [sys.executable, "-m", "diarized.worker", job_id, "--settings", str(settings_file),
-            "--threads", str(threads), "--supervisor-pid", str(os.getpid())]
+    return [sys.executable, "-m", "diarized.worker", job.id, "--settings", str(settings_file),
+            "--threads", str(threads), "--supervisor-pid", str(os.getpid()), "--lease", str(job.lease_generation)]
 
 
 class AlreadyRunning(RuntimeError):
@@ -194,7 +194,7 @@ class Supervisor:
         """
         notes = self.kill_leftover_workers()
         for job in self.store.jobs(states=(State.RUNNING,)):
-            if job.node in (self.node, None):
+            if self.ran(job):
                 job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
                 notes.append(f"{job.id}: " + {State.QUEUED: "requeued", State.SUCCEEDED: "was published "
                                               "before the crash; marked succeeded"}.get(job.state, job.state))
@@ -203,6 +203,10 @@ class Supervisor:
         for note in notes:
             log.info("recovery: %s", note)
         return notes
+
+    def ran(self, job: Job) -> bool:
+        """Was `job` claimed by this node (by any, on SQLite: one node per store, whatever its name)?"""
+        return self.settings.store_is_file or job.node in (self.node, None)
 
     def take_inbox(self) -> list[str]:
         """Hold the inbox role if it is free; on taking it, finish what the last holder left."""
@@ -350,7 +354,7 @@ class Supervisor:
                "JOB_ID": job.id}
         with (work / "worker.log").open("ab") as log_file:
             proc = subprocess.Popen(
-                self.worker_command(job.id, self.settings_file, threads),
+                self.worker_command(job, self.settings_file, threads),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, close_fds=True)
         self.running[job.id] = Running(job, proc, psutil.Process(proc.pid), estimate_gb, threads)
@@ -400,8 +404,7 @@ class Supervisor:
         live supervisor owns it. Those a running job names are its leftovers; the others
         were spawned just before a crash, before their job recorded them.
         """
-        named = {j.worker_pid: j.id for j in self.store.jobs(states=(State.RUNNING,))
-                 if j.worker_pid and j.node in (self.node, None)}
+        named = {j.worker_pid: j.id for j in self.store.jobs(states=(State.RUNNING,)) if j.worker_pid and self.ran(j)}
         notes = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmdline = proc.info["cmdline"] or []

@@ -57,7 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settings", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--supervisor-pid", type=int, default=None)
+    parser.add_argument("--lease", type=int, default=None, help="the lease generation it was started under")
     return parser.parse_args(argv)
+
+
+def lease_is_over(job, lease: int | None) -> bool:
+    """The job moved on between the claim and this process's start (another node took it over)."""
+    over = lease is not None and (job.state != "running" or job.lease_generation != lease)
+    if over:
+        print(f"job {job.id} is {job.state} under lease generation {job.lease_generation}, not {lease}: "
+              "not running it", file=sys.stderr, flush=True)
+    return over
 
 
 class Reporter:
@@ -132,7 +142,7 @@ def open_job(settings, job_id: str):
             time.sleep(2.0)
 
 
-def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerExit:
+def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int | None = None) -> WorkerExit:
     from diarized.config import load_settings
 
     settings = load_settings(None, json.loads(settings_file.read_text()), env={})
@@ -154,6 +164,8 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
             raise
         print(f"the job store cannot be reached: {exc}", file=sys.stderr, flush=True)
         return WorkerExit.NO_SPACE  # requeued for free once the store is back; the daemon pauses
+    if lease_is_over(job, lease):
+        return WorkerExit.INTERRUPTED
     settings = replace(settings, **job.speakers.given())  # hints given with this file win
     stop, beat_stop = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,7 +207,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None) -> WorkerE
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     die_with_parent(args.supervisor_pid)
-    sys.exit(int(run(args.job_id, args.settings, args.threads)))
+    sys.exit(int(run(args.job_id, args.settings, args.threads, args.lease)))
 
 
 if __name__ == "__main__":

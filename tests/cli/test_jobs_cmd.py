@@ -68,6 +68,32 @@ def test_human_status_fits_80_columns(state):
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
+def test_status_with_several_nodes_lists_them_and_who_runs_what(state):
+    root, store = state
+    import os
+    import socket
+    import time
+
+    row = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time(),
+               workers_busy=1, workers_total=2, memory_used_gb=2.1, memory_budget_gb=20.0, queued=1,
+               state="running")
+    store.set_daemon("transcribe-01", **row, inbox=True)
+    store.set_daemon("transcribe-02", **{**row, "heartbeat_at": time.time() - 600}, inbox=False)
+    running = store.jobs(states=("running",))[0]
+    store.requeue(running.id, "moved", spend_attempt=False)
+    store.claim(running.id, "transcribe-01", 60)
+    out = ctl(root, "status").output
+    assert "daemon up 1 of 2 nodes" in out
+    node_line = next(line for line in out.splitlines() if line.startswith("transcribe-01"))
+    assert "yes" in node_line and "1/2" in node_line and running.short_id in node_line
+    down_line = next(line for line in out.splitlines() if line.startswith("transcribe-02"))
+    assert "DOWN" in down_line and running.short_id not in down_line
+    assert max(len(line) for line in out.splitlines()) <= 80
+    nodes = json.loads(ctl(root, "status", "--json").output)["daemon"]["nodes"]
+    assert [(n["node"], n["up"], n["inbox"]) for n in nodes] == [("transcribe-01", True, True),
+                                                                ("transcribe-02", False, False)]
+
+
 def _render(renderable) -> str:
     console = Console(width=80, record=True, color_system=None, file=open("/dev/null", "w"))
     console.print(renderable)

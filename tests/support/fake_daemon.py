@@ -42,9 +42,9 @@ CHAOS_POINTS = (
 )
 
 
-def fake_worker_command(job_id: str, settings_file: Path, threads: int) -> list[str]:
-    return [sys.executable, str(FAKE_WORKER), job_id, "--settings", str(settings_file),
-            "--threads", str(threads), "--supervisor-pid", str(os.getpid())]
+def fake_worker_command(job, settings_file: Path, threads: int) -> list[str]:
+    return [sys.executable, str(FAKE_WORKER), job.id, "--settings", str(settings_file),
+            "--threads", str(threads), "--supervisor-pid", str(os.getpid()), "--lease", str(job.lease_generation)]
 
 
 def arm_chaos(seed: int, probability: float, log: Path) -> None:

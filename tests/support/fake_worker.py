@@ -23,7 +23,7 @@ from pathlib import Path
 
 from diarized.config import load_settings
 from diarized.store import StoreUnavailable, open_store, storage_trouble
-from diarized.worker import WorkerExit, die_with_parent, keep_lease, parse_args
+from diarized.worker import WorkerExit, die_with_parent, keep_lease, lease_is_over, parse_args
 
 
 def script_for(source: Path, run: int) -> dict:
@@ -62,6 +62,8 @@ def main() -> None:
     settings = load_settings(None, json.loads(args.settings.read_text()), env={})
     store = open_store(settings.store_location)
     job = store.get(args.job_id)
+    if lease_is_over(job, args.lease):
+        sys.exit(WorkerExit.INTERRUPTED)
     script = script_for(Path(job.source_path), len(store.worker_threads(job.id)) - 1)
     stop = threading.Event()  # SIGTERM, or the lease is over: stop as at a checkpoint
     if not script.get("ignore_term"):

@@ -77,43 +77,41 @@ def status_header(daemon: dict) -> str:
                 f"itself once its folder can be written (free space?)\n  {daemon['paused']}")
     if not daemon.get("up"):
         return "daemon [bold red]DOWN[/]" + (f" (last seen pid {daemon['pid']})" if daemon.get("pid") else "")
-    who = f"{len(daemon['nodes'])} nodes" if len(daemon.get("nodes", ())) > 1 else f"pid {daemon['pid']}"
+    nodes = daemon.get("nodes", ())
+    who = (f"{sum(n['up'] for n in nodes)} of {len(nodes)} nodes" if len(nodes) > 1 else f"pid {daemon['pid']}")
     return (f"daemon [bold green]up[/] {who} · workers {daemon['workers_busy']}/"
             f"{daemon['workers_total']} · memory {daemon['memory_used_gb']:.1f}/"
             f"{daemon['memory_budget_gb']:.0f} GiB · queued {daemon['queued']}")
 
 
-def nodes_table(nodes: list[DaemonStatus], now: float) -> Table:
-    """One line per node sharing the store: is it up, does it hold the inbox, what it runs."""
+def nodes_table(nodes: list[DaemonStatus], running: list[Job], now: float) -> Table:
+    """One line per node sharing the store: is it up, does it hold the inbox, which jobs it runs."""
     table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1), collapse_padding=True)
-    for name in ("node", "state", "inbox", "workers", "memory", "host", "seen"):
-        table.add_column(name, justify="right" if name in ("workers", "memory", "seen") else "left")
+    for name in ("node", "state", "inbox", "workers", "memory", "seen", "running"):
+        table.add_column(name, justify="right" if name in ("workers", "memory", "seen") else "left",
+                         overflow="fold" if name == "running" else "ellipsis")
     for n in nodes:
         state = n.state if n.up else "[bold red]DOWN[/]" if n.state in ("running", "stopping") else n.state
         table.add_row(n.node, state, "yes" if n.inbox and n.up else "-",
                       f"{n.workers_busy}/{n.workers_total}" if n.up else "-",
                       f"{n.memory_used_gb:.1f}/{n.memory_budget_gb:.0f}G" if n.up else "-",
-                      f"{n.host} pid {n.pid}", duration_text(now - n.heartbeat_at) + " ago" if n.heartbeat_at else "-")
+                      duration_text(now - n.heartbeat_at) + " ago" if n.heartbeat_at else "-",
+                      " ".join(j.short_id for j in running if j.node == n.node) or "-")
     return table
 
 
-def jobs_table(jobs: list[Job], now: float, with_node: bool = False) -> Table:
-    """One line per job; at 80 columns only the file name is shortened (more with a node column)."""
+def jobs_table(jobs: list[Job], now: float) -> Table:
+    """One line per job; at 80 columns only the file name is shortened."""
     table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1), collapse_padding=True)
-    columns = [("id", {}), ("file", {"max_width": 11 if with_node else 16, "overflow": "ellipsis",
-                                     "no_wrap": True}),
-               ("pri", {}), ("state", {}), ("stage", {}), ("done", {"justify": "right"}),
-               ("elapsed", {"justify": "right"}), ("eta", {"justify": "right"}),
-               ("rss", {"justify": "right"}), ("try", {"justify": "right"})]
-    if with_node:
-        columns.insert(4, ("node", {"max_width": 8, "overflow": "ellipsis", "no_wrap": True}))
-    for name, kw in columns:
+    for name, kw in (("id", {}), ("file", {"max_width": 16, "overflow": "ellipsis", "no_wrap": True}),
+                     ("pri", {}), ("state", {}), ("stage", {}), ("done", {"justify": "right"}),
+                     ("elapsed", {"justify": "right"}), ("eta", {"justify": "right"}),
+                     ("rss", {"justify": "right"}), ("try", {"justify": "right"})):
         table.add_column(name, **kw)
     for job in jobs:
         running = job.state == State.RUNNING
-        node = [(job.node or "-") if running else "-"] if with_node else []
         table.add_row(
-            job.short_id, job.source_name, job.priority_name, job.state, *node, job.stage or "-",
+            job.short_id, job.source_name, job.priority_name, job.state, job.stage or "-",
             f"{job.progress:.0%}" if running else "-",
             duration_text(now - job.started_at) if running and job.started_at else "-",
             duration_text(job.eta_seconds) if running else "-",
@@ -141,9 +139,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     console.print(status_header(daemon))
     now = time.time()
     if len(nodes) > 1:
-        console.print(nodes_table(nodes, now))
+        console.print(nodes_table(nodes, running, now))
     if jobs:
-        console.print(jobs_table(jobs, now, with_node=len(nodes) > 1))
+        console.print(jobs_table(jobs, now))
     else:
         console.print("no active or queued jobs")
     counts = store.counts()
