@@ -10,6 +10,12 @@ DER: every diarization case; "bare" is pyannote's SpeakerDiarization with the
 same weights and its defaults (step 0.1, no overlap exclusion, batch 1,
 untuned centroid threshold 0.7, min_cluster_size 12), called on the same
 waveform; "ours" is diarized's diarization stage.
+Development set (--dev, bench/devset.py: the joined long and crowded cases,
+and every case with per-speaker texts): "ours" is the whole service pipeline
+(its diarization.rttm and final_transcription.json); "bare" is pyannote as
+above plus sequential faster-whisper with word timestamps, each word given to
+the bare speaker it overlaps most. DER at collars 0 and 0.25, speakers found
+against the reference, and cpWER where the data has per-speaker texts.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.devset import rttm_turns
 from bench.scoring import DATA, der, diarization_cases, load_reference, wer_corpus
 
 BARE_CLUSTERING = {"method": "centroid", "threshold": 0.7, "min_cluster_size": 12}
@@ -153,15 +160,123 @@ def summarise(wers: list[dict], ders: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def dev_cases(out: Path) -> list:
+    """The joined cases, then the visible cases with per-speaker texts, as devset.DevCase."""
+    from bench import devset
+
+    joined = devset.build(out)
+    texted = [p for p in devset.visible_pieces() if p.texts] + [devset.jfk_piece()] + devset.ptbr_pieces()
+    for piece in texted:
+        rttm = out / f"{piece.wav.stem}.rttm"
+        rttm.write_text("".join(f"SPEAKER {piece.wav.stem} 1 {s:.3f} {e - s:.3f} <NA> <NA> {spk} <NA> <NA>\n"
+                                for s, e, spk in piece.turns))
+        joined.append(devset.DevCase(piece.wav.stem, piece.wav, rttm, piece.turns[-1][1],
+                                     len({t[2] for t in piece.turns}), piece.texts))
+    return joined
+
+
+def speaker_texts(segments: list[dict]) -> dict[str, str]:
+    texts: dict[str, list[str]] = {}
+    for seg in sorted(segments, key=lambda s: s["start_time"]):
+        texts.setdefault(seg["speaker_id"], []).append(seg["text"])
+    return {speaker: " ".join(parts) for speaker, parts in texts.items()}
+
+
+def ours_full(case, model: str, work: Path) -> tuple[list[dict], dict[str, str]]:
+    """The service's own pipeline on one case: its RTTM turns and per-speaker texts."""
+    from diarized.config import Settings
+    from diarized.pipeline.runner import Runner
+
+    out = work / case.name / "out"
+    Runner(Settings(model=model, cpu_threads=2, cache_dir=work / "models")).run(
+        case.wav, work / case.name / "work", out)
+    turns = [{"speaker": spk, "start": s, "end": e} for s, e, spk in rttm_turns(out / "diarization.rttm")]
+    final = json.loads((out / "final_transcription.json").read_text())
+    return turns, speaker_texts(final["segments"])
+
+
+def bare_words(model_path: Path, wav: Path) -> list[tuple[float, float, str]]:
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = model.transcribe(str(wav), beam_size=5, word_timestamps=True)
+    return [(w.start, w.end, w.word) for s in segments for w in s.words]
+
+
+def bare_speaker_texts(words, turns: list[dict]) -> dict[str, str]:
+    """Each word to the bare turn it overlaps most (else the nearest), joined per speaker."""
+    texts: dict[str, list[str]] = {}
+    for start, end, word in words:
+        def score(t):
+            overlap = min(end, t["end"]) - max(start, t["start"])
+            return overlap if overlap > 0 else -min(abs(start - t["end"]), abs(t["start"] - end))
+        speaker = max(turns, key=score)["speaker"] if turns else "none"
+        texts.setdefault(speaker, []).append(word.strip())
+    return {speaker: " ".join(ws) for speaker, ws in texts.items()}
+
+
+def dev_table(model: str, model_path: Path, work: Path) -> list[dict]:
+    from bench.scoring import cpwer
+    from diarized.models import resolve_diarization
+    from diarized.pipeline import media
+
+    bare = bare_diarization_pipeline(resolve_diarization(), 32)
+    rows = []
+    for case in dev_cases(work / "devset"):
+        ref = load_reference(case.rttm)
+        t0 = time.monotonic()
+        turns, texts = ours_full(case, model, work)
+        t1 = time.monotonic()
+        audio = media.open_audio(media.decode(case.wav, work / f"{case.name}.f32").raw_path)
+        bare_turn_list = bare_turns(bare, audio)
+        t2 = time.monotonic()
+        o, b = der(ref, turns), der(ref, bare_turn_list)
+        row = {"case": case.name, "minutes": case.seconds / 60, "ref_speakers": case.speakers,
+               "ours_der": o.der, "ours_der_collar": o.der_collar, "ours_speakers": o.speakers,
+               "bare_der": b.der, "bare_der_collar": b.der_collar, "bare_speakers": b.speakers,
+               "ours_s": t1 - t0, "bare_diarization_s": t2 - t1}
+        if case.texts:
+            row["ours_cpwer"] = cpwer(case.texts, texts)
+            row["bare_cpwer"] = cpwer(case.texts, bare_speaker_texts(bare_words(model_path, case.wav),
+                                                                     bare_turn_list))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def summarise_dev(rows: list[dict]) -> str:
+    lines = ["| case | min | DER c0 / c0.25 ours | DER c0 / c0.25 bare | speakers ours / bare / ref "
+             "| cpWER ours / bare |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        cp = f"{r['ours_cpwer']:.1%} / {r['bare_cpwer']:.1%}" if "ours_cpwer" in r else "-"
+        lines.append(f"| {r['case']} | {r['minutes']:.1f} | {r['ours_der']:.1%} / {r['ours_der_collar']:.1%} | "
+                     f"{r['bare_der']:.1%} / {r['bare_der_collar']:.1%} | "
+                     f"{r['ours_speakers']} / {r['bare_speakers']} / {r['ref_speakers']} | {cp} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-wer", action="store_true")
     ap.add_argument("--skip-der", action="store_true")
+    ap.add_argument("--dev", action="store_true", help="only the development set (long, crowded, cpWER)")
+    ap.add_argument("--model", default="base")
     ap.add_argument("--out", type=Path, default=Path("bench/results/accuracy.json"))
     args = ap.parse_args()
     from diarized.models import resolve_whisper
 
-    model_path = resolve_whisper("base", Path(tempfile.gettempdir()) / "diarized-bench-models")
+    cache = Path(tempfile.gettempdir()) / "diarized-bench-models"
+    model_path = resolve_whisper(args.model, cache)
+    if args.dev:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "models").symlink_to(cache)
+            rows = dev_table(args.model, model_path, work)
+        out = args.out.with_name("accuracy-dev.json") if args.out.name == "accuracy.json" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2))
+        print(summarise_dev(rows))
+        return
     wers = [] if args.skip_wer else wer_table(model_path)
     ders = [] if args.skip_der else der_table()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -89,3 +89,32 @@ def wer_corpus(pairs: list[tuple[str, str]]) -> float:
     refs = [normalise(r) for r, _ in pairs]
     hyps = [normalise(h) for _, h in pairs]
     return float(jiwer.wer(refs, hyps))
+
+
+def word_errors(reference: str, hypothesis: str) -> int:
+    """Substitutions + deletions + insertions between two normalised texts."""
+    import jiwer
+
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    if not ref or not hyp:
+        return len(ref.split()) + len(hyp.split())
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions
+
+
+def cpwer(reference: dict[str, str], hypothesis: dict[str, str]) -> float:
+    """Concatenated minimum-permutation WER: each speaker's words joined in time order,
+    reference and hypothesis speakers paired so the total errors are least (Hungarian);
+    an unpaired reference speaker's words are all deletions, an unpaired hypothesis
+    speaker's all insertions. Total errors over total reference words."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    refs, hyps = list(reference.values()), list(hypothesis.values())
+    size = max(len(refs), len(hyps))
+    refs += [""] * (size - len(refs))
+    hyps += [""] * (size - len(hyps))
+    cost = np.array([[word_errors(r, h) for h in hyps] for r in refs])
+    rows, cols = linear_sum_assignment(cost)
+    words = sum(len(normalise(r).split()) for r in refs)
+    return float(cost[rows, cols].sum()) / max(1, words)

@@ -1,0 +1,165 @@
+"""Longer development cases made only from ../shared/data, with their references shifted.
+
+    .venv/bin/python -m bench.devset OUT_DIR     # writes the WAVs, RTTMs and speaker texts
+
+The visible cases are 11 s to 60 s; recordings that break speaker counting are
+longer and more crowded. These cases join the visible recordings end to end,
+each piece followed by a short pause, and shift every reference turn by the
+piece's offset:
+
+- ami-joined: the 14 AMI debug excerpts and the 4-speaker AMI mixture
+  (about 7.5 minutes, 31 AMI speakers; speakers of one meeting recur across
+  excerpts, so they come back later in the file).
+- ptbr-joined: the eight Portuguese clips, one speaker each (LapsBM and ufpalign
+  clips; SOURCE.md says one speaker per file, and the clips are taken to be eight
+  different people).
+- crowded: at least 15 minutes and 15 speakers: every diarization case of the
+  set plus jfk, then the AMI excerpts again in reverse order and 3 dB quieter
+  (the only way to reach 15 minutes from this data: the second half repeats
+  audio of the first, so its speakers do come back, with identical voices).
+
+Per-speaker reference texts (for cpWER) exist where the data has them: the
+mixture (mixture.spk.tsv), the sample (its STM), jfk, and the Portuguese clips.
+The AMI debug excerpts have none, so cpWER is reported for ptbr-joined only
+among these cases; the short visible cases keep theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.scoring import DATA, DEBUG, diarization_cases
+
+SAMPLE_RATE = 16000
+PAUSE_SECONDS = 0.75
+CROWDED_MIN_SECONDS = 15 * 60
+
+
+@dataclass
+class Piece:
+    """One visible recording as it goes into a joined case."""
+
+    wav: Path
+    turns: list[tuple[float, float, str]]  # start, end, speaker
+    texts: dict[str, str] = field(default_factory=dict)  # speaker -> reference words, where known
+    gain: float = 1.0
+
+
+@dataclass
+class DevCase:
+    name: str
+    wav: Path
+    rttm: Path
+    seconds: float
+    speakers: int
+    texts: dict[str, str]  # speaker -> words in time order (empty: no cpWER reference)
+
+
+def rttm_turns(rttm: Path, uri: str | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) of one recording in an RTTM (uri None: every line)."""
+    turns = []
+    for line in rttm.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[0] == "SPEAKER" and uri in (None, parts[1]):
+            start, duration = float(parts[3]), float(parts[4])
+            turns.append((start, start + duration, parts[7]))
+    return turns
+
+
+def case_texts(wav: Path) -> dict[str, str]:
+    """Per-speaker reference words of a visible case, keyed like its RTTM; {} if it has none."""
+    if wav.name == "mixture.wav":
+        rows = (line.split("\t", 1) for line in (wav.parent / "mixture.spk.tsv").read_text().splitlines())
+        return {speaker: text for speaker, text in rows}
+    if wav.name == "sample.wav":  # the STM names people; the RTTM numbers them in order of appearance
+        return sample_texts(wav.parent)
+    return {}
+
+
+def sample_texts(folder: Path) -> dict[str, str]:
+    names = {"Diane": "speaker90", "Sheila": "speaker91"}  # first turns: Diane at 6.68 s = speaker90 at 6.69 s
+    texts: dict[str, list[str]] = {}
+    for line in (folder / "sample.stm").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6:
+            texts.setdefault(names.get(parts[2], parts[2]), []).append(parts[5])
+    return {speaker: " ".join(words) for speaker, words in texts.items()}
+
+
+def visible_pieces() -> list[Piece]:
+    """Every visible multi-speaker case (RTTM) with its texts, in the set's own order."""
+    return [Piece(wav, rttm_turns(rttm, wav.stem), case_texts(wav)) for _, wav, rttm in diarization_cases()]
+
+
+def single_speaker(wav: Path, speaker: str, text: str) -> Piece:
+    from bench.synth import read_audio
+
+    seconds = len(read_audio(wav)) / SAMPLE_RATE
+    return Piece(wav, [(0.0, seconds, speaker)], {speaker: text})
+
+
+def ptbr_pieces() -> list[Piece]:
+    folder = DATA / "ptbr-falabrasil"
+    return [single_speaker(wav, f"ptbr-{wav.stem}", wav.with_suffix(".txt").read_text().strip())
+            for wav in sorted(folder.glob("*.wav"))]
+
+
+def jfk_piece() -> Piece:
+    return single_speaker(DATA / "en-jfk/jfk.flac", "jfk", (DATA / "en-jfk/jfk.txt").read_text().strip())
+
+
+def ami_pieces() -> list[Piece]:
+    pieces = visible_pieces()
+    return [p for p in pieces if p.wav.parent == DEBUG] + [p for p in pieces if p.wav.name == "mixture.wav"]
+
+
+def join(name: str, pieces: list[Piece], out: Path) -> DevCase:
+    """Concatenate with pauses; write NAME.wav, NAME.rttm and the per-speaker texts."""
+    from bench.synth import read_audio, write_container
+
+    audio, turns, texts, offset = [], [], {}, 0.0
+    pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), np.float32)
+    for piece in pieces:
+        samples = read_audio(piece.wav) * piece.gain
+        turns += [(start + offset, end + offset, speaker) for start, end, speaker in piece.turns]
+        for speaker, text in piece.texts.items():
+            texts[speaker] = f"{texts.get(speaker, '')} {text}".strip()
+        audio += [samples, pause]
+        offset += (len(samples) + len(pause)) / SAMPLE_RATE
+    out.mkdir(parents=True, exist_ok=True)
+    wav = write_container(out / f"{name}.wav", np.concatenate(audio))
+    rttm = out / f"{name}.rttm"
+    rttm.write_text("".join(f"SPEAKER {name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {spk} <NA> <NA>\n"
+                            for s, e, spk in sorted(turns)))
+    speakers = {spk for _, _, spk in turns}
+    # a cpWER reference needs every speaker's words: partial texts would count as deletions
+    complete = texts if set(texts) == speakers else {}
+    return DevCase(name, wav, rttm, offset, len(speakers), complete)
+
+
+def build(out: Path) -> list[DevCase]:
+    """The joined cases in `out` (made once; the files are reused when present)."""
+    ami = ami_pieces()
+    again = [Piece(p.wav, p.turns, p.texts, gain=10 ** (-3 / 20)) for p in reversed(ami)]
+    others = [p for p in visible_pieces() if p not in ami]
+    crowded = ami + others + [jfk_piece()] + again
+    cases = [join("ami-joined", ami, out), join("ptbr-joined", ptbr_pieces(), out),
+             join("crowded", crowded, out)]
+    assert cases[2].seconds >= CROWDED_MIN_SECONDS and cases[2].speakers >= 15, cases[2]
+    return cases
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    for case in build(ap.parse_args().out):
+        print(f"{case.name}: {case.seconds / 60:.1f} min, {case.speakers} speakers, "
+              f"cpWER reference: {'yes' if case.texts else 'no'} -> {case.wav}")
+
+
+if __name__ == "__main__":
+    main()
