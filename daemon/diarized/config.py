@@ -49,6 +49,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
     "webhook_retry_seconds": (0, False, None), "lease_seconds": (10, True, None),
 }
+CLUSTERINGS = ("agglomerative", "spectral")
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -127,6 +128,7 @@ class Settings:
     segmentation_step: float = 0.25
     clustering_threshold: float = 0.75
     min_cluster_size: int = 4
+    diarization_clustering: str = "agglomerative"  # or "spectral" (bench/tune_clustering.py compares them)
     embedding_exclude_overlap: bool = False
     embedding_batch_size: int = 16
     # outputs and logs
@@ -348,6 +350,8 @@ def _validate(s: Settings) -> None:
     bad = [f for f in s.formats if f not in FORMATS]
     if bad or not s.formats:
         problems.append(f"formats must be a subset of {','.join(FORMATS)}; got {bad}")
+    if s.diarization_clustering not in CLUSTERINGS:
+        problems.append(f"diarization_clustering must be {' or '.join(CLUSTERINGS)}, not {s.diarization_clustering!r}")
     if s.log_format not in ("auto", "human", "json"):
         problems.append("log_format must be auto, human or json")
     problems += speaker_hint_problems(s.num_speakers, s.min_speakers, s.max_speakers)

@@ -40,6 +40,7 @@ class DiarizeOptions:
     exclude_overlap: bool
     cpu_threads: int
     segmentation_batch_size: int = 32
+    clustering: str = "agglomerative"  # or "spectral" (pipeline/clustering.py)
 
 
 class NoPLDA(PLDA):
@@ -72,6 +73,10 @@ def build_pipeline(weights: DiarizationWeights, options: DiarizeOptions) -> Spea
         "clustering": {"method": "centroid", "threshold": options.threshold,
                        "min_cluster_size": options.min_cluster_size},
     })
+    if options.clustering == "spectral":
+        from diarized.pipeline.clustering import SpectralClustering
+
+        pipeline.clustering = SpectralClustering()
     return pipeline
 
 

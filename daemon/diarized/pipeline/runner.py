@@ -84,7 +84,7 @@ def diarize_options(settings: Settings):
         min_cluster_size=settings.min_cluster_size,
         embedding_batch_size=settings.embedding_batch_size,
         exclude_overlap=settings.embedding_exclude_overlap,
-        cpu_threads=settings.threads,
+        cpu_threads=settings.threads, clustering=settings.diarization_clustering,
     )
 
 
