@@ -66,6 +66,20 @@ def test_the_daemon_has_no_network_and_the_api_only_what_it_needs():
     assert "ListenStream=127.0.0.1:8787" in API_SOCKET.read_text().splitlines()
 
 
+@needs_analyze
+def test_the_postgresql_drop_in_opens_only_the_network_a_node_needs(tmp_path):
+    """The unit with the drop-in applied (a [Service] section appended, as systemd merges it)."""
+    drop_in = (ROOT / "packaging/systemd/diarized.service.d/postgresql.conf").read_text()
+    assert "IPAddressDeny" not in drop_in.replace("IPAddressDeny=any stays", "")  # the deny-all stays
+    merged = _unit_with_real_binary(tmp_path)
+    merged.write_text(merged.read_text() + "\n" + drop_in)
+    proc = subprocess.run(["systemd-analyze", "verify", str(merged)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "diarized" not in proc.stderr, proc.stderr
+    score, word = exposure(merged)
+    assert score <= MAX_EXPOSURE and word in ("SAFE", "OK"), score
+    assert score > exposure(_unit_with_real_binary(tmp_path))[0]  # it was applied: more exposed, still OK
+
+
 def test_unit_has_what_operators_rely_on():
     text = UNIT.read_text()
     for directive in ("Type=notify", "WatchdogSec=", "KillMode=mixed", "Restart=on-failure",
