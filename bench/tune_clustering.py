@@ -39,16 +39,17 @@ def cases(work: Path) -> list[tuple[str, Path, object, int]]:
     return found + [(f"single/{w.stem}", w, None, 1) for w in SINGLE]
 
 
-def candidates() -> list[tuple[str, dict]]:
+def candidates(thresholds: list[float], sizes: list[int], others: bool) -> list[tuple[str, dict]]:
     shipped = Settings()
     base = {"method": "agglomerative", "threshold": shipped.clustering_threshold,
             "min_cluster_size": shipped.min_cluster_size}
     found = [("agglomerative (shipped)", base)]
     found += [(f"agglomerative thr {t} mcs {m}", {**base, "threshold": t, "min_cluster_size": m})
-              for t in (0.7, 0.75, 0.8) for m in (2, 4, 8, 12) if (t, m) != (base["threshold"],
-                                                                              base["min_cluster_size"])]
-    found += [(f"agglomerative mcs {per} per minute", {**base, "mcs_per_minute": per}) for per in (0.5, 1.0, 2.0)]
-    found += [(f"spectral prune {p}", {"method": "spectral", "prune": p}) for p in (0.01, 0.02, 0.05, 0.1)]
+              for t in thresholds for m in sizes if (t, m) != (base["threshold"], base["min_cluster_size"])]
+    if others:
+        found += [(f"agglomerative mcs {per} per minute", {**base, "mcs_per_minute": per})
+                  for per in (0.5, 1.0, 2.0)]
+        found += [(f"spectral prune {p}", {"method": "spectral", "prune": p}) for p in (0.01, 0.02, 0.05, 0.1)]
     return found
 
 
@@ -77,6 +78,9 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench/results/clustering.json"))
+    ap.add_argument("--thresholds", default="0.7,0.75,0.8")
+    ap.add_argument("--sizes", default="2,4,8,12", help="min_cluster_size values")
+    ap.add_argument("--grid-only", action="store_true", help="no length-scaled or spectral candidates")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp())
     options = diarize_options(Settings(cpu_threads=2))
@@ -90,7 +94,9 @@ def main() -> None:
         files.append((name, {"waveform": torch.from_numpy(audio).unsqueeze(0), "sample_rate": 16000,
                              "uri": name}, ref, ref_count, len(audio) / 16000 / 60))
     rows = []
-    for label, candidate in candidates():
+    grid = candidates([float(t) for t in args.thresholds.split(",")], [int(m) for m in args.sizes.split(",")],
+                      not args.grid_only)
+    for label, candidate in grid:
         started, scores = time.monotonic(), []
         for name, file, ref, ref_count, minutes in files:
             turns = apply(pipeline, spectral, file, candidate, minutes, options)

@@ -127,7 +127,7 @@ class Settings:
     # tuned on ../shared/data with bench/tune_diarization.py (README, Accuracy)
     segmentation_step: float = 0.25
     clustering_threshold: float = 0.75
-    min_cluster_size: int = 4
+    min_cluster_size: int = 2  # bench/tune_clustering.py: 4 merged real voices on long, crowded files
     diarization_clustering: str = "agglomerative"  # or "spectral" (bench/tune_clustering.py compares them)
     embedding_exclude_overlap: bool = False
     embedding_batch_size: int = 16
