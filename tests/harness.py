@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -135,6 +136,12 @@ class Daemon(Service):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
         return target
+
+    def failed_report(self, stem: str, timeout: float = 10) -> dict:
+        """failed/<stem>/error.json: the store says failed or cancelled first, then the files move."""
+        path = self.root / "failed" / stem / "error.json"
+        wait_until(path.exists, timeout, f"{path} to be written")
+        return json.loads(path.read_text())
 
     def jobs(self, *states: str):
         return self.store.jobs(states=states or None)

@@ -187,7 +187,7 @@ def test_corrupt_upload_fails_once_with_a_clear_error_json(daemon, tmp_path):
     d.drop(fake)
     job = d.wait_all_final(1)[0]
     assert job.state == "failed" and job.attempts == 1  # bad input is not retried
-    error = json.loads((d.root / "failed/notes/error.json").read_text())
+    error = d.failed_report("notes")
     assert error["error_type"] == "BadMedia" and "not a readable audio or video file" in error["message"]
     assert "notes.mp4" in error["message"] and error["hint"]
     assert (d.root / "failed/notes/notes.mp4").read_text().startswith("not a video")
@@ -206,7 +206,7 @@ def test_cancel_stops_a_running_worker(daemon, long_meeting):
     assert result.exit_code == 0, result.output
     done = d.wait_all_final(1, timeout=30)[0]
     assert done.state == "cancelled" and job.worker_pid not in worker_pids()
-    error = json.loads((d.root / "failed/meeting/error.json").read_text())
+    error = d.failed_report("meeting")
     assert error["state"] == "cancelled" and (d.root / "failed/meeting/meeting.mp4").exists()
 
 

@@ -22,12 +22,21 @@ from tests.harness import Daemon, wait_until
 NODES = ("a", "b")
 
 
-def start_nodes(tmp_path: Path, cache: Path, dsn: str, **settings) -> dict[str, Daemon]:
-    root = tmp_path / "var"
-    nodes = {n: Daemon(root, cache, store=dsn, node_id=n, **settings) for n in NODES}
-    for daemon in nodes.values():
-        daemon.start()
-    return nodes
+@pytest.fixture
+def two_nodes(postgres_server, models_cache, tmp_path):
+    """Start nodes a and b on one state root and a fresh database; any still running is killed at the end."""
+    started: list[Daemon] = []
+
+    def start(**settings) -> dict[str, Daemon]:
+        dsn, root = postgres_server.new_database(), tmp_path / "var"
+        nodes = {n: Daemon(root, models_cache, store=dsn, node_id=n, **settings) for n in NODES}
+        for daemon in nodes.values():
+            started.append(daemon.start())
+        return nodes
+    yield start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.kill9()
 
 
 def inbox_holder(daemon: Daemon) -> str | None:
@@ -60,110 +69,89 @@ def assert_each_file_once(daemon: Daemon, count: int) -> list:
 
 
 def kill_the_inbox_node_with_two_jobs(nodes: dict[str, Daemon], timeout: float) -> tuple[str, list, float]:
-    """kill -9 the node holding the inbox once it runs two jobs; returns it, its jobs, the kill time."""
+    """kill -9 the node holding the inbox once it runs two jobs; wait for the other to take the inbox.
+
+    Returns the killed node, the jobs it ran, and how many seconds the take-over took.
+    """
     any_node = next(iter(nodes.values()))
     holder = wait_until(lambda: inbox_holder(any_node), 30, "a node to take the inbox")
     victims = wait_until(lambda: len(running_on(any_node, holder)) == 2 and running_on(any_node, holder), timeout,
                          lambda: f"node {holder} to run two jobs\n{logs(nodes)}")
     nodes[holder].kill9()
-    return holder, victims, time.monotonic()
+    killed = time.monotonic()
+    other = next(n for n in NODES if n != holder)
+    wait_until(lambda: inbox_holder(nodes[other]) == other, 15, lambda: f"node {other} to take the inbox")
+    return holder, victims, time.monotonic() - killed
 
 
-def test_two_nodes_share_the_inbox_and_survive_kill9_of_the_inbox_node(postgres_server, models_cache,
-                                                                        tmp_path):
-    dsn = postgres_server.new_database()
-    nodes = start_nodes(tmp_path, models_cache, dsn, fake_workers=True, lease_seconds=10, max_workers=2)
-    try:
-        first = nodes["a"]
-        for i in range(6):
-            (first.inbox / f"talk{i}.wav").write_text(json.dumps({"runs": [{"seconds": 6}], "n": i}))
-        holder, victims, killed = kill_the_inbox_node_with_two_jobs(nodes, 30)
-        other = next(n for n in NODES if n != holder)
-        survivor = nodes[other]
-        wait_until(lambda: inbox_holder(survivor) == other, 15, lambda: f"node {other} to take the inbox")
-        takeover = time.monotonic() - killed
-        (survivor.inbox / "late.wav").write_text(json.dumps({"runs": [{"seconds": 1}]}))
-        survivor.wait_all_final(7, timeout=120)
-        finished = time.monotonic() - killed
-        jobs = assert_each_file_once(survivor, 7)
-        for victim in victims:
-            events = survivor.store.events(victim.id)
-            assert any("node " + holder + " stopped renewing its lease" in e.detail for e in events), events
-            assert survivor.store.get(victim.id).node == other
-        assert {j.node for j in jobs if j.source_name == "late.wav"} == {other}
-
-        nodes[holder].start()  # the killed node comes back: nothing is taken or published again
-        time.sleep(3)
-        assert_each_file_once(survivor, 7)
-        assert inbox_holder(survivor) == other
-        print(f"\ninbox taken over in {takeover:.1f} s; all 7 done {finished:.1f} s after the kill")
-        assert all(d.stop() == 0 for d in nodes.values())
-    finally:
-        for daemon in nodes.values():
-            if daemon.proc.poll() is None:
-                daemon.kill9()
+def restart_changes_nothing(nodes: dict[str, Daemon], holder: str, count: int, settle: float) -> None:
+    """The killed node comes back: nothing is taken or published again."""
+    other = next(n for n in NODES if n != holder)
+    nodes[holder].start()
+    time.sleep(settle)
+    assert_each_file_once(nodes[other], count)
+    assert inbox_holder(nodes[other]) == other
+    assert all(d.stop() == 0 for d in nodes.values())
 
 
-@pytest.mark.slow
-def test_two_real_nodes_finish_six_recordings_once_after_kill9(postgres_server, models_cache, tmp_path, data):
-    dsn = postgres_server.new_database()
-    nodes = start_nodes(tmp_path, models_cache, dsn, lease_seconds=15, max_workers=2)
-    try:
-        files = [data / "en-jfk/jfk.flac", data / "pyannote-sample/sample.wav",
-                 data / "picovoice-falcon-3spk/test.wav", *sorted((data / "ptbr-falabrasil").glob("*.wav"))[:3]]
-        for source in files:
-            nodes["a"].drop(source)
-        holder, victims, killed = kill_the_inbox_node_with_two_jobs(nodes, 120)
-        other = next(n for n in NODES if n != holder)
-        survivor = nodes[other]
-        wait_until(lambda: inbox_holder(survivor) == other, 15, lambda: f"node {other} to take the inbox")
-        takeover = time.monotonic() - killed
-        survivor.wait_all_final(6, timeout=600)
-        finished = time.monotonic() - killed
-        assert_each_file_once(survivor, 6)
-        assert {survivor.store.get(v.id).node for v in victims} == {other}
-        nodes[holder].start()
-        time.sleep(5)
-        assert_each_file_once(survivor, 6)
-        print(f"\nreal models: inbox taken over in {takeover:.1f} s; all 6 done {finished:.1f} s after the kill")
-        assert all(d.stop() == 0 for d in nodes.values())
-    finally:
-        for daemon in nodes.values():
-            if daemon.proc.poll() is None:
-                daemon.kill9()
+def test_two_nodes_share_the_inbox_and_survive_kill9_of_the_inbox_node(two_nodes):
+    nodes = two_nodes(fake_workers=True, lease_seconds=10, max_workers=2)
+    for i in range(6):
+        (nodes["a"].inbox / f"talk{i}.wav").write_text(json.dumps({"runs": [{"seconds": 6}], "n": i}))
+    started = time.monotonic()
+    holder, victims, takeover = kill_the_inbox_node_with_two_jobs(nodes, 30)
+    other = next(n for n in NODES if n != holder)
+    survivor = nodes[other]
+    (survivor.inbox / "late.wav").write_text(json.dumps({"runs": [{"seconds": 1}]}))
+    survivor.wait_all_final(7, timeout=120)
+    jobs = assert_each_file_once(survivor, 7)
+    for victim in victims:
+        events = survivor.store.events(victim.id)
+        assert any(f"node {holder} stopped renewing its lease" in e.detail for e in events), events
+        assert survivor.store.get(victim.id).node == other
+    assert {j.node for j in jobs if j.source_name == "late.wav"} == {other}
+    print(f"\ninbox taken over in {takeover:.1f} s; all 7 done {time.monotonic() - started:.1f} s after the drop")
+    restart_changes_nothing(nodes, holder, 7, settle=3)
 
 
 @pytest.mark.slow
-def test_a_20_second_database_outage_pauses_nodes_and_loses_nothing(postgres_server, models_cache, tmp_path,
-                                                                     data):
-    dsn = postgres_server.new_database()
-    nodes = start_nodes(tmp_path, models_cache, dsn, lease_seconds=60, max_workers=2)
+def test_two_real_nodes_finish_six_recordings_once_after_kill9(two_nodes, data):
+    nodes = two_nodes(lease_seconds=15, max_workers=2)
+    for source in [data / "en-jfk/jfk.flac", data / "pyannote-sample/sample.wav",
+                   data / "picovoice-falcon-3spk/test.wav", *sorted((data / "ptbr-falabrasil").glob("*.wav"))[:3]]:
+        nodes["a"].drop(source)
+    holder, victims, takeover = kill_the_inbox_node_with_two_jobs(nodes, 120)
+    other = next(n for n in NODES if n != holder)
+    nodes[other].wait_all_final(6, timeout=600)
+    assert_each_file_once(nodes[other], 6)
+    assert {nodes[other].store.get(v.id).node for v in victims} == {other}
+    print(f"\nreal models: inbox taken over in {takeover:.1f} s")
+    restart_changes_nothing(nodes, holder, 6, settle=5)
+
+
+@pytest.mark.slow
+def test_a_20_second_database_outage_pauses_nodes_and_loses_nothing(two_nodes, postgres_server, data):
+    nodes = two_nodes(lease_seconds=60, max_workers=2)
+    probe = nodes["a"]
+    for source in [data / "pyannote-sample/sample.wav", data / "picovoice-falcon-3spk/test.wav",
+                   data / "ami-mixture-4spk/mixture.wav", data / "en-jfk/jfk.flac"]:
+        probe.drop(source)
+    workers = wait_until(lambda: len(probe.jobs("running")) >= 2 and all(
+        j.worker_pid for j in probe.jobs("running")) and {j.worker_pid for j in probe.jobs("running")},
+        120, lambda: f"two running workers\n{logs(nodes)}")
+    postgres_server.halt()
     try:
-        files = [data / "pyannote-sample/sample.wav", data / "picovoice-falcon-3spk/test.wav",
-                 data / "ami-mixture-4spk/mixture.wav", data / "en-jfk/jfk.flac"]
-        for source in files:
-            nodes["a"].drop(source)
-        probe = nodes["a"]
-        workers = wait_until(lambda: len(probe.jobs("running")) >= 2 and all(
-            j.worker_pid for j in probe.jobs("running")) and {j.worker_pid for j in probe.jobs("running")},
-            120, lambda: f"two running workers\n{logs(nodes)}")
-        postgres_server.halt()
-        try:
-            time.sleep(20)
-            alive = {pid for pid in workers if psutil.pid_exists(pid)}
-        finally:
-            postgres_server.resume()
-        assert alive, "every worker died with the database"
-        probe.wait_all_final(4, timeout=600)
-        jobs = assert_each_file_once(probe, 4)
-        assert [j.attempts for j in jobs] == [1] * 4, "\n".join(
-            f"{j.source_name}: {e.kind} {e.detail}" for j in jobs for e in probe.store.events(j.id))
-        for daemon in nodes.values():
-            text = daemon.log.read_text()
-            assert "paused: cannot write the store" in text and "resumed" in text, text[-3000:]
-        print(f"\noutage: {len(alive)} of {len(workers)} workers kept working through 20 s without the database")
-        assert all(d.stop() == 0 for d in nodes.values())
+        time.sleep(20)
+        alive = {pid for pid in workers if psutil.pid_exists(pid)}
     finally:
-        for daemon in nodes.values():
-            if daemon.proc.poll() is None:
-                daemon.kill9()
+        postgres_server.resume()
+    assert alive, "every worker died with the database"
+    probe.wait_all_final(4, timeout=600)
+    jobs = assert_each_file_once(probe, 4)
+    assert [j.attempts for j in jobs] == [1] * 4, "\n".join(
+        f"{j.source_name}: {e.kind} {e.detail}" for j in jobs for e in probe.store.events(j.id))
+    for daemon in nodes.values():
+        text = daemon.log.read_text()
+        assert "paused: cannot write the store" in text and "resumed" in text, text[-3000:]
+    print(f"\noutage: {len(alive)} of {len(workers)} workers kept working through 20 s without the database")
+    assert all(d.stop() == 0 for d in nodes.values())

@@ -340,7 +340,7 @@ def test_a_job_running_at_three_daemon_deaths_in_a_row_is_blamed_and_failed(fake
         d.start()
     job = d.wait_all_final(1, timeout=30)[0]
     assert job.state == "failed" and job.error_type == "DaemonDied" and job.attempts <= 1
-    error = json.loads((d.root / "failed/poison/error.json").read_text())
+    error = d.failed_report("poison")
     assert "likely cause" in error["message"] and (d.root / "failed/poison/poison.wav").exists()
 
 
