@@ -1,0 +1,84 @@
+"""Where batched Whisper loses words against sequential decoding: one knob at a time, WER and speed.
+
+    .venv/bin/python -m bench.asr_variants [--model base] [--minutes 5]
+
+Every variant decodes the same audio with the same model, beam 5, the same
+temperature fallback and word timestamps; only the named knob changes from
+ours (BatchedInferencePipeline, batch 8, its VAD cut at 160-ms silences, no
+timestamp tokens, no conditioning on previous text). WER: the eight Portuguese
+clips (language forced) and jfk, corpus WER as bench.accuracy scores it.
+Speed: a meeting of --minutes built from the AMI mixture, seconds per variant
+side by side in this one run. Writes bench/results/asr-variants.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.accuracy import ptbr_cases
+from bench.scoring import DATA, wer_corpus
+from bench.synth import read_audio
+from diarized.pipeline.transcribe import TEMPERATURES
+
+VARIANTS = {
+    "ours: batched, VAD 160 ms, no timestamp tokens": {"batched": True},
+    "batched, timestamp tokens": {"batched": True, "without_timestamps": False},
+    "batched, VAD as sequential (2 s silences)": {"batched": True,
+                                                  "vad_parameters": {"min_silence_duration_ms": 2000}},
+    "batched, batch 1": {"batched": True, "batch_size": 1},
+    "sequential with VAD, previous text": {"batched": False, "vad_filter": True},
+    "sequential, no VAD (faster-whisper's README)": {"batched": False, "vad_filter": False},
+}
+
+
+def transcribe(model, batched, audio: np.ndarray, language: str, variant: dict) -> str:
+    options = {k: v for k, v in variant.items() if k != "batched"}
+    common = {"language": language, "beam_size": 5, "word_timestamps": True,
+              "temperature": list(TEMPERATURES), "vad_filter": True}
+    if variant["batched"]:
+        segments, _ = batched.transcribe(audio, **{"batch_size": 8, **common, **options})
+    else:
+        segments, _ = model.transcribe(audio, **{**common, **options})
+    return " ".join(s.text.strip() for s in segments)
+
+
+def main() -> None:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    from diarized.models import resolve_whisper
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="base")
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/asr-variants.json"))
+    args = ap.parse_args()
+    path = resolve_whisper(args.model, Path(tempfile.gettempdir()) / "diarized-bench-models")
+    model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
+    batched = BatchedInferencePipeline(model)
+    clips = [(read_audio(w), ref, "pt") for w, ref in ptbr_cases()]
+    clips.append((read_audio(DATA / "en-jfk/jfk.flac"), (DATA / "en-jfk/jfk.txt").read_text(), "en"))
+    meeting = read_audio(DATA / "ami-mixture-4spk/mixture.wav")
+    meeting = np.tile(meeting, int(np.ceil(args.minutes * 60 / (len(meeting) / 16000))))[: int(args.minutes * 960000)]
+    rows = []
+    for name, variant in VARIANTS.items():
+        hyps = [transcribe(model, batched, audio, lang, variant) for audio, _, lang in clips]
+        started = time.monotonic()
+        transcribe(model, batched, meeting, "en", variant)
+        seconds = time.monotonic() - started
+        rows.append({"variant": name, "ptbr_wer": wer_corpus([(r, h) for (_, r, _), h in zip(clips[:-1], hyps)]),
+                     "jfk_wer": wer_corpus([(clips[-1][1], hyps[-1])]), "meeting_s": seconds,
+                     "rtf": seconds / (len(meeting) / 16000), "ptbr_hyps": hyps[:-1]})
+        print(f"{name}: ptbr WER {rows[-1]['ptbr_wer']:.1%}, jfk {rows[-1]['jfk_wer']:.1%}, "
+              f"{args.minutes:g} min meeting {seconds:.1f} s", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
