@@ -169,6 +169,10 @@ class Job:
     def priority_name(self) -> str:
         return Priority(self.priority).name.lower()
 
+    def runs_under(self, generation: int) -> bool:
+        """Is this the running job of lease `generation`? (No: taken over, requeued or finished.)"""
+        return self.state == State.RUNNING and self.lease_generation == generation
+
     # the seed's names (its callbacks read job.job_id, job.status, job.completed_at)
     @property
     def job_id(self) -> str:
@@ -711,7 +715,7 @@ class SQLStore:
         job = self._row(conn, "SELECT * FROM jobs WHERE id = ?" + self.FOR_UPDATE, [job_id])
         if job is None:
             raise NotFound(job_id)
-        if generation is not None and (job.state != State.RUNNING or job.lease_generation != generation):
+        if generation is not None and not job.runs_under(generation):
             raise LeaseLost(f"job {job_id}: lease generation {generation} is over (the job is {job.state}, "
                             f"generation {job.lease_generation} on node {job.node})")
         return job

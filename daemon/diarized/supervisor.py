@@ -455,7 +455,7 @@ class Supervisor:
     def current(self, run: Running) -> Job:
         """The job as the store has it now, if this node still holds its lease; else LeaseLost."""
         job = self.store.get(run.job.id)
-        if job.state != State.RUNNING or job.lease_generation != run.job.lease_generation:
+        if not job.runs_under(run.job.lease_generation):
             raise LeaseLost(f"job {job.id} is {job.state} under lease generation {job.lease_generation} "
                             f"on node {job.node}, not ours ({run.job.lease_generation})")
         return job

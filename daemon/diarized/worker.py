@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def lease_is_over(job, lease: int | None) -> bool:
     """The job moved on between the claim and this process's start (another node took it over)."""
-    over = lease is not None and (job.state != "running" or job.lease_generation != lease)
+    over = lease is not None and not job.runs_under(lease)
     if over:
         print(f"job {job.id} is {job.state} under lease generation {job.lease_generation}, not {lease}: "
               "not running it", file=sys.stderr, flush=True)
