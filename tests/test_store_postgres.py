@@ -42,3 +42,21 @@ def test_the_daemon_keeps_its_queue_in_postgresql(postgres_server, models_cache,
     finally:
         if daemon.proc.poll() is None:
             daemon.kill9()
+
+
+def test_one_node_holds_the_inbox_until_its_session_ends(postgres_server):
+    from diarized.store import open_store
+    from diarized.store_postgres import INBOX_LOCK
+
+    dsn = postgres_server.new_database()
+    first, second = open_store(dsn), open_store(dsn)
+    try:
+        assert first.claim_node("a") and second.claim_node("b")
+        assert [first.hold_inbox("a") for _ in range(3)] == [True] * 3
+        assert second.hold_inbox("b") is False
+        # asked three times, granted once: one unlock frees it (a reentrant count would not)
+        assert first._locks.execute("SELECT pg_advisory_unlock(%s)", [INBOX_LOCK]).fetchone()[0]
+        assert second.hold_inbox("b") is True
+    finally:
+        first.close()
+        second.close()

@@ -55,6 +55,7 @@ class PostgresStore(SQLStore):
                                    check=ConnectionPool.check_connection)
         self._locks: psycopg.Connection | None = None  # the session holding the node and inbox locks
         self._node: str | None = None
+        self._inbox = False  # the inbox lock is held on that session
         try:
             self.pool.open(wait=True, timeout=30)
         except psycopg.OperationalError as exc:
@@ -126,13 +127,18 @@ class PostgresStore(SQLStore):
 
         After a database restart every session lock is gone: the first node back takes the
         inbox, and each node takes its own node lock again (None: another process has it).
+        Session advisory locks are reentrant: once held, it is not asked for again (each
+        grant would stack another count on the session, twice a second for months).
         """
         conn = self._lock_session()
         if conn is None:
             raise StoreUnavailable(f"{safe_location(self.dsn)}: node {node!r} was taken by another "
                                    "process while the database was away")
+        if self._inbox:
+            return True
         try:
-            return conn.execute("SELECT pg_try_advisory_lock(%s)", [INBOX_LOCK]).fetchone()[0]
+            self._inbox = conn.execute("SELECT pg_try_advisory_lock(%s)", [INBOX_LOCK]).fetchone()[0]
+            return self._inbox
         except psycopg.OperationalError as exc:
             self._drop_lock_session()
             raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
@@ -162,7 +168,7 @@ class PostgresStore(SQLStore):
                 self._locks.close()
             except psycopg.Error:
                 pass
-        self._locks = None
+        self._locks, self._inbox = None, False
 
     def integrity_check(self) -> str:
         """PostgreSQL checks its own pages; here: the schema is current and the tables answer."""
