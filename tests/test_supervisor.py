@@ -168,6 +168,15 @@ def test_a_worker_without_progress_is_killed_and_retried(make_supervisor):
     assert any(e.startswith("killed: timeout: no progress") for e in events(sup, job))
 
 
+def test_a_worker_that_stops_renewing_its_lease_is_killed_and_retried(make_supervisor):
+    sup = make_supervisor(lease_seconds=10, unit_timeout_seconds=600, max_attempts=2)
+    job = submit(sup, "silent.wav", {"hang": True}, {"exit": 0})  # a hung worker sends no heartbeat
+    tick_until(sup, lambda: final(sup, job), 40)
+    done = sup.store.get(job.id)
+    assert done.state == State.SUCCEEDED and done.attempts == 2
+    assert any(e.startswith("killed: lease expired: no heartbeat") for e in events(sup, job))
+
+
 def test_a_worker_over_its_memory_share_is_killed(make_supervisor):
     sup = make_supervisor(max_workers=1, max_memory_gb=1.0, max_attempts=2)
     job = submit(sup, "greedy.wav", {"allocate_mb": 1400})

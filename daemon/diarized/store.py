@@ -793,7 +793,7 @@ class SQLStore:
             return (live or nodes or [DaemonStatus(up=False)])[0]
         return DaemonStatus(
             up=True, node=",".join(n.node for n in live), host=None, inbox=True, pid=None,
-            state="paused" if all(n.state == "paused" for n in live) else "running",
+            state="running",
             started_at=min(n.started_at for n in live), heartbeat_at=max(n.heartbeat_at for n in live),
             workers_busy=sum(n.workers_busy for n in live), workers_total=sum(n.workers_total for n in live),
             memory_used_gb=sum(n.memory_used_gb for n in live),

@@ -216,9 +216,9 @@ class Supervisor:
         log.info("node %s now scans the inbox %s", self.node, self.settings.inbox)
         return self.inbox.intake.reconcile()
 
-    def take_over_expired(self) -> None:
+    def take_over_expired(self, expired: list[Job]) -> None:
         """Requeue (or finish publishing) the running jobs of other nodes whose leases ran out."""
-        for job in self.store.expired_leases():
+        for job in expired:
             if job.node == self.node:
                 continue  # ours: enforce_limits kills its silent worker, settle requeues it
             reason = f"node {job.node} stopped renewing its lease"
@@ -267,12 +267,14 @@ class Supervisor:
         if not self.paused:
             for note in self.take_inbox():
                 log.info("inbox take-over: %s", note)
-            if self.inbox_held:
-                self.inbox.tick()
-                self.take_over_expired()
+        # one read of the expired leases a tick: other nodes' to take over, ours to kill
+        expired = self.store.expired_leases() if self.running or self.inbox_held else []
+        if not self.paused and self.inbox_held:
+            self.inbox.tick()
+            self.take_over_expired(expired)
         self.handle_cancellations()
         self.reap()
-        self.enforce_limits()
+        self.enforce_limits({j.id for j in expired})
         if not self.stop_requested and not self.paused:
             self.admit()
         self.publish_status()
@@ -363,10 +365,10 @@ class Supervisor:
                  extra={"job_id": job.id, "file": job.source_name})
 
     # -- limits --------------------------------------------------------------------------
-    def enforce_limits(self) -> None:
+    def enforce_limits(self, expired: set[str]) -> None:
+        """Memory, progress and whole-job limits, and this node's workers whose lease expired."""
         now = time.time()
         limit = self.settings.per_worker_memory_gb
-        expired = {j.id for j in self.store.expired_leases(now)} if self.running else set()
         for job_id, run in list(self.running.items()):
             if run.kill_reason or run.proc.poll() is not None:
                 continue
