@@ -167,9 +167,7 @@ def dev_cases(out: Path) -> list:
     joined = devset.build(out)
     texted = [p for p in devset.visible_pieces() if p.texts] + [devset.jfk_piece()] + devset.ptbr_pieces()
     for piece in texted:
-        rttm = out / f"{piece.wav.stem}.rttm"
-        rttm.write_text("".join(f"SPEAKER {piece.wav.stem} 1 {s:.3f} {e - s:.3f} <NA> <NA> {spk} <NA> <NA>\n"
-                                for s, e, spk in piece.turns))
+        rttm = devset.write_rttm(out / f"{piece.wav.stem}.rttm", piece.wav.stem, piece.turns)
         joined.append(devset.DevCase(piece.wav.stem, piece.wav, rttm, piece.turns[-1][1],
                                      len({t[2] for t in piece.turns}), piece.texts))
     return joined

@@ -90,6 +90,14 @@ def sample_texts(folder: Path) -> dict[str, str]:
     return {speaker: " ".join(words) for speaker, words in texts.items()}
 
 
+def write_rttm(path: Path, uri: str, turns: list[tuple[float, float, str]]) -> Path:
+    """A reference RTTM, written by the service's own RTTM writer."""
+    from diarized.pipeline.formats import to_rttm
+
+    path.write_text(to_rttm([{"start": s, "end": e, "speaker": spk} for s, e, spk in sorted(turns)], uri))
+    return path
+
+
 def visible_pieces() -> list[Piece]:
     """Every visible multi-speaker case (RTTM) with its texts, in the set's own order."""
     return [Piece(wav, rttm_turns(rttm, wav.stem), case_texts(wav)) for _, wav, rttm in diarization_cases()]
@@ -132,9 +140,7 @@ def join(name: str, pieces: list[Piece], out: Path) -> DevCase:
         offset += (len(samples) + len(pause)) / SAMPLE_RATE
     out.mkdir(parents=True, exist_ok=True)
     wav = write_container(out / f"{name}.wav", np.concatenate(audio))
-    rttm = out / f"{name}.rttm"
-    rttm.write_text("".join(f"SPEAKER {name} 1 {s:.3f} {e - s:.3f} <NA> <NA> {spk} <NA> <NA>\n"
-                            for s, e, spk in sorted(turns)))
+    rttm = write_rttm(out / f"{name}.rttm", name, turns)
     speakers = {spk for _, _, spk in turns}
     # a cpWER reference needs every speaker's words: partial texts would count as deletions
     complete = texts if set(texts) == speakers else {}

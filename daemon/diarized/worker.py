@@ -155,13 +155,11 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Hooks, Interrupted, Runner
-    from diarized.store import storage_trouble
+    from diarized.store import StoreUnavailable, storage_trouble
     keep_freed_memory()
     try:
         store, job = open_job(settings, job_id)
-    except Exception as exc:  # noqa: BLE001 - only the store's trouble is answered here
-        if not storage_trouble(exc):
-            raise
+    except StoreUnavailable as exc:
         print(f"the job store cannot be reached: {exc}", file=sys.stderr, flush=True)
         return WorkerExit.NO_SPACE  # requeued for free once the store is back; the daemon pauses
     if lease_is_over(job, lease):
