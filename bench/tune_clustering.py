@@ -26,6 +26,8 @@ from bench.scoring import DATA, der, diarization_cases, load_reference
 from diarized.config import Settings
 from diarized.models import resolve_diarization
 from diarized.pipeline import diarize, media
+from bench.recluster import ReclusteredAgglomerative
+from diarized.pipeline.clustering import SpectralClustering
 from diarized.pipeline.runner import diarize_options
 
 SINGLE = [DATA / "en-jfk/jfk.flac", *sorted((DATA / "ptbr-falabrasil").glob("*.wav"))]
@@ -39,7 +41,7 @@ def cases(work: Path) -> list[tuple[str, Path, object, int]]:
     return found + [(f"single/{w.stem}", w, None, 1) for w in SINGLE]
 
 
-def candidates(thresholds: list[float], sizes: list[int], others: bool) -> list[tuple[str, dict]]:
+def candidates(thresholds: list[float], sizes: list[int], others: bool, recluster: bool = False) -> list[tuple[str, dict]]:
     shipped = Settings()
     base = {"method": "agglomerative", "threshold": shipped.clustering_threshold,
             "min_cluster_size": shipped.min_cluster_size}
@@ -50,6 +52,9 @@ def candidates(thresholds: list[float], sizes: list[int], others: bool) -> list[
         found += [(f"agglomerative mcs {per} per minute", {**base, "mcs_per_minute": per})
                   for per in (0.5, 1.0, 2.0)]
         found += [(f"spectral prune {p}", {"method": "spectral", "prune": p}) for p in (0.01, 0.02, 0.05, 0.1)]
+    if others or recluster:
+        found += [(f"recluster merge {m} rounds {r}", {**base, "method": "recluster", "merge": m, "rounds": r})
+                  for m in (0.0, 0.2, 0.3, 0.4, 0.5) for r in (0, 5) if (m, r) != (0.0, 0)]
     return found
 
 
@@ -60,6 +65,8 @@ def apply(pipeline, spectral, file: dict, candidate: dict, minutes: float, optio
         pipeline.clustering = spectral
     else:
         pipeline.clustering = pipeline._agglomerative
+        if candidate["method"] == "recluster":
+            pipeline.clustering = ReclusteredAgglomerative(candidate["merge"], candidate["rounds"])
         mcs = candidate["min_cluster_size"]
         if "mcs_per_minute" in candidate:
             mcs = max(2, round(candidate["mcs_per_minute"] * minutes))
@@ -74,13 +81,13 @@ def apply(pipeline, spectral, file: dict, candidate: dict, minutes: float, optio
 def main() -> None:
     import torch
 
-    from diarized.pipeline.clustering import SpectralClustering
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench/results/clustering.json"))
     ap.add_argument("--thresholds", default="0.7,0.75,0.8")
     ap.add_argument("--sizes", default="2,4,8,12", help="min_cluster_size values")
-    ap.add_argument("--grid-only", action="store_true", help="no length-scaled or spectral candidates")
+    ap.add_argument("--grid-only", action="store_true", help="no length-scaled, spectral or re-clustering candidates")
+    ap.add_argument("--recluster", action="store_true", help="with --grid-only: the re-clustering candidates too")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp())
     options = diarize_options(Settings(cpu_threads=2))
@@ -95,7 +102,7 @@ def main() -> None:
                              "uri": name}, ref, ref_count, len(audio) / 16000 / 60))
     rows = []
     grid = candidates([float(t) for t in args.thresholds.split(",")], [int(m) for m in args.sizes.split(",")],
-                      not args.grid_only)
+                      not args.grid_only, args.recluster)
     for label, candidate in grid:
         started, scores = time.monotonic(), []
         for name, file, ref, ref_count, minutes in files:
