@@ -1,6 +1,7 @@
 """Speed and memory, ours vs the bare libraries, in one run: `make bench` / `python -m bench`.
 
     python -m bench [--minutes 30] [--input FILE] [--model base] [--runs bare,oneshot,one,two] [--profile]
+                    [--config diarized.toml]
 
 Builds a long real recording (the recordings in ../shared/data, concatenated,
 as an mp4 with a black video track), then runs, one after the other on this
@@ -8,7 +9,8 @@ machine: bare faster-whisper, bare pyannote.audio (each in its own process,
 written the way their READMEs show), `diarizectl transcribe`, the daemon with
 one file, and the daemon with two files at once. Writes
 bench/results/<timestamp>.json, a PNG of RSS and CPU per worker for the
-two-at-once run, and prints a Markdown table with the ratios.
+two-at-once run, and prints a Markdown table with the ratios. `--config` runs
+ours with a configuration of your own (say, old defaults against new).
 """
 
 from __future__ import annotations
@@ -140,8 +142,9 @@ def run_bare(model_path: Path, media: Path, threads: int) -> dict:
     return {"faster_whisper": whisper, "pyannote": pyannote}
 
 
-def run_oneshot(media: Path, model: str, cache: Path, work: Path, profile_dir: Path | None) -> dict:
-    env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+def run_oneshot(media: Path, model: str, cache: Path, work: Path, profile_dir: Path | None,
+                config: str = "") -> dict:
+    env = {**os.environ, "DIARIZED_CONFIG": config, "DIARIZED_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
     out = work / "oneshot"
     cmd = [sys.executable, "-m", "diarized.cli.ctl", "transcribe", str(media), "--out", str(out), "--model", model]
     if profile_dir is not None:  # <stage>.prof per stage; read with `python -m pstats FILE`
@@ -164,9 +167,9 @@ def worker_processes(daemon_pid: int) -> list[psutil.Process]:
     return found
 
 
-def run_daemon(files: list[Path], model: str, cache: Path, root: Path) -> dict:
+def run_daemon(files: list[Path], model: str, cache: Path, root: Path, config: str = "") -> dict:
     """Drop `files` at once into a fresh daemon; time until all are published."""
-    env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache), "DIARIZED_MODEL": model,
+    env = {**os.environ, "DIARIZED_CONFIG": config, "DIARIZED_CACHE_DIR": str(cache), "DIARIZED_MODEL": model,
            "DIARIZED_SETTLE_SECONDS": "1", "DIARIZED_RESCAN_SECONDS": "1", "DIARIZED_LOG_FORMAT": "json",
            "HF_HUB_OFFLINE": "1", "DIARIZED_MAX_WORKERS": "2"}
     shutil.rmtree(root, ignore_errors=True)
@@ -280,6 +283,7 @@ def main() -> None:
                     help=f"comma-separated subset of {','.join(RUNS)} (default: all)")
     ap.add_argument("--profile", action="store_true", help="cProfile each stage of the one-shot run (<results>/profile/<stage>.prof)")
     ap.add_argument("--out", type=Path, help="results JSON (default: bench/results/<timestamp>.json)")
+    ap.add_argument("--config", type=Path, help="a diarized.toml for our runs (default: none, the shipped defaults)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for results, plots and inputs")
     args = ap.parse_args()
     from diarized.models import resolve_whisper
@@ -291,20 +295,21 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / "diarized-bench-models"
     inputs = Path(__file__).parent / "inputs" if results == RESULTS else results / "inputs"
     media = args.input or build_input(args.minutes, inputs)
+    config = str(args.config.resolve()) if args.config else ""
     threads = psutil.cpu_count()
     result = {"machine": {"cpus": threads, "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
                           "python": platform.python_version(), "processor": platform.processor()},
-              "model": args.model, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "model": args.model, "config": config, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "input": {"path": str(media), "duration_s": probe(media).duration}}
     if "bare" in args.runs:
         result["bare"] = run_bare(resolve_whisper(args.model, cache), media, threads)
     if "oneshot" in args.runs:
-        result["oneshot"] = run_oneshot(media, args.model, cache, work, results if args.profile else None)
+        result["oneshot"] = run_oneshot(media, args.model, cache, work, results if args.profile else None, config)
     if "one" in args.runs:
-        result["daemon_one"] = run_daemon([media], args.model, cache, work / "d1")
+        result["daemon_one"] = run_daemon([media], args.model, cache, work / "d1", config)
     if "two" in args.runs:
         second = args.input or build_input(args.minutes, inputs, rotate=5)
-        result["daemon_two"] = run_daemon([media, second], args.model, cache, work / "d2")
+        result["daemon_two"] = run_daemon([media, second], args.model, cache, work / "d2", config)
         png = results / f"{time.strftime('%Y%m%d-%H%M%S')}-two-at-once.png"
         from diarized.config import Settings
 
