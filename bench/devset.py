@@ -13,6 +13,9 @@ piece's offset:
 - ptbr-joined: the eight Portuguese clips, one speaker each (LapsBM and ufpalign
   clips; SOURCE.md says one speaker per file, and the clips are taken to be eight
   different people).
+- one-voice: the stretches where the AMI debug speaker heard longest speaks
+  alone, end to end (far-field, two excerpts of one meeting): a longer
+  single-speaker case than the visible clips, which are 2 to 11 s.
 - crowded: at least 15 minutes and 15 speakers: every diarization case of the
   set plus jfk, then the AMI excerpts again in reverse order and 3 dB quieter
   (the only way to reach 15 minutes from this data: the second half repeats
@@ -125,6 +128,46 @@ def ami_pieces() -> list[Piece]:
     return [p for p in pieces if p.wav.parent == DEBUG] + [p for p in pieces if p.wav.name == "mixture.wav"]
 
 
+def solo_stretches(turns: list[tuple[float, float, str]], speaker: str) -> list[tuple[float, float]]:
+    """The parts of `speaker`'s turns where no other speaker is heard."""
+    others = [(s, e) for s, e, spk in turns if spk != speaker]
+    stretches = []
+    for start, end, spk in sorted(turns):
+        if spk != speaker:
+            continue
+        cuts = sorted((max(s, start), min(e, end)) for s, e in others if s < end and e > start)
+        for cut_start, cut_end in cuts:
+            if cut_start > start:
+                stretches.append((start, cut_start))
+            start = max(start, cut_end)
+        if end > start:
+            stretches.append((start, end))
+    return stretches
+
+
+def one_voice(out: Path) -> DevCase:
+    """The AMI debug speaker heard longest, alone: every solo stretch over half a second, joined."""
+    from bench.synth import read_audio, write_container
+
+    pieces = [p for p in ami_pieces() if p.wav.parent == DEBUG]
+    seconds: dict[str, float] = {}
+    for piece in pieces:
+        for start, end, spk in piece.turns:
+            seconds[spk] = seconds.get(spk, 0.0) + end - start
+    speaker = max(seconds, key=seconds.get)
+    audio, turns, offset = [], [], 0.0
+    for piece in pieces:
+        samples = read_audio(piece.wav)
+        for start, end in solo_stretches(piece.turns, speaker):
+            if end - start >= 0.5:
+                audio.append(samples[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)])
+                turns.append((offset, offset + len(audio[-1]) / SAMPLE_RATE, speaker))
+                offset = turns[-1][1]
+    out.mkdir(parents=True, exist_ok=True)
+    wav = write_container(out / "one-voice.wav", np.concatenate(audio))
+    return DevCase("one-voice", wav, write_rttm(out / "one-voice.rttm", "one-voice", turns), offset, 1, {})
+
+
 def join(name: str, pieces: list[Piece], out: Path) -> DevCase:
     """Concatenate with pauses; write NAME.wav, NAME.rttm and the per-speaker texts."""
     from bench.synth import read_audio, write_container
@@ -154,7 +197,7 @@ def build(out: Path) -> list[DevCase]:
     others = [p for p in visible_pieces() if p not in ami]
     crowded = ami + others + [jfk_piece()] + again
     cases = [join("ami-joined", ami, out), join("ptbr-joined", ptbr_pieces(), out),
-             join("crowded", crowded, out)]
+             join("crowded", crowded, out), one_voice(out)]
     assert cases[2].seconds >= CROWDED_MIN_SECONDS and cases[2].speakers >= 15, cases[2]
     return cases
 

@@ -48,3 +48,17 @@ def test_only_complete_speaker_texts_make_a_cpwer_reference(cases):
     assert ptbr.speakers == 8 and len(ptbr.texts) == 8
     assert "ele atribuiu o empate dos espanhóis à má sorte" in ptbr.texts.values()
     assert cases["ami-joined"].texts == {} and cases["crowded"].texts == {}  # AMI debug has no transcripts
+
+
+def test_solo_stretches_cut_out_every_other_voice():
+    turns = [(0.0, 10.0, "a"), (2.0, 3.0, "b"), (2.5, 4.0, "c"), (9.0, 12.0, "b"), (12.0, 14.0, "a")]
+    assert devset.solo_stretches(turns, "a") == [(0.0, 2.0), (4.0, 9.0), (12.0, 14.0)]
+    assert devset.solo_stretches(turns, "c") == []
+
+
+def test_the_one_voice_case_is_one_speaker_alone_for_half_a_minute(cases):
+    one = cases["one-voice"]
+    turns = devset.rttm_turns(one.rttm)
+    assert one.speakers == 1 and len({spk for _, _, spk in turns}) == 1
+    assert one.seconds >= 30
+    assert all(b[0] >= a[1] - 1e-3 for a, b in zip(turns, turns[1:]))  # end to end, no overlap

@@ -79,17 +79,20 @@ SINGLE_SPEAKER = ["en-jfk/jfk.flac", *(f"ptbr-falabrasil/{n}" for n in (
 @pytest.mark.slow
 def test_one_voice_stays_one_speaker_and_the_whole_run_agrees_with_the_stage(make_settings, data, tmp_path,
                                                                             diarization_pipeline):
-    """Every visible single-speaker clip is one speaker through `diarizectl transcribe`'s path
-    (Runner) and through the diarization stage alone; the two-voice sample stays two."""
+    """Every visible single-speaker clip, and 38 s of one far-field AMI voice (bench/devset.py),
+    is one speaker through `diarizectl transcribe`'s path (Runner) and through the diarization
+    stage alone; the two-voice sample stays two."""
+    from bench import devset
     from diarized.pipeline import diarize, media
 
     pipeline, options = diarization_pipeline
     settings = make_settings(model="tiny.en", cpu_threads=2)
-    for name in [*SINGLE_SPEAKER, "pyannote-sample/sample.wav"]:
-        out = tmp_path / name.replace("/", "_")
-        Runner(settings).run(data / name, out / "work", out / "out")
+    files = [data / name for name in SINGLE_SPEAKER] + [devset.one_voice(tmp_path / "devset").wav]
+    for file in [*files, data / "pyannote-sample/sample.wav"]:
+        out = tmp_path / file.stem
+        Runner(settings).run(file, out / "work", out / "out")
         whole_run = json.loads((out / "out/final_transcription.json").read_text())["speakers"]
-        audio = media.open_audio(media.decode(data / name, out / "stage.f32").raw_path)
+        audio = media.open_audio(media.decode(file, out / "stage.f32").raw_path)
         stage = {t["speaker"] for t in diarize.diarize(pipeline, audio, options)}
-        expected = 2 if name.endswith("sample.wav") else 1
-        assert (len(whole_run), len(stage)) == (expected, expected), name
+        expected = 2 if file.name == "sample.wav" else 1
+        assert (len(whole_run), len(stage)) == (expected, expected), file.name
