@@ -33,6 +33,10 @@ VARIANTS = {
                                                   "vad_parameters": {"min_silence_duration_ms": 2000}},
     "batched, batch 1": {"batched": True, "batch_size": 1},
     "sequential with VAD, previous text": {"batched": False, "vad_filter": True},
+    "sequential with VAD, no previous text": {"batched": False, "vad_filter": True,
+                                              "condition_on_previous_text": False},
+    "sequential with VAD, no previous text, no temperature fallback": {
+        "batched": False, "vad_filter": True, "condition_on_previous_text": False, "temperature": 0.0},
     "sequential, no VAD (faster-whisper's README)": {"batched": False, "vad_filter": False},
 }
 
