@@ -1,6 +1,7 @@
 """Clustering candidates on the development set, side by side, with one embedding pass per file.
 
     .venv/bin/python -m bench.tune_clustering [--out bench/results/clustering.json]
+        [--thresholds 0.7,0.75,0.8] [--sizes 2,4,8,12] [--grid-only [--recluster]]
 
 Segmentations and embeddings are computed once per file with the shipped
 settings (pyannote caches them in the file dict when the pipeline is in
@@ -8,8 +9,9 @@ training mode); then each candidate re-clusters and is scored like the
 service (rare speakers dropped). Cases: every visible diarization case, the
 joined development cases (bench/devset.py) and every single-speaker clip.
 Candidates: agglomerative as shipped, its threshold and min_cluster_size on a
-grid and min_cluster_size scaled with the file's length, and spectral
-clustering with an eigengap count at several pruning shares.
+grid and min_cluster_size scaled with the file's length, spectral clustering
+with an eigengap count at several pruning shares, and the shipped clustering
+followed by a pass over its centroids (bench/recluster.py).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import time
 from pathlib import Path
 
 from bench import devset
+from bench.recluster import ReclusteredAgglomerative
 from bench.scoring import DATA, der, diarization_cases, load_reference
 from diarized.config import Settings
 from diarized.models import resolve_diarization
 from diarized.pipeline import diarize, media
-from bench.recluster import ReclusteredAgglomerative
 from diarized.pipeline.clustering import SpectralClustering
 from diarized.pipeline.runner import diarize_options
 
@@ -81,7 +83,6 @@ def apply(pipeline, spectral, file: dict, candidate: dict, minutes: float, optio
 def main() -> None:
     import torch
 
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench/results/clustering.json"))
     ap.add_argument("--thresholds", default="0.7,0.75,0.8")
@@ -120,7 +121,7 @@ def main() -> None:
 
 def summary_line(row: dict) -> str:
     scored = [c for c in row["cases"] if c["der"] is not None]
-    single = [c for c in row["cases"] if c["case"].startswith("single/")]
+    single = [c for c in row["cases"] if c["case"].startswith("single/") or c["case"] == "one-voice"]
     by = {c["case"]: c for c in row["cases"]}
     long = " ".join(f"{n} {by[n]['der']:.1%}/{by[n]['speakers']}of{by[n]['ref_speakers']}"
                     for n in ("ami-joined", "crowded", "ptbr-joined") if n in by)
