@@ -206,7 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     for case in build(ap.parse_args().out):
-        print(f"{case.name}: {case.seconds / 60:.1f} min, {case.speakers} speakers, "
+        print(f"{case.name}: {case.seconds / 60:.1f} min, {case.speakers} speaker{'s' * (case.speakers != 1)}, "
               f"cpWER reference: {'yes' if case.texts else 'no'} -> {case.wav}")
 
 
