@@ -7,8 +7,8 @@ the centroids are unit vectors, the closest pair under a cosine distance
 `merge` is joined, and a few k-means steps on the sphere move each embedding
 to its nearest centroid. bench/tune_clustering.py measures it on the
 development set (README, "Speakers on long recordings"): merging changes
-nothing up to 0.3, costs the two-speaker sample its second voice at 0.4, and
-the k-means steps make the crowded file worse, so it stays here, out of the
+nothing up to 0.3, merges the two voices of pyannote-sample at 0.4, and the
+k-means steps make the crowded file worse, so it stays here, out of the
 service.
 """
 
