@@ -149,7 +149,7 @@ def one_voice(out: Path) -> DevCase:
     """The AMI debug speaker heard longest, alone: every solo stretch over half a second, joined."""
     from bench.synth import read_audio, write_container
 
-    pieces = [p for p in ami_pieces() if p.wav.parent == DEBUG]
+    pieces = [p for p in visible_pieces() if p.wav.parent == DEBUG]
     seconds: dict[str, float] = {}
     for piece in pieces:
         for start, end, spk in piece.turns:
@@ -191,7 +191,7 @@ def join(name: str, pieces: list[Piece], out: Path) -> DevCase:
 
 
 def build(out: Path) -> list[DevCase]:
-    """The joined cases in `out` (made once; the files are reused when present)."""
+    """The development cases, written into `out` afresh at every call (a few seconds of work)."""
     ami = ami_pieces()
     again = [Piece(p.wav, p.turns, p.texts, gain=10 ** (-3 / 20)) for p in reversed(ami)]
     others = [p for p in visible_pieces() if p not in ami]
