@@ -63,7 +63,7 @@ class ReclusteredAgglomerative(AgglomerativeClustering):
     def cluster(self, embeddings: np.ndarray, min_clusters: int, max_clusters: int,
                 num_clusters: int | None = None) -> np.ndarray:
         clusters = super().cluster(embeddings, min_clusters, max_clusters, num_clusters)
-        if num_clusters or len(embeddings) < 2:
+        if num_clusters:
             return clusters  # a fixed count is the operator's
         merged = merge_close_centroids(embeddings, np.asarray(clusters), self.merge, min_clusters)
         refined = refine(embeddings, merged, self.rounds)

@@ -66,9 +66,9 @@ def apply(pipeline, spectral, file: dict, candidate: dict, minutes: float, optio
         spectral.prune = candidate["prune"]
         pipeline.clustering = spectral
     else:
-        pipeline.clustering = pipeline._agglomerative
-        if candidate["method"] == "recluster":
-            pipeline.clustering = ReclusteredAgglomerative(candidate["merge"], candidate["rounds"])
+        recluster = candidate["method"] == "recluster"
+        pipeline.clustering = (ReclusteredAgglomerative(candidate["merge"], candidate["rounds"]) if recluster
+                               else pipeline._agglomerative)
         mcs = candidate["min_cluster_size"]
         if "mcs_per_minute" in candidate:
             mcs = max(2, round(candidate["mcs_per_minute"] * minutes))
