@@ -39,6 +39,10 @@ def two_nodes(postgres_server, models_cache, tmp_path):
             daemon.kill9()
 
 
+def other_node(node: str) -> str:
+    return next(n for n in NODES if n != node)
+
+
 def inbox_holder(daemon: Daemon) -> str | None:
     holders = [n.node for n in daemon.store.nodes() if n.up and n.inbox]
     assert len(holders) <= 1, f"two nodes scan the inbox at once: {holders}"
@@ -79,14 +83,14 @@ def kill_the_inbox_node_with_two_jobs(nodes: dict[str, Daemon], timeout: float) 
                          lambda: f"node {holder} to run two jobs\n{logs(nodes)}")
     nodes[holder].kill9()
     killed = time.monotonic()
-    other = next(n for n in NODES if n != holder)
+    other = other_node(holder)
     wait_until(lambda: inbox_holder(nodes[other]) == other, 15, lambda: f"node {other} to take the inbox")
     return holder, victims, time.monotonic() - killed
 
 
 def restart_changes_nothing(nodes: dict[str, Daemon], holder: str, count: int, settle: float) -> None:
     """The killed node comes back: nothing is taken or published again."""
-    other = next(n for n in NODES if n != holder)
+    other = other_node(holder)
     nodes[holder].start()
     time.sleep(settle)
     assert_each_file_once(nodes[other], count)
@@ -100,7 +104,7 @@ def test_two_nodes_share_the_inbox_and_survive_kill9_of_the_inbox_node(two_nodes
         (nodes["a"].inbox / f"talk{i}.wav").write_text(json.dumps({"runs": [{"seconds": 6}], "n": i}))
     started = time.monotonic()
     holder, victims, takeover = kill_the_inbox_node_with_two_jobs(nodes, 30)
-    other = next(n for n in NODES if n != holder)
+    other = other_node(holder)
     survivor = nodes[other]
     (survivor.inbox / "late.wav").write_text(json.dumps({"runs": [{"seconds": 1}]}))
     survivor.wait_all_final(7, timeout=120)
@@ -121,7 +125,7 @@ def test_two_real_nodes_finish_six_recordings_once_after_kill9(two_nodes, data):
                    data / "picovoice-falcon-3spk/test.wav", *sorted((data / "ptbr-falabrasil").glob("*.wav"))[:3]]:
         nodes["a"].drop(source)
     holder, victims, takeover = kill_the_inbox_node_with_two_jobs(nodes, 120)
-    other = next(n for n in NODES if n != holder)
+    other = other_node(holder)
     nodes[other].wait_all_final(6, timeout=600)
     assert_each_file_once(nodes[other], 6)
     assert {nodes[other].store.get(v.id).node for v in victims} == {other}
