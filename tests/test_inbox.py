@@ -119,16 +119,16 @@ def test_an_appending_writer_that_reopens_gets_one_job_when_it_stops(inbox, data
 
 
 def test_a_file_replaced_while_hashed_is_not_taken_until_it_settles_again(inbox, data):
-    from diarized.files import sha256_of
+    from diarized.inbox import sha256_of
 
     path = inbox.root / "swap.wav"
     path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
     replacement = (data / "pyannote-sample/sample.wav").read_bytes()
 
-    def replaced_while_hashing(p):
-        digest = sha256_of(p)
-        p.unlink()
-        p.write_bytes(replacement)  # a new inode, other bytes, same name
+    def replaced_while_hashing(opened):
+        digest = sha256_of(opened)
+        path.unlink()
+        path.write_bytes(replacement)  # a new inode, other bytes, same name
         return digest
     inbox.hash_file = replaced_while_hashing
     assert take(inbox, 0.0) == [] and take(inbox, 3.0) == []  # hashed, then found changed
@@ -140,10 +140,13 @@ def test_a_file_replaced_while_hashed_is_not_taken_until_it_settles_again(inbox,
 
 
 def test_reconcile_finishes_a_claim_interrupted_after_recording(inbox, data):
+    from diarized.files import sha256_of
+
     path = inbox.root / "crash.flac"
     path.write_bytes((data / "en-jfk/jfk.flac").read_bytes())
     # the crash: the row is written, the file never moved
-    job = inbox.store.record_incoming(path.name, "abc", path.stat().st_size, 2, 3, path, inbox.settings.jobs_dir)
+    job = inbox.store.record_incoming(path.name, sha256_of(path), path.stat().st_size, 2, 3, path,
+                                      inbox.settings.jobs_dir)
     notes = inbox.intake.reconcile()
     assert notes and inbox.store.get(job.id).state == "queued"
     assert os.path.exists(inbox.store.get(job.id).source_path) and not path.exists()

@@ -8,12 +8,13 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import psutil
 import pytest
 
 from diarized.intake import Intake
+from diarized.nofollow import Entry
 from diarized.store import Job, State, open_store
 from diarized.supervisor import Supervisor, audio_seconds, estimate_peak_gb
 from diarized.worker import WorkerExit
@@ -46,7 +47,8 @@ def submit(sup: Supervisor, name: str, *runs: dict, size: int = 0) -> Job:
     path = sup.settings.inbox / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"runs": list(runs) or [{"exit": 0}], "name": name}) + " " * size)
-    return Intake(sup.settings, sup.store).take(path)
+    with Entry(sup.settings.inbox, PurePath(name)) as entry:
+        return Intake(sup.settings, sup.store).take(entry)
 
 
 def tick_until(sup: Supervisor, predicate, timeout: float = 20, what: str = "the supervisor"):

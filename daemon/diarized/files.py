@@ -114,13 +114,14 @@ def _fit(stem: str, tail: str) -> str:
     return os.fsdecode(raw[:room]) + tail if len(raw) > room else stem + tail
 
 
-def move_to_free_name(src: Path, folder: Path, name: str, tag: str) -> Path:
+def move_to_free_name(src: Path, folder: Path, name: str, tag: str, src_dir_fd: int | None = None) -> Path:
     """Move `src` into `folder` as `name`, or name-tag, name-tag-2...: never over an existing file.
 
     A hard link claims the new name atomically (it fails if the name is taken), then the
     old name is removed. Where hard links are refused (some network filesystems, or a
     file of another user under protected_hardlinks) a rename to a name checked free is
     the fallback; only this daemon's one thread moves files into these folders.
+    With `src_dir_fd`, `src` is a name in that folder (nofollow.Entry: no link on the way).
     """
     folder.mkdir(parents=True, exist_ok=True)
     for candidate in name_candidates(name, tag):
@@ -128,10 +129,11 @@ def move_to_free_name(src: Path, folder: Path, name: str, tag: str) -> Path:
         if target == src:
             return src
         try:
-            os.link(src, target, follow_symlinks=False)
+            os.link(src, target, src_dir_fd=src_dir_fd, follow_symlinks=False)
         except FileExistsError:
-            if os.path.samestat(os.lstat(src), os.lstat(target)):  # linked before a crash
-                os.unlink(src)
+            if os.path.samestat(os.stat(src, dir_fd=src_dir_fd, follow_symlinks=False),
+                                os.lstat(target)):  # linked before a crash
+                os.unlink(src, dir_fd=src_dir_fd)
                 fsync_dir(folder)
                 return target
             continue
@@ -140,9 +142,9 @@ def move_to_free_name(src: Path, folder: Path, name: str, tag: str) -> Path:
                 raise
             if os.path.lexists(target):
                 continue
-            os.rename(src, target)
+            os.rename(src, target, src_dir_fd=src_dir_fd)
         else:
-            os.unlink(src)
+            os.unlink(src, dir_fd=src_dir_fd)
         fsync_dir(folder)
         return target
     raise AssertionError("unreachable")

@@ -14,15 +14,17 @@ import errno
 import logging
 import os
 import secrets
+import stat
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from typing import BinaryIO
 
 from diarized import uploads
 from diarized.config import Settings, speaker_hint_problems
-from diarized.files import display_name, fsync_dir, move_to_free_name, sha256_of
+from diarized.files import display_name
+from diarized.nofollow import Entry, Opened, Refused, Swapped
 from diarized.outbox import quarantine, settle_original
 from diarized.store import Job, JobStore, Priority, SpeakerHints, State
 from diarized.uploads import Upload
@@ -35,40 +37,48 @@ class Intake:
     settings: Settings
     store: JobStore
 
-    def take(self, path: Path, priority: Priority = Priority.NORMAL) -> Job | None:
-        """Make `path` a job (queued, or duplicate settled in done/); None if it is not a file."""
-        if path.is_symlink():
-            self.reject_symlink(path)
-            return None
-        if not path.is_file():
-            return None
-        return self.take_hashed(path, priority, sha256_of(path))
+    def take(self, entry: Entry, priority: Priority = Priority.NORMAL) -> Job:
+        """Make a complete file a job (queued, or duplicate settled in done/): opened once, hashed
+        through that descriptor, moved by its folder's descriptor. Refused for a link or a pipe."""
+        with entry.open() as opened:
+            return self.take_hashed(entry, opened, priority, opened.sha256())
 
-    def take_hashed(self, path: Path, priority: Priority, digest: str,
+    def take_hashed(self, entry: Entry, opened: Opened, priority: Priority, digest: str,
                     speakers: SpeakerHints | None = None) -> Job:
-        """The rest of `take` once the caller has hashed the file (the inbox does it off-loop).
+        """The rest of `take` once the caller has hashed `opened` (the inbox does it off-loop).
 
+        The caller has checked that the entry still names that inode, unchanged; the move
+        checks it once more on the far side (a swap in between fails the job, see _move_in).
         Speaker hints come from the caller, or from a sidecar <file>.toml beside the file
         (which then travels with it). A move that fails after the job is recorded fails
         the job and puts the file in failed/ with error.json; only if that too fails does
         the error reach the caller.
         """
-        path = self._valid_name(path)
-        if not os.access(path.parent, os.W_OK | os.X_OK):  # it could not be moved: record nothing
-            raise PermissionError(errno.EACCES, "cannot move files out of this folder", str(path.parent))
+        renamed = self._valid_name(entry)
+        try:
+            return self._record_and_move(renamed, opened, priority, digest, speakers)
+        finally:
+            if renamed is not entry:
+                renamed.close()
+
+    def _record_and_move(self, entry: Entry, opened: Opened, priority: Priority, digest: str,
+                         speakers: SpeakerHints | None) -> Job:
+        if not os.access(".", os.W_OK | os.X_OK, dir_fd=entry.folder):  # it could not be moved: record nothing
+            raise PermissionError(errno.EACCES, "cannot move files out of this folder", str(entry.path.parent))
         if speakers is None:
-            speakers = read_sidecar(path)
-        job = self.store.record_incoming(path.name, digest, path.stat().st_size, priority,
-                                         self.settings.max_attempts, path, self.settings.jobs_dir,
+            speakers = read_sidecar(entry.sibling(sidecar_name(entry.name)))
+        job = self.store.record_incoming(entry.name, digest, opened.stat.st_size, priority,
+                                         self.settings.max_attempts, entry.path, self.settings.jobs_dir,
                                          speakers)
         if job.state == State.DUPLICATE:
-            return self._settle_duplicate(job, path)
+            return self._settle_duplicate(job, entry)
         try:
-            return self._move_in(job, path)
+            return self._move_in(job, entry, opened)
         except OSError as exc:
-            error_type, message, hint = explain(path, exc)
+            error_type, message, hint = explain(entry.path, exc)
             failed = self.store.fail(job.id, error_type, message, hint)  # never left `incoming`
-            original = quarantine(self.settings, path, path.name, job.id, {
+            where: Path | Entry = Path(job.source_path) if isinstance(exc, Swapped) else entry
+            original = quarantine(self.settings, where, entry.name, job.id, {
                 "state": "failed", "error_type": error_type, "message": message, "hint": hint})
             self.store.set_source(job.id, str(original))
             return self.store.get(failed.id)
@@ -98,84 +108,140 @@ class Intake:
 
     def take_upload(self, upload: Upload, priority: Priority, speakers: SpeakerHints) -> Job:
         upload.commit()
-        return self.take_hashed(upload.path, priority, upload.digest, speakers)
+        with Entry(self.settings.uploads, PurePath(upload.folder.name, upload.name)) as entry, \
+                entry.open() as opened:
+            return self.take_hashed(entry, opened, priority, upload.digest, speakers)
 
-    def _valid_name(self, path: Path) -> Path:
+    def _valid_name(self, entry: Entry) -> Entry:
         """A name that is not UTF-8 is renamed in place to its readable form first (bytes -> U+FFFD)."""
-        readable = display_name(path.name)
-        if readable == path.name:
-            return path
-        target = move_to_free_name(path, path.parent, readable, secrets.token_hex(3))
-        log.warning("renamed %r to %s: names must be UTF-8", os.fsencode(path.name), target.name)
-        return target
+        readable = display_name(entry.name)
+        if readable == entry.name:
+            return entry
+        renamed = entry.rename_here(readable, secrets.token_hex(3))
+        log.warning("renamed %r to %s: names must be UTF-8", os.fsencode(entry.name), renamed.name)
+        return renamed
 
-    def reject(self, path: Path, error_type: str, message: str, hint: str) -> Path:
-        """A file that cannot become a job: failed/<stem>/ with the file and error.json."""
-        folder = quarantine(self.settings, path, path.name, f"rejected-{secrets.token_hex(3)}", {
+    def reject(self, entry: Entry, error_type: str, message: str, hint: str) -> Path:
+        """A file that cannot become a job: failed/<stem>/ with the file (as it is) and error.json."""
+        name = display_name(entry.name)
+        folder = quarantine(self.settings, entry, name, f"rejected-{secrets.token_hex(3)}", {
             "state": "rejected", "error_type": error_type, "message": message, "hint": hint}).parent
-        log.warning("rejected %s: %s -> %s", display_name(path.name), message, folder)
+        log.warning("rejected %s: %s -> %s", name, message, folder)
         return folder
 
-    def reject_error(self, path: Path, exc: BaseException) -> Path:
-        folder = self.reject(path, *explain(path, exc))
-        sidecar = sidecar_of(path)
-        if sidecar.is_file():  # with its file: both in failed/, nothing left behind
-            move_to_free_name(sidecar, folder, sidecar.name, folder.name)
+    def reject_error(self, entry: Entry, exc: BaseException) -> Path:
+        folder = self.reject(entry, *explain(entry.path, exc))
+        with entry.sibling(sidecar_name(entry.name)) as sidecar:  # with its file: both in failed/
+            try:
+                sidecar.lstat()
+            except FileNotFoundError:
+                return folder
+            sidecar.move_to_free_name(folder, display_name(sidecar.name), folder.name)
         return folder
 
-    def reject_symlink(self, path: Path) -> Path:
-        return self.reject(path, "Symlink",
-                           f"{display_name(path.name)} is a symbolic link; links are never followed "
-                           "out of the inbox",
-                           "copy the file itself into the inbox (diarizectl submit FILE does it safely)")
+    def reject_symlink(self, entry: Entry) -> Path:
+        return self.reject(entry, *explain(entry.path, Refused("Symlink", entry.path, "is a symbolic link")))
 
-    def _settle_duplicate(self, job: Job, path: Path) -> Job:
-        where = settle_original(self.settings, path, path.name, job.short_id)
+    def _settle_duplicate(self, job: Job, entry: Entry) -> Job:
+        where = settle_original(self.settings, entry, entry.name, job.short_id)
         self.store.mark_duplicate_settled(job.id, where)
-        log.info("duplicate of %s: %s", job.duplicate_of, path.name)
+        log.info("duplicate of %s: %s", job.duplicate_of, entry.name)
         return self.store.get(job.id)
 
-    def _move_in(self, job: Job, inbox_path: Path) -> Job:
+    def _move_in(self, job: Job, entry: Entry, opened: Opened) -> Job:
+        """Into state/jobs/<id>/ by the inbox folder's descriptor; the far side must be `opened`'s inode.
+
+        A name swapped (for a link, say) in the instant between the last check and the rename
+        raises Swapped: what was moved is then put aside by the caller and never read.
+        """
         source = Path(job.source_path)
         source.parent.mkdir(parents=True, exist_ok=True)
-        sidecar = sidecar_of(inbox_path)
-        if sidecar.is_file():  # its hints are in the job record now; it goes with its file
-            os.rename(sidecar, source.parent / "hints.toml")
-        os.rename(inbox_path, source)
-        fsync_dir(source.parent)
+        with entry.sibling(sidecar_name(entry.name)) as sidecar:
+            if sidecar.is_regular():  # its hints are in the job record now; it goes with its file
+                sidecar.move_to(source.parent / "hints.toml")
+        entry.move_to(source, opened)
         return self.store.mark_queued(job.id)
+
     def reconcile(self) -> list[str]:
         """At start: finish claims and duplicate moves that a crash interrupted."""
         notes = []
         for job in self.store.jobs(states=(State.INCOMING,)):
-            source = Path(job.source_path)
-            inbox_path = Path(job.inbox_path) if job.inbox_path else None
-            if inbox_path is not None and uploads.in_live_upload(inbox_path, self.settings.uploads):
-                continue  # its uploader is moving it right now
-            if source.exists():
-                self.store.mark_queued(job.id)
-                notes.append(f"{job.id}: claim finished (file was already moved)")
-            elif inbox_path is not None and inbox_path.is_file():
-                self._move_in(job, inbox_path)
-                notes.append(f"{job.id}: claim finished (file moved now)")
-            else:
-                self.store.fail(job.id, "Vanished", f"{job.source_name} disappeared from the inbox "
-                                "before it was moved", "drop the file into the inbox again")
-                notes.append(f"{job.id}: file vanished before it was moved")
+            try:
+                notes.append(self._finish_claim(job))
+            except OSError as exc:  # one job's files must not stop the start
+                notes.append(self._fail_claim(job, "Unmovable", f"{job.source_name} could not be moved into "
+                                              f"its job folder: {exc}", "check the folder's permissions, then "
+                                              "drop the file into the inbox again"))
         for job in self.store.jobs(states=(State.DUPLICATE,)):
-            if job.inbox_path and Path(job.inbox_path).is_file():
-                self._settle_duplicate(job, Path(job.inbox_path))
-                notes.append(f"{job.id}: duplicate moved now")
-        return notes + self.sweep_uploads()
+            entry = self._entry_of(job.inbox_path)
+            if entry is not None:
+                with entry:
+                    try:
+                        if entry.is_regular():
+                            self._settle_duplicate(job, entry)
+                            notes.append(f"{job.id}: duplicate moved now")
+                    except OSError as exc:  # left where it is; the next start tries again
+                        notes.append(f"{job.id}: its duplicate original could not be moved to done/: {exc}")
+        return [n for n in notes if n] + self.sweep_uploads()
+
+    def _finish_claim(self, job: Job) -> str:
+        """One `incoming` job: its file already moved, still where it was found, or gone."""
+        source = Path(job.source_path)
+        if job.inbox_path and uploads.in_live_upload(Path(job.inbox_path), self.settings.uploads):
+            return ""  # its uploader is moving it right now
+        if os.path.lexists(source):
+            if not stat.S_ISREG(os.lstat(source).st_mode):  # swapped in at the crash's moment
+                return self._put_aside(job, source)
+            self.store.mark_queued(job.id)
+            return f"{job.id}: claim finished (file was already moved)"
+        entry = self._entry_of(job.inbox_path)
+        if entry is not None:
+            with entry:
+                try:
+                    opened = entry.open()
+                except (OSError, Refused):
+                    opened = None
+                if opened is not None:
+                    with opened:
+                        if opened.sha256() == job.sha256:
+                            self._move_in(job, entry, opened)
+                            return f"{job.id}: claim finished (file moved now)"
+        return self._fail_claim(job, "Vanished", f"{job.source_name} disappeared from the inbox (or changed) "
+                                "before it was moved", "drop the file into the inbox again")
+
+    def _fail_claim(self, job: Job, error_type: str, message: str, hint: str) -> str:
+        self.store.fail(job.id, error_type, message, hint)
+        return f"{job.id}: {message}"
+
+    def _put_aside(self, job: Job, source: Path) -> str:
+        error_type, message, hint = explain(source, Swapped(source))
+        self.store.fail(job.id, error_type, message, hint)
+        original = quarantine(self.settings, source, job.source_name, job.id, {
+            "state": "failed", "error_type": error_type, "message": message, "hint": hint})
+        self.store.set_source(job.id, str(original))
+        return f"{job.id}: {message}"
+
+    def _entry_of(self, recorded: str | None) -> Entry | None:
+        """The inbox or upload entry a job recorded, entered without following links; None if gone."""
+        if not recorded:
+            return None
+        path = Path(recorded)
+        for root in (self.settings.inbox, self.settings.uploads):
+            if root in path.parents:
+                try:
+                    return Entry(root, path.relative_to(root))
+                except (OSError, ValueError):
+                    return None
+        return None
 
     def sweep_uploads(self) -> list[str]:
         """Uploads whose writer died: complete copies become jobs, half-written ones are removed."""
         notes = []
         for folder, complete in uploads.abandoned(self.settings.uploads):
             for path in complete:
-                job = self.take(path)
-                if job is not None:
-                    notes.append(f"{job.id}: upload {job.source_name} taken (its uploader stopped)")
+                with Entry(self.settings.uploads, PurePath(folder.name, path.name)) as entry:
+                    job = self.take(entry)
+                notes.append(f"{job.id}: upload {job.source_name} taken (its uploader stopped)")
             uploads.forget(folder)
             notes.append(f"removed the abandoned upload folder {folder.name}")
         return notes
@@ -183,30 +249,48 @@ class Intake:
 
 SIDECAR_SUFFIX = ".toml"
 SIDECAR_KEYS = ("num_speakers", "min_speakers", "max_speakers")
+# Three numbers fit in a few dozen bytes. tomllib's cost grows with the square of a dotted
+# key's length (40 KB: 7 s and 1.5 GiB), so a sidecar is refused unread past this size:
+# at 4 KiB the worst key costs about 50 ms and 20 MiB.
+SIDECAR_MAX_BYTES = 4096
 
 
 class SidecarError(ValueError):
     """A sidecar .toml that cannot be used: says which file and what is wrong."""
 
 
-def sidecar_of(path: Path) -> Path:
-    return path.with_name(path.name + SIDECAR_SUFFIX)
+def sidecar_name(name: str) -> str:
+    return name + SIDECAR_SUFFIX
 
 
-def read_sidecar(path: Path) -> SpeakerHints:
-    """Speaker hints from <file>.toml beside `path` (none when there is no such file)."""
-    sidecar = sidecar_of(path)
-    if not sidecar.is_file():
-        return SpeakerHints()
+def read_sidecar(sidecar: Entry) -> SpeakerHints:
+    """Speaker hints from <file>.toml beside a file (none when there is no such file).
+
+    Opened without following a link (a link to a service-only file would put its keys
+    in an error.json), size-checked by its descriptor, and read no further than the cap.
+    """
     name = display_name(sidecar.name)
     try:
-        with sidecar.open("rb") as fh:
-            data = tomllib.load(fh)
+        opened = sidecar.open()
+    except FileNotFoundError:
+        return SpeakerHints()
+    except Refused as exc:
+        raise SidecarError(f"{name} {exc.strerror}; a sidecar must be a plain file (links are never "
+                           "followed)") from None
+    except PermissionError:
+        raise SidecarError(f"{name} cannot be read by diarized (uid {os.getuid()}): permission denied") from None
+    with opened:
+        raw = opened.read(SIDECAR_MAX_BYTES + 1)
+    if len(raw) > SIDECAR_MAX_BYTES:
+        raise SidecarError(f"{name} is larger than {SIDECAR_MAX_BYTES} bytes; a sidecar holds at most "
+                           f"{', '.join(SIDECAR_KEYS)}")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SidecarError(f"{name} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(SIDECAR_KEYS))
     if unknown:
-        raise SidecarError(f"{name}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(SIDECAR_KEYS)}")
+        raise SidecarError(f"{name}: unknown key(s) {', '.join(unknown)[:200]}; allowed: {', '.join(SIDECAR_KEYS)}")
     problems = speaker_hint_problems(*(data.get(k) for k in SIDECAR_KEYS))
     if problems:
         raise SidecarError(f"{name}: {'; '.join(problems)}")
@@ -219,7 +303,18 @@ def explain(path: Path, exc: BaseException) -> tuple[str, str, str]:
     if isinstance(exc, SidecarError):
         return ("BadHints", f"{name}: {exc}", "fix the .toml (see etc/diarized.toml for the keys) "
                 "and drop both files into the inbox again")
-    if isinstance(exc, PermissionError) and exc.filename and Path(exc.filename).is_dir():
+    if isinstance(exc, Refused) and exc.kind == "Symlink":
+        return ("Symlink", f"{name} is a symbolic link (or a folder on the way to it is); links are never "
+                "followed out of the inbox", "copy the file itself into the inbox (diarizectl submit FILE "
+                "does it safely)")
+    if isinstance(exc, Refused):
+        return ("NotAFile", f"{name} is not a regular file (a pipe, socket or device)",
+                "drop the recording itself into the inbox")
+    if isinstance(exc, Swapped):
+        return ("Swapped", f"{name} was replaced (by a link or another file) while it was being taken; "
+                "nothing of what replaced it was read", "drop the file into the inbox again and leave it "
+                "unchanged once it is complete")
+    if isinstance(exc, PermissionError) and exc.filename and os.path.isdir(exc.filename):
         return ("Unmovable", f"{name}: diarized (uid {os.getuid()}) cannot move files out of "
                 f"{exc.filename}", "make that folder writable by the service's group (chmod g+w)")
     if isinstance(exc, PermissionError):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from diarized.config import Settings
+from diarized.nofollow import Entry
 from diarized.files import (claim_folder, display_name, fsync_dir, fsync_tree, move_to_free_name, name_candidates,
                             remove_temporaries, sha256_of, write_json)
 from diarized.store import Job, short_id
@@ -43,7 +44,7 @@ def published_files(folder: str | Path | None) -> dict[str, Path]:
     if not folder or not Path(folder).is_dir():
         return {}
     folder = Path(folder)
-    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
@@ -89,17 +90,37 @@ def publish_outputs(settings: Settings, job: Job, target: Path) -> Path:
     return target
 
 
-def settle_original(settings: Settings, source: Path | None, name: str, tag: str) -> str:
+def settle_original(settings: Settings, source: Path | Entry | None, name: str, tag: str) -> str:
     """After success: the original goes to done/ (keep) or away (delete); returns where.
 
     Never over another original: a taken name becomes name-<tag>.ext (tag: the job's short id).
+    An Entry (a duplicate still in the inbox) is moved by its folder's descriptor, never via a link.
     """
-    if source is None or not os.path.lexists(source):
+    if source is None or not _exists(source):
         return ""
     if settings.done_policy == "delete":
-        source.unlink()
+        if isinstance(source, Entry):
+            os.unlink(source.name, dir_fd=source.folder)
+        else:
+            source.unlink()
         return "deleted"
-    return str(move_to_free_name(source, settings.done, name, tag))
+    return str(_move_free(source, settings.done, name, tag))
+
+
+def _exists(source: Path | Entry) -> bool:
+    if isinstance(source, Entry):
+        try:
+            source.lstat()
+        except FileNotFoundError:
+            return False
+        return True
+    return os.path.lexists(source)
+
+
+def _move_free(source: Path | Entry, folder: Path, name: str, tag: str) -> Path:
+    if isinstance(source, Entry):
+        return source.move_to_free_name(folder, name, tag)
+    return move_to_free_name(source, folder, name, tag)
 
 
 def find_settled(settings: Settings, job: Job) -> Path | None:
@@ -117,20 +138,22 @@ def forget_old_failure(settings: Settings, source: Path | None) -> None:
         shutil.rmtree(source.parent, ignore_errors=True)
 
 
-def quarantine(settings: Settings, source: Path | None, source_name: str, job_id: str,
+def quarantine(settings: Settings, source: Path | Entry | None, source_name: str, job_id: str,
                error: dict) -> Path:
     """failed/<stem>/ with the original (if any), worker.log and error.json; returns the original's path.
 
     error.json is written first: it marks the folder as this job's, so a run repeated
     after a crash at any line finds the same folder (and the original already in it).
+    An Entry (a file still in the inbox) is moved as it is, a link as a link: never followed.
     """
     folder = claim_folder(settings.failed, Path(source_name).stem, short_id(job_id),
                           lambda f: owned_by(f, job_id, ERROR_MARKER))
     remove_temporaries(folder)
     write_json(folder / ERROR_MARKER, {"job_id": job_id, "file": display_name(source_name), **error})
     original = folder / source_name
-    if source is not None and os.path.lexists(source) and source.parent != folder:
-        original = move_to_free_name(source, folder, source_name, short_id(job_id))
+    inside = isinstance(source, Path) and source.parent == folder
+    if source is not None and _exists(source) and not inside:
+        original = _move_free(source, folder, source_name, short_id(job_id))
     log = job_dir(settings, job_id) / "worker.log"
     if log.exists():
         shutil.copyfile(log, folder / "worker.log")

@@ -27,10 +27,12 @@ from __future__ import annotations
 import enum
 import errno
 import json
+import os
 import re
 import secrets
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -1027,8 +1029,11 @@ class SQLStore:
             job = self._require(conn, job_id)
             if job.state not in (State.FAILED, State.CANCELLED):
                 raise InvalidTransition(f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried")
-            if not job.source_path or not Path(job.source_path).exists():
+            if not job.source_path or not os.path.lexists(job.source_path):
                 raise InvalidTransition(f"job {job.id}: the original is no longer at {job.source_path}")
+            if not stat.S_ISREG(os.lstat(job.source_path).st_mode):
+                raise InvalidTransition(f"job {job.id}: {job.source_path} is not a plain file (a link or "
+                                        "a pipe put in its place); drop the recording into the inbox again")
             self._update(conn, job_id, state=State.QUEUED, attempts=0, cancel_requested=0, not_before=0,
                          error=None, error_type=None, hint=None, finished_at=None, stage=None, progress=0.0,
                          supervisor_deaths=0)

@@ -13,6 +13,7 @@ import enum
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -123,6 +124,14 @@ def keep_lease(store, job, lease_seconds: float, done: threading.Event, lost: th
             pass
 
 
+def not_plain(path: Path) -> bool:
+    """Is something other than a regular file at `path` (a link: the decoder would follow it anywhere)?"""
+    try:
+        return not stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False  # missing: the decoder says so
+
+
 def open_job(settings, job_id: str):
     """The store and this job, waiting out a store that is briefly away (a database restart).
 
@@ -174,6 +183,10 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
     hooks = Hooks(progress=reporter.progress, event=reporter.event, should_stop=stop.is_set,
                   decoded=lambda seconds: reporter.try_write(store.set_duration, job_id, seconds))
     work = settings.jobs_dir / job_id
+    if not_plain(Path(job.source_path)):  # the service reads only what intake moved in itself
+        store.record_error(job_id, "NotAFile", f"{job.source_name}: {job.source_path} is not a plain file (a "
+                           "link or a pipe in its place)", "drop the recording into the inbox again")
+        return WorkerExit.BAD_INPUT
     try:
         result = Runner(settings, hooks).run(Path(job.source_path), work / "work", work / "out",
                                              display_name=job.source_name)
