@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -168,8 +169,10 @@ class ApiServer(Service):
 
     stop_timeout = 30
 
-    def __init__(self, root: Path, tokens: list[str] = (), listen: str | None = None, **settings):
+    def __init__(self, root: Path, tokens: list[str] = (), listen: str | None = None,
+                 descriptors: int | None = None, **settings):
         self.root = root
+        self.descriptors = descriptors  # a hard RLIMIT_NOFILE for the process (a unit without LimitNOFILE)
         self.listen = listen or f"127.0.0.1:{free_port()}"
         self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_API_TOKENS": ",".join(tokens),
                     "DIARIZED_LOG_FORMAT": "json", "XDG_RUNTIME_DIR": str(root.parent / "run")}
@@ -190,8 +193,10 @@ class ApiServer(Service):
 
     def start(self, wait: bool = True) -> "ApiServer":
         self.root.mkdir(parents=True, exist_ok=True)
+        limit = self.descriptors
         self.spawn([sys.executable, "-m", "diarized.cli.daemon", "api", "--state-dir", str(self.root),
-                    "--listen", self.listen])
+                    "--listen", self.listen],
+                   preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))) if limit else None)
         if wait:
             wait_until(self._healthy, 60, lambda: f"the API to answer:\n{self.log.read_text()}")
         return self

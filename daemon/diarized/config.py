@@ -48,6 +48,8 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
     "webhook_retry_seconds": (0, False, None), "lease_seconds": (10, True, None),
+    "api_header_timeout_seconds": (0, False, None), "api_body_idle_seconds": (0, False, None),
+    "api_max_connections": (16, True, None),
 }
 CLUSTERINGS = ("agglomerative", "spectral")
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -139,6 +141,9 @@ class Settings:
     api_listen: str = "127.0.0.1:8787"  # host:port, or unix:/path
     api_tokens: tuple[str, ...] = ()  # "name:scope:sha256 of the token" (`diarizectl token new`)
     api_allowed_roots: tuple[Path, ...] = ()  # folders POST /jobs may take a server-side path from
+    api_header_timeout_seconds: float = 10.0  # a connection must send its request's headers within this
+    api_body_idle_seconds: float = 60.0  # a request body may pause this long, no longer
+    api_max_connections: int = 1000  # then the longest-waiting idle connection is closed for a new one
     webhooks: tuple[Webhook, ...] = ()
     webhook_retry_seconds: float = 10.0  # first retry of a failed delivery; doubled, at most an hour
 

@@ -29,11 +29,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from diarized.api import upload as multipart
 from diarized.api import metrics, webhooks
 from diarized.api.auth import Principal, Scope, Tokens
+from diarized.api.guard import BodyGuard
+from diarized.api.serve import DescriptorResponse, NotServable, open_owned
 from diarized.api.models import (ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
                                  PriorityChange, SeedProcess)
 from diarized.client import Client, seed_system_status
 from diarized.config import Settings
 from diarized.intake import Intake
+from diarized.nofollow import Opened
 from diarized.store import (InvalidTransition, Job, NotFound, Priority, SpeakerHints, State, StoreUnavailable,
                             open_store)
 from diarized.uploads import BadName, TooLarge
@@ -75,8 +78,11 @@ class Clients:
 
 def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: bool = True) -> FastAPI:
     """require_tokens=False only for a unix socket, whose file permissions are the access control."""
+    from diarized.api.sessions import COOKIE, Sessions, key_path, load_key
+
     tokens = Tokens(settings.api_tokens)
     clients = Clients(settings)
+    sessions = Sessions(load_key(key_path(settings.db_path.parent)), tokens)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -91,13 +97,25 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         "retry and change priorities."), responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
     app.state.settings, app.state.clients = settings, clients
     _install_error_handlers(app)
-    _install_dashboard(app, settings, clients, tokens)
+    _install_dashboard(app, clients, sessions)
 
-    def principal(request: Request) -> Principal:
+    def bearer(request: Request) -> Principal | None:
         if not tokens and not require_tokens:
             return Principal("unix-socket", Scope.SUBMIT)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        found = tokens.check(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        return tokens.check(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+
+    def authenticated(request: Request) -> bool:
+        """Credentials only (headers), for guard.BodyGuard: no body is read before this says yes."""
+        if request.url.path == "/ui" or request.url.path.startswith("/ui/"):
+            return sessions.read(request.cookies.get(COOKIE)) is not None
+        return bearer(request) is not None
+
+    app.add_middleware(BodyGuard, authenticated=authenticated, upload_bytes=int(settings.max_file_gb * 2**30),
+                       idle_seconds=settings.api_body_idle_seconds)
+
+    def principal(request: Request) -> Principal:
+        found = bearer(request)
         if found is None:
             raise ApiError(401, "unauthorized", "a valid bearer token is required "
                            "(Authorization: Bearer <token>; `diarizectl token new NAME` makes one)",
@@ -178,8 +196,8 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
              response_class=FileResponse, responses={404: {"model": ErrorOut}})
     def get_output(job_id: str, name: str) -> FileResponse:
         """One published file, by a name from the job's own list (nothing else is reachable)."""
-        path = output_file(clients.get(), job_id, name)
-        return FileResponse(path, filename=path.name, media_type=_media_type(path))
+        opened, path = output_file(clients.get(), job_id, name)
+        return DescriptorResponse(opened, filename=path.name, media_type=_media_type(path))
 
     @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
     def cancel(job_id: str) -> JobOut:
@@ -229,16 +247,13 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
     return app
 
 
-def _install_dashboard(app: FastAPI, settings: Settings, clients: Clients, tokens: Tokens) -> None:
+def _install_dashboard(app: FastAPI, clients: Clients, sessions) -> None:
     """The web pages under /ui (dashboard.py), their assets, and the headers that lock them down."""
     from fastapi.staticfiles import StaticFiles
     from fastapi.responses import RedirectResponse
 
     from diarized.api import dashboard
-    from diarized.api.sessions import Sessions, load_key
 
-    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-    sessions = Sessions(load_key(settings.db_path.parent / "dashboard.key"), tokens)
     app.mount("/ui/static", StaticFiles(packages=[("diarized.api", "static")]), name="static")
     app.include_router(dashboard.create_router(clients, sessions))
 
@@ -246,18 +261,9 @@ def _install_dashboard(app: FastAPI, settings: Settings, clients: Clients, token
     def home() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=303)
 
-    @app.middleware("http")
-    async def lock_down(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        # the server's own time, for browsers' devtools and bench/api_load.py (before the body streams)
-        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
-        if request.url.path.startswith("/ui"):
-            response.headers["Content-Security-Policy"] = dashboard.CSP
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "same-origin"
-            response.headers["X-Frame-Options"] = "DENY"
-        return response
+    app.add_middleware(LockDown, page_headers={
+        "Content-Security-Policy": dashboard.CSP, "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"})
 
     @app.exception_handler(dashboard.LoginRequired)
     async def login_required(request: Request, _exc):
@@ -269,6 +275,35 @@ def _install_dashboard(app: FastAPI, settings: Settings, clients: Clients, token
     @app.exception_handler(dashboard.Forbidden)
     async def forbidden(_request: Request, exc):
         return error_response(403, "forbidden", str(exc))
+
+
+class LockDown:
+    """The dashboard's security headers on every /ui answer, and Server-Timing on all (the server's own
+    time before the body streams, for browsers' devtools and bench/api_load.py).
+
+    Plain ASGI rather than BaseHTTPMiddleware, which runs receive() in a task group of its own:
+    an error raised while reading the body (guard.BodyRefused) would reach the client as a 500.
+    """
+
+    def __init__(self, app, page_headers: dict[str, str]):
+        self.app = app
+        self.page_headers = [(k.lower().encode(), v.encode()) for k, v in page_headers.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        page = scope["path"] == "/ui" or scope["path"].startswith("/ui/")
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()))
+                if page:
+                    headers += self.page_headers
+                message = {**message, "headers": headers}
+            await send(message)
+        await self.app(scope, receive, send_with_headers)
 
 
 async def take_multipart(request: Request, clients: Clients,
@@ -298,25 +333,31 @@ async def take_multipart(request: Request, clients: Clients,
         received.upload.close()
 
 
-def output_file(client: Client, job_id: str, name: str) -> Path:
-    """A published file of the job (or of the job it duplicates), by a name from its own list."""
+def output_file(client: Client, job_id: str, name: str) -> tuple[Opened, Path]:
+    """A published file of the job (or of the job it duplicates), by a name from its own list,
+    opened below the outbox without following a link (api/serve.py)."""
     job = client.resolve(job_id)
     files = client.outputs(job.id)
     path = files.get(name)
-    if path is None or path.is_symlink() or not _inside(path, Path(job.output_dir)):
+    try:
+        if path is None:
+            raise NotServable(name)
+        return open_owned((client.settings.outbox,), path), path
+    except NotServable:
         raise ApiError(404, "no_such_output", f"job {job.id} has no output {name!r}; "
-                       f"it has: {', '.join(files) or 'none (not succeeded)'}")
-    return path
+                       f"it has: {', '.join(files) or 'none (not succeeded)'}") from None
 
 
 def outputs_of(client: Client, job: Job) -> list[OutputOut]:
-    return [OutputOut(name=name, size=path.stat().st_size, url=f"/jobs/{job.id}/outputs/{name}")
-            for name, path in client.outputs(job.id).items() if not path.is_symlink()]
+    return [OutputOut(name=name, size=path.lstat().st_size, url=f"/jobs/{job.id}/outputs/{name}")
+            for name, path in client.outputs(job.id).items()]
 
 
 def allowed_file(settings: Settings, text: str) -> Path:
     """A server-side path the API may copy from: a regular file whose real path (symlinks
     resolved) lies inside one of api_allowed_roots."""
+    if "\x00" in text:
+        raise ApiError(400, "bad_path", "the path contains a NUL byte; no file on this server has such a name")
     if not settings.api_allowed_roots:
         raise ApiError(403, "paths_disabled", "this server takes no server-side paths "
                        "(api_allowed_roots is empty): upload the file instead")
@@ -409,7 +450,14 @@ def _install_error_handlers(app: FastAPI) -> None:
                              for e in exc.errors())
         return error_response(400, "bad_request", problems)
 
+    @app.exception_handler(Exception)
+    async def unexpected(_request, exc: Exception):
+        """A bug still answers in JSON (the traceback goes to the log, never to the client)."""
+        return error_response(500, "internal_error", f"the server failed on this request ({type(exc).__name__}); "
+                              "the API's log has the details")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}.get(
+            exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)

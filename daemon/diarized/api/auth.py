@@ -41,6 +41,11 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def token_tag(token: str) -> str:
+    """The first 64 bits of the token's sha256: names this token in a session, reveals nothing usable."""
+    return digest(token)[:16]
+
+
 class Tokens:
     def __init__(self, entries: tuple[str, ...]):
         self.entries = []
@@ -51,9 +56,11 @@ class Tokens:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
-    def has(self, principal: Principal) -> bool:
-        """Is a token with this name and scope still configured? (a session outlives no token)"""
-        return any(p == principal for _, p in self.entries)
+    def has(self, principal: Principal, tag: str) -> bool:
+        """Is this token (name, scope and hash tag) still configured? A session outlives no token,
+        and a rotated one (a new hash under the same name) ends the old token's sessions."""
+        return bool(tag) and any(p == principal and hmac.compare_digest(expected.hex()[:len(tag)], tag)
+                                 for expected, p in self.entries)
 
     def check(self, token: str) -> Principal | None:
         """The token's owner, or None. Every entry is compared, so timing says nothing."""

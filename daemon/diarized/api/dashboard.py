@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from diarized import __version__, relabel
 from diarized.api.app import ApiError, Clients, output_file, outputs_of, take_multipart
+from diarized.api.serve import DescriptorResponse, NotServable, open_owned
 from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
 from diarized.store import FINAL_STATES, Event, Job, State
 
@@ -145,8 +146,8 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
+        session = session_of(request)  # before the body is read
         form = await request.form()
-        session = session_of(request)
         if not same(form.get("csrf"), session.csrf):
             raise Forbidden("this form is stale: reload the page and try again")
         response = RedirectResponse("/ui/login", status_code=303)
@@ -229,18 +230,20 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
     @router.get("/jobs/{job_id}/outputs/{name:path}")
     def download(request: Request, job_id: str, name: str) -> FileResponse:
         session_of(request)
-        path = output_file(clients.get(), job_id, name)
-        return FileResponse(path, filename=path.name)
+        opened, path = output_file(clients.get(), job_id, name)
+        return DescriptorResponse(opened, filename=path.name)
 
     @router.get("/jobs/{job_id}/audio")
     def audio(request: Request, job_id: str) -> FileResponse:
         """The original, with HTTP range requests (the player seeks without downloading it all)."""
         session_of(request)
         job = clients.get().resolve(job_id)
-        source = Path(job.source_path) if job.source_path else None
-        if source is None or not source.is_file():
-            raise ApiError(404, "no_original", f"the original of {job.source_name} is not kept")
-        return FileResponse(source, filename=job.source_name, content_disposition_type="inline")
+        try:  # the job's own original, in a folder the service owns, opened without following a link
+            opened = open_owned((settings.done, settings.failed, settings.jobs_dir),
+                                Path(job.source_path or ""), size=job.size)
+        except NotServable:
+            raise ApiError(404, "no_original", f"the original of {job.source_name} is not kept") from None
+        return DescriptorResponse(opened, filename=job.source_name, content_disposition_type="inline")
 
     @router.get("/jobs/{job_id}/transcript")
     def transcript(request: Request, job_id: str) -> Response:

@@ -93,6 +93,7 @@ def serve(settings: Settings, listen_text: str | None = None) -> None:
     import uvicorn
 
     from diarized.api.app import create_app
+    from diarized.api.connections import connection_bound, guarded_protocol, raise_descriptor_limit
 
     sockets = systemd_sockets()
     listen = Listen(systemd=True) if sockets else Listen.parse(listen_text or settings.api_listen)
@@ -101,9 +102,12 @@ def serve(settings: Settings, listen_text: str | None = None) -> None:
     if not sockets:
         sockets = [bind(listen)]
     app = create_app(settings, require_tokens=require)
-    log.info("diarized api on %s (%s)", listen, "tokens required" if require else "unix socket permissions")
+    bound = connection_bound(settings.api_max_connections, raise_descriptor_limit())
+    log.info("diarized api on %s (%s; at most %d connections)", listen,
+             "tokens required" if require else "unix socket permissions", bound)
     config = uvicorn.Config(app, log_level="info", access_log=True, timeout_graceful_shutdown=10,
-                            server_header=False)
+                            server_header=False, timeout_keep_alive=5,
+                            http=guarded_protocol(settings.api_header_timeout_seconds, bound))
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:

@@ -1,10 +1,11 @@
 """Dashboard sessions: log in once with an API token, then a signed HttpOnly SameSite=Strict cookie.
 
-The cookie holds the token's name and scope, a CSRF secret and an expiry,
-signed with HMAC-SHA256 under a key kept in state/dashboard.key (0600), so
+The cookie holds the token's name and scope, a tag of its hash, a CSRF secret
+and an expiry, signed with HMAC-SHA256 under a key kept in
+state/keys/dashboard.key (0600, in a 0700 folder no route serves from), so
 sessions survive restarts of the API. It never holds the token. Each request
-checks that a token with that name and scope is still configured: removing a
-token from api_tokens ends its sessions.
+checks that this very token (name, scope and hash tag) is still configured:
+removing or rotating a token ends its sessions.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarized.api.auth import Principal, Scope, Tokens
+from diarized.api.auth import Principal, Scope, Tokens, token_tag
 
 COOKIE = "diarized_session"
 LOGIN_COOKIE = "diarized_login"  # the login form's own CSRF secret, before there is a session
@@ -32,6 +33,7 @@ class Session:
     scope: Scope
     csrf: str
     expires: float
+    tag: str = ""  # the start of the token's sha256: a rotated token (same name, new hash) ends it
 
     @property
     def principal(self) -> Principal:
@@ -46,12 +48,29 @@ class Session:
         return self.scope >= Scope.SUBMIT
 
 
+KEY_FOLDER, KEY_NAME = "keys", "dashboard.key"
+
+
+def key_path(state: Path) -> Path:
+    """state/keys/dashboard.key, its folder 0700; a key left at state/dashboard.key by an older
+    version is moved there (a folder of its own, which no route serves from)."""
+    folder = state / KEY_FOLDER
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path, old = folder / KEY_NAME, state / KEY_NAME
+    if old.is_file() and not old.is_symlink() and not path.exists():
+        os.rename(old, path)
+    return path
+
+
 def load_key(path: Path) -> bytes:
     """The signing key, made once (O_EXCL: two API processes starting together agree on one)."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        key = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            key = fh.read(4096)
         if len(key) >= 32:
             return key
         path.unlink()  # a key cut short by a crash: make a new one (old sessions end)
@@ -73,23 +92,24 @@ class Sessions:
         principal = self.tokens.check(token)
         if principal is None:
             return None
-        session = Session(principal.name, principal.scope, secrets.token_urlsafe(24), time.time() + self.max_age)
+        session = Session(principal.name, principal.scope, secrets.token_urlsafe(24), time.time() + self.max_age,
+                          token_tag(token))
         body = base64.urlsafe_b64encode(json.dumps(
-            [session.name, int(session.scope), session.csrf, session.expires]).encode()).decode()
+            [session.name, int(session.scope), session.csrf, session.expires, session.tag]).encode()).decode()
         return session, f"{body}.{self._mac(body)}"
 
     def read(self, cookie: str | None) -> Session | None:
-        if not cookie or "." not in cookie:
+        if not cookie or "." not in cookie or len(cookie) > 4096:
             return None
         body, mac = cookie.rsplit(".", 1)
         if not hmac.compare_digest(mac, self._mac(body)):
             return None
         try:
-            name, scope, csrf, expires = json.loads(base64.urlsafe_b64decode(body))
-            session = Session(name, Scope(scope), csrf, float(expires))
+            name, scope, csrf, expires, tag = json.loads(base64.urlsafe_b64decode(body))
+            session = Session(str(name), Scope(scope), str(csrf), float(expires), str(tag))
         except (ValueError, TypeError):
             return None
-        if session.expires < time.time() or not self.tokens.has(session.principal):
+        if session.expires < time.time() or not self.tokens.has(session.principal, session.tag):
             return None
         return session
 
