@@ -108,3 +108,14 @@ def test_cue_text_keeps_the_asr_spacing():
     assert [c.text for c in cues] == ["visit www.maxis.org today."]
     assert "SPEAKER_00: visit www.maxis.org today." in formats.render_srt(cues)
     assert "visit www.maxis.org today." in formats.render_vtt(cues)
+
+
+def test_a_speaker_name_cannot_break_out_of_its_vtt_voice_tag(tmp_path):
+    """A name given in the dashboard ("Ana <Chair> & co") was written raw into <v ...>."""
+    name = "Ana <Chair> & co </v><c.x>"
+    cues = formats.build_cues([{"speaker_id": name, "start_time": 0.0, "end_time": 2.0, "text": "Good morning."}])
+    text = formats.render_vtt(cues)
+    assert "<v Ana &lt;Chair&gt; &amp; co &lt;/v&gt;&lt;c.x&gt;>Good morning.</v>" in text
+    (tmp_path / "t.vtt").write_text(text)
+    caption = webvtt.read(str(tmp_path / "t.vtt")).captions[0]
+    assert caption.text == "Good morning." and caption.voice == "Ana &lt;Chair&gt; &amp; co &lt;/v&gt;&lt;c.x&gt;"

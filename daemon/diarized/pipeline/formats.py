@@ -121,8 +121,14 @@ def render_vtt(cues: list[Cue]) -> str:
         lines[0] = lines[0][len(cue.prefix):]
         body = "\n".join(html.escape(line, quote=False) for line in lines)
         blocks.append(f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}\n"
-                      f"<v {cue.speaker}>{body}</v>\n")
+                      f"<v {_annotation(cue.speaker)}>{body}</v>\n")
     return "\n".join(blocks)
+
+
+def _annotation(speaker: str) -> str:
+    """A speaker name as WebVTT voice annotation text: escaped, on one line (a renamed speaker may be
+    "Ana <Chair> & co"; unescaped, `>` would end the tag and the rest would show as text)."""
+    return html.escape(" ".join(speaker.split()), quote=False)
 
 
 def render_txt(segments: list[dict]) -> str:
