@@ -173,3 +173,17 @@ def remove_temporaries(folder: Path, recursive: bool = False) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+def owner_of(path: Path) -> str:
+    """The user owning `path`, by name where the system knows it (for messages that say what to chown)."""
+    import pwd
+
+    try:
+        uid = Path(path).stat().st_uid
+    except OSError:
+        return "another user"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"

@@ -15,13 +15,15 @@ node took over gets LeaseLost before it renames anything, and changes nothing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from diarized import outbox
 from diarized.config import Settings
-from diarized.store import Job, JobStore, NotFound, State
+from diarized.files import owner_of
+from diarized.store import Job, JobStore, NotFound, State, storage_trouble
 
 log = logging.getLogger("diarized.lifecycle")
 
@@ -62,24 +64,48 @@ class Lifecycle:
         job whose end was recorded but not finished (failed before its original reached
         failed/, succeeded before its original reached done/): those are finished now,
         unless another live node ran the job (it may be finishing it this moment).
+        One job whose folder cannot be repaired (made by another user, say) is left as it
+        is, with what to do in the log and on its timeline, and the start goes on: no
+        single job may stop the daemon.
         """
         notes = []
         others = {n.node for n in self.store.nodes() if n.up and n.node != self.settings.node_id}
         for folder in sorted(self.settings.jobs_dir.iterdir()):
             try:
-                job = self.store.get(folder.name)
-            except NotFound:
-                notes.append(f"{folder.name}: a work folder without a job; left for the operator")
-                continue
-            if job.node in others:
-                continue
-            if job.state == State.SUCCEEDED:
-                self.succeed(job)
-                notes.append(f"{job.id}: succeeded; original settled and work folder removed now")
-            elif job.state in (State.FAILED, State.CANCELLED):
-                self.quarantine(job)
-                notes.append(f"{job.id}: {job.state}; original and error.json moved to failed/ now")
-        return notes
+                notes.append(self._repair_one(folder, others))
+            except Exception as exc:  # noqa: BLE001 - one job must never stop the start
+                if storage_trouble(exc):
+                    raise
+                notes.append(self.stuck(folder, exc))
+        return [n for n in notes if n]
+
+    def _repair_one(self, folder: Path, others: set[str]) -> str:
+        try:
+            job = self.store.get(folder.name)
+        except NotFound:
+            return f"{folder.name}: a work folder without a job; left for the operator"
+        if job.node in others:
+            return ""
+        if job.state == State.SUCCEEDED:
+            self.succeed(job)
+            return f"{job.id}: succeeded; original settled and work folder removed now"
+        if job.state in (State.FAILED, State.CANCELLED):
+            self.quarantine(job)
+            return f"{job.id}: {job.state}; original and error.json moved to failed/ now"
+        return ""
+
+    def stuck(self, folder: Path, exc: Exception) -> str:
+        """A job whose files the service cannot move: logged, and an event on its timeline with the way out."""
+        hint = (f"give the folder back to the service's user (chown -R {os.getuid()} '{folder}'; it belongs to "
+                f"{owner_of(folder)}), then `diarizectl retry {folder.name[-6:]}`")
+        message = f"its work folder {folder} cannot be cleaned up by diarized (uid {os.getuid()}): {exc}"
+        log.error("%s: %s; %s", folder.name, message, hint, extra={"job_id": folder.name})
+        try:
+            job = self.store.get(folder.name)
+        except NotFound:
+            return f"{folder.name}: {message}"
+        self.store.event(job.id, "stuck", f"{message}; {hint}")
+        return f"{job.id}: {message}"
 
     def was_published(self, job: Job) -> bool:
         """A crash between the rename into outbox/ and the store update: the folder is the proof."""
@@ -98,11 +124,11 @@ class Lifecycle:
             self.store.requeue(job.id, reason, spend_attempt, backoff, held(job)))
 
     def orphaned(self, job: Job, reason: str) -> Job:
-        """The daemon (or the node) died while `job` ran: back to the queue for free, or failed
-        after repeated deaths; published before the death: succeeded."""
+        """The daemon (or the node) died while `job` ran: back to the queue for free (never blamed on
+        the file; after deaths in a row it waits a while first); published before the death: succeeded."""
         if self.was_published(job):
             return self.succeed(job)
-        return self._quarantine_if_failed(self.store.requeue_after_daemon_death(job.id, reason, held(job)))
+        return self.store.requeue_after_daemon_death(job.id, reason, held(job), self.settings.retry_backoff_seconds)
 
     def _quarantine_if_failed(self, job: Job) -> Job:
         return self.quarantine(job) if job.state == State.FAILED else job

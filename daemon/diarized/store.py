@@ -409,13 +409,16 @@ class JobStore(Protocol):
         failed instead ("no attempts left"). A job that is not running is returned as it is.
         """
 
-    def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None) -> Job:
-        """running -> queued without spending an attempt: the daemon died, not the job.
+    def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None,
+                                   backoff_base: float = 30.0) -> Job:
+        """running -> queued without spending an attempt: the daemon (or its node) died, not the job.
 
-        Counts consecutive deaths; at the DEATHS_BEFORE_BLAME-th the job is taken as the
-        likely cause (a file that crashes the service must not crash-loop it) and becomes
-        failed instead. Any other end of a run resets the count. A job that is not
-        running is returned as it is.
+        A daemon's death is no evidence against the file (the supervisor opens no media; a
+        file is blamed only by its own worker's failures, which spend attempts). Consecutive
+        deaths are counted: from the second on, the job waits backoff_base x 2^(deaths-2)
+        seconds (at most an hour) before it can be claimed again, so a node that keeps
+        restarting does not re-claim the same job in a loop. Any other end of a run resets the
+        count. A job that is not running is returned as it is.
         """
 
     def fail(self, job_id: str, error_type: str, error: str, hint: str, generation: int | None = None) -> Job:
@@ -546,7 +549,7 @@ class JobStore(Protocol):
 
 # -- SQLite ---------------------------------------------------------------------------------
 SCHEMA_VERSION = 8
-DEATHS_BEFORE_BLAME = 3  # consecutive daemon deaths during one job: it is the likely cause
+MAX_DEATH_BACKOFF = 3600.0  # the longest a job waits after daemon deaths in a row
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
 # released entry (databases in the field already ran it); add the next version instead.
@@ -890,27 +893,19 @@ class SQLStore:
                     "" if spend_attempt else "; attempt not counted"))
             return self._require(conn, job_id)
 
-    def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None) -> Job:
+    def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None,
+                                   backoff_base: float = 30.0) -> Job:
         now = time.time()
         with self.transaction() as conn:
             job = self._require(conn, job_id, generation)
             if job.state != State.RUNNING:
                 return job
             deaths = job.supervisor_deaths + 1
-            if deaths >= DEATHS_BEFORE_BLAME:
-                self._update(conn, job_id, state=State.FAILED, finished_at=now, worker_pid=None,
-                             supervisor_deaths=deaths, error_type="DaemonDied",
-                             error=f"the daemon died {deaths} times in a row while this job ran; "
-                                   "the file is the likely cause",
-                             hint="check the journal around those times (memory? a crash?); "
-                                  f"`diarizectl retry {job.short_id}` runs it again")
-                self._event(conn, job_id, "failed", f"{reason}; {deaths} daemon deaths in a row")
-                self._notify(conn, job_id, State.FAILED)
-            else:
-                self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
-                             worker_pid=None, stage=None, not_before=now, supervisor_deaths=deaths)
-                self._event(conn, job_id, "requeued", f"{reason}; attempt not counted "
-                                                      f"(daemon death {deaths} of {DEATHS_BEFORE_BLAME})")
+            wait = 0.0 if deaths < 2 else min(MAX_DEATH_BACKOFF, backoff_base * 2 ** min(deaths - 2, 20))
+            self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
+                         worker_pid=None, stage=None, not_before=now + wait, supervisor_deaths=deaths)
+            self._event(conn, job_id, "requeued", f"{reason}; attempt not counted (daemon death {deaths} in a "
+                                                  "row" + (f"; waits {wait:.0f} s)" if wait else ")"))
             return self._require(conn, job_id)
 
     def fail(self, job_id: str, error_type: str, error: str, hint: str, generation: int | None = None) -> Job:

@@ -195,14 +195,17 @@ class Supervisor:
         notes = self.kill_leftover_workers()
         for job in self.store.jobs(states=(State.RUNNING,)):
             if self.ran(job):
-                job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
-                notes.append(f"{job.id}: " + {State.QUEUED: "requeued", State.SUCCEEDED: "was published "
-                                              "before the crash; marked succeeded"}.get(job.state, job.state))
+                self.guarded(job.id, "recovering", lambda job=job: notes.append(self._recover_one(job)))
         notes += self.take_inbox()
         notes += self.lifecycle.repair()
         for note in notes:
             log.info("recovery: %s", note)
         return notes
+
+    def _recover_one(self, job: Job) -> str:
+        job = self.lifecycle.orphaned(job, "the daemon stopped while it ran")
+        return f"{job.id}: " + {State.QUEUED: "requeued", State.SUCCEEDED: "was published before the crash; "
+                                "marked succeeded"}.get(job.state, str(job.state))
 
     def ran(self, job: Job) -> bool:
         """Was `job` claimed by this node (by any, on SQLite: one node per store, whatever its name)?"""

@@ -16,6 +16,7 @@ from rich.table import Table
 from diarized.cli import CliExit
 from diarized.cli.common import fail, settings_from
 from diarized.config import Settings
+from diarized.files import owner_of
 from diarized.store import (FINAL_STATES, DaemonStatus, InvalidTransition, Job, JobStore, NotFound, Priority,
                             SchemaError, State, StoreUnavailable, open_store)
 
@@ -25,7 +26,13 @@ STALE_SECONDS = 15.0  # three missed supervisor heartbeats (every tick, ~0.5 s) 
 
 def _store(ctx: click.Context) -> tuple[JobStore, Settings]:
     settings = settings_from(ctx)
-    if settings.store_is_file and not settings.db_path.exists():
+    try:
+        missing = settings.store_is_file and not settings.db_path.exists()
+    except PermissionError:
+        fail(f"you (uid {os.getuid()}) may not read the job store {settings.db_path}: it belongs to "
+             f"{owner_of(settings.state_dir)}. Run this as that user (sudo -u USER diarizectl ...) or join "
+             "the service's group")
+    if missing:
         fail(f"no job store at {settings.db_path}; is the daemon's state_dir {settings.state_dir}? "
              "(no daemon is running here: start one with `diarized run`, or use --state-dir or --config)")
     try:
@@ -229,12 +236,24 @@ def deliveries_table(deliveries) -> Table:
 
 
 def _change(ctx: click.Context, job_id: str, action) -> Job:
-    store, _ = _store(ctx)
+    store, settings = _store(ctx)
     job = _job(store, job_id)
     try:
         return action(store, job)
     except InvalidTransition as exc:
         fail(str(exc))
+    except StoreUnavailable as exc:
+        fail(cannot_write(settings, exc))
+
+
+def cannot_write(settings: Settings, exc: Exception) -> str:
+    """Why a change was refused, for an operator who is not the service's user (or a full disk)."""
+    where = settings.db_path if settings.store_is_file else "the job store"
+    if settings.store_is_file and not os.access(settings.db_path.parent, os.W_OK):
+        owner = owner_of(settings.db_path.parent)
+        return (f"you (uid {os.getuid()}) cannot change jobs: {where} belongs to {owner}. Run it as that "
+                "user (sudo -u USER diarizectl ...), or as a member of its group with write access")
+    return f"{where} cannot be written now ({exc}); nothing was changed"
 
 
 @click.command()
@@ -289,21 +308,58 @@ def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers
         raise click.UsageError("; ".join(problems))
     hints = SpeakerHints(num_speakers, min_speakers, max_speakers)
     settings = settings_from(ctx)
+    opened = []
+    for src in files:  # with the caller's rights (root may read what the service may not)
+        try:
+            opened.append(src.open("rb"))
+        except OSError as exc:
+            fail(f"{src}: {exc.strerror}")
+    owner = become_service_user(settings)
+    if owner:
+        click.echo(f"(writing as the service's user {owner}, who owns {settings.db_path.parent})", err=True)
     if not _may_write_state(settings):
-        for src in files:
-            click.echo(f"{src} -> {_copy_into_inbox(settings, src, level, hints)} (the daemon will take it)")
+        for src, fh in zip(files, opened):
+            click.echo(f"{src} -> {_copy_into_inbox(settings, src, fh, level, hints)} (the daemon will take it)")
         return
     from diarized.client import Client
     from diarized.uploads import BadName, TooLarge
 
     with Client(settings=settings) as client:
-        for src in files:
+        for src, fh in zip(files, opened):
             try:
-                job = client.submit(src, level, hints)
+                with fh:
+                    job = client.submit(fh, level, hints, name=src.name)
             except (TooLarge, BadName, OSError) as exc:
                 fail(f"{src}: {exc}")
             note = f"duplicate of {job.duplicate_of}" if job.duplicate_of else str(job.state)
             click.echo(f"{src} -> job {job.id} ({note})" + (f": {job.error}" if job.error else ""))
+
+
+def become_service_user(settings: Settings) -> str | None:
+    """Root submitting into a daemon that runs as its own user writes as that user; returns its name.
+
+    Every folder and file a submit makes (state/uploads/, state/jobs/<id>/) must be the
+    service's: one made by root strands the job (its worker cannot write there) and once
+    stopped every start. The state folder's owner and group are the service's.
+    """
+    import grp  # noqa: F401 - initgroups needs the group database
+    import pwd
+
+    state = settings.db_path.parent
+    if os.geteuid() != 0 or not state.is_dir():
+        return None
+    st = state.stat()
+    if st.st_uid == 0:
+        return None
+    try:
+        name = pwd.getpwuid(st.st_uid).pw_name
+        os.initgroups(name, st.st_gid)
+    except KeyError:
+        name = f"uid {st.st_uid}"
+        os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+    return name
 
 
 def _may_write_state(settings: Settings) -> bool:
@@ -312,7 +368,7 @@ def _may_write_state(settings: Settings) -> bool:
     return store_ok and os.access(state, os.W_OK | os.X_OK)
 
 
-def _copy_into_inbox(settings: Settings, src: Path, level: str, hints) -> Path:
+def _copy_into_inbox(settings: Settings, src: Path, fin, level: str, hints) -> Path:
     """A hidden temporary name, then a rename: the inbox never sees half a file."""
     from diarized.files import write_text
 
@@ -327,7 +383,7 @@ def _copy_into_inbox(settings: Settings, src: Path, level: str, hints) -> Path:
         write_text(target.with_name(target.name + ".toml"),
                    "".join(f"{k} = {v}\n" for k, v in hints.given().items()))
     tmp = folder / f".{target.name}.part"
-    with src.open("rb") as fin, tmp.open("wb") as fout:
+    with fin, tmp.open("wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
         fout.flush()
         os.fsync(fout.fileno())
