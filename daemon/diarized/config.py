@@ -49,7 +49,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
     "webhook_retry_seconds": (0, False, None), "lease_seconds": (10, True, None),
     "api_header_timeout_seconds": (0, False, None), "api_body_idle_seconds": (0, False, None),
-    "api_max_connections": (16, True, None),
+    "api_max_connections": (16, True, None), "webhook_timeout_seconds": (0, False, None),
 }
 CLUSTERINGS = ("agglomerative", "spectral")
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -146,6 +146,7 @@ class Settings:
     api_max_connections: int = 1000  # then the longest-waiting idle connection is closed for a new one
     webhooks: tuple[Webhook, ...] = ()
     webhook_retry_seconds: float = 10.0  # first retry of a failed delivery; doubled, at most an hour
+    webhook_timeout_seconds: float = 15.0  # one attempt, from connecting to the end of the answer
 
     # -- derived folders -------------------------------------------------
     @property

@@ -501,9 +501,12 @@ class JobStore(Protocol):
                        expires_at: float) -> None:
         """(id, url, payload) rows for a notification, and the notification marked dispatched: atomic."""
 
-    def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None) -> list[Delivery]:
+    def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None,
+                         url: str | None = None, other_than: tuple[str, ...] = ()) -> list[Delivery]:
         """Pending deliveries that are due, leased for lease_seconds (not due again meanwhile).
 
+        `url`: only that endpoint's (each endpoint is sent to on its own, so a slow one
+        delays no other); `other_than`: only those of endpoints not in that list.
         Of several senders, each due delivery goes to one; a sender that dies mid-send
         leaves it due again when the lease ends (at least once).
         """
@@ -1065,11 +1068,17 @@ class SQLStore:
                         [delivery_id, row[0], row[1], url, now, expires_at, now, payload])
             self._x(conn, "UPDATE notifications SET dispatched_at = ? WHERE id = ?", [now, notification_id])
 
-    def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None) -> list[Delivery]:
+    def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None,
+                         url: str | None = None, other_than: tuple[str, ...] = ()) -> list[Delivery]:
         now = time.time() if now is None else now
+        where, params = "state = 'pending' AND next_at <= ?", [now]
+        if url is not None:
+            where, params = where + " AND url = ?", params + [url]
+        if other_than:
+            where, params = where + f" AND url NOT IN ({','.join('?' * len(other_than))})", params + list(other_than)
         with self.transaction() as conn:
-            due = self._records(conn, "SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? "
-                                      f"ORDER BY next_at LIMIT {int(limit)}" + self.SKIP_LOCKED, [now], Delivery)
+            due = self._records(conn, f"SELECT * FROM deliveries WHERE {where} "
+                                      f"ORDER BY next_at LIMIT {int(limit)}" + self.SKIP_LOCKED, params, Delivery)
             for delivery in due:
                 self._x(conn, "UPDATE deliveries SET next_at = ? WHERE id = ?", [now + lease_seconds, delivery.id])
             return due

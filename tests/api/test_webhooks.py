@@ -130,7 +130,8 @@ def test_a_pending_delivery_survives_kill_9_of_the_api(make_daemon, make_api, re
     assert pending.state == "pending" and down.successes() == []
     down.failures = 0
     make_api([ENTRY], **settings)
-    wait_until(lambda: down.successes(), 60, "the delivery after the restart")
+    # a kill that lands mid-send leaves the delivery leased (LEASE_SECONDS, 60 s): then it is due again
+    wait_until(lambda: down.successes(), 90, "the delivery after the restart")
     assert {c["headers"]["Diarized-Delivery"] for c in down.calls} == {pending.id}
     assert daemon.store.get_delivery(pending.id).state == "delivered"
 
@@ -149,3 +150,84 @@ def test_the_readmes_receiver_code_verifies_what_the_sender_signs():
     header = sign(SECRET, int(time.time()), body)
     assert check(SECRET, header, body) and not check(SECRET, header, body[:-1])
     assert not check(SECRET, sign(SECRET, int(time.time()) - 600, body), body)
+
+
+class HostileReceiver:
+    """A raw socket server that reads a request, then answers as badly as it is told:
+    "huge" (a 2 GiB body, as fast as it goes) or "trickle" (a byte every 3 s, forever)."""
+
+    def __init__(self, mode: str):
+        import socket
+
+        self.mode, self.requests, self.sent = mode, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        with conn:
+            try:
+                conn.recv(65536)
+                self.requests += 1
+                if self.mode == "huge":
+                    conn.sendall(b"HTTP/1.1 500 Oops\r\nContent-Length: 2147483648\r\n\r\n")
+                    block = b"\0" * (1 << 20)
+                    while not self.stopped.is_set() and self.sent < 2 << 30:
+                        conn.sendall(block)
+                        self.sent += len(block)
+                else:
+                    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nslow.":
+                        if self.stopped.wait(3):
+                            return
+                        conn.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()
+
+
+def test_a_receivers_answer_is_bounded_in_size_and_time_and_delays_no_other(make_daemon, make_api, receiver):
+    """Before: a 2 GiB answer pushed the API to 7.5 GiB; a byte every 3 s stalled every other endpoint."""
+    import psutil
+
+    huge, trickle, good = HostileReceiver("huge"), HostileReceiver("trickle"), receiver()
+    try:
+        make_daemon(fake_workers=True)
+        api = make_api([ENTRY], webhooks=hooks((huge.url, ["succeeded"]), (trickle.url, ["succeeded"]),
+                                               (good.url, ["succeeded"])),
+                       webhook_retry_seconds=60, webhook_timeout_seconds=4)
+        before = psutil.Process(api.proc.pid).memory_info().rss
+        job = upload(api, "talk.wav", b"audio")
+        wait_until(lambda: good.successes(), 30, "the good endpoint's delivery")
+        wait_until(lambda: trickle.requests and huge.requests, 30, "the hostile endpoints to be called")
+        assert len(good.calls) == 1  # delivered while the trickle was still answering
+        def attempted():
+            found = api_store(api).deliveries(job["id"])
+            return len(found) == 3 and all(d.attempts for d in found) and found
+        deliveries = wait_until(attempted, 30, "every endpoint's first attempt to end")
+        errors = {d.url: d.last_error for d in deliveries}
+        assert "no complete answer within 4 s" in errors[trickle.url]
+        assert errors[huge.url].startswith("HTTP 500") and len(errors[huge.url]) < 300
+        grown = (psutil.Process(api.proc.pid).memory_info().rss - before) / 2**20
+        assert grown < 60, f"the API grew by {grown:.0f} MiB reading an answer"
+        assert huge.sent < 1 << 30  # it stopped reading long before the 2 GiB
+    finally:
+        huge.close()
+        trickle.close()
+
+
+def api_store(api):
+    from diarized.store import open_store
+
+    return open_store(api.root / "state/diarized.db", readonly=True)
