@@ -253,8 +253,9 @@ class Inbox:
         last = self.deep.get(path)
         if last is None or now - last >= DEEP_LOG_SECONDS:
             self.deep[path] = now
-            log.warning("%s is more than %d folders below the inbox; its files are not taken (move them "
-                        "higher up)", path, MAX_DEPTH)
+            shown = str(path.relative_to(self.root))
+            log.warning("%s/%s is more than %d folders below the inbox; its files are not taken (move them "
+                        "higher up)", self.root, shown if len(shown) < 120 else shown[:120] + "…", MAX_DEPTH)
 
     def tick(self, now: float | None = None) -> list[str]:
         """Advance every file one step; returns the ids of jobs created by this tick."""
