@@ -187,3 +187,50 @@ def owner_of(path: Path) -> str:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
+
+
+SPACE_PROBE_BYTES = 1 << 20  # a paused daemon resumes once this much can be written again
+
+
+def space_problem(folder: Path, size: int = SPACE_PROBE_BYTES) -> OSError | None:
+    """Can `size` bytes be written and synced in `folder` now? None if so, else the error (ENOSPC, EROFS...)."""
+    probe = Path(folder) / ".space-probe"
+    try:
+        with probe.open("wb") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def describe_space(folder: Path, exc: Exception) -> str:
+    """What an operator reads: which filesystem, how full, what to do."""
+    import shutil
+
+    if not isinstance(exc, OSError):  # the store's own words (StoreUnavailable)
+        return str(exc)
+
+    try:
+        usage = shutil.disk_usage(folder)
+        left = f"{size_text(usage.free)} free of {size_text(usage.total)}"
+    except OSError:
+        left = "its size unknown"
+    if exc.errno == errno.EROFS:
+        return f"the filesystem holding {folder} is read-only ({left}); remount it read-write"
+    return f"the filesystem holding {folder} is full ({left}): {exc.strerror}; free some space"
+
+
+def size_text(count: float) -> str:
+    """Bytes as an operator reads them: 0 B, 812 KiB, 15.9 MiB, 1.8 TiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024:
+            return f"{count:.0f} {unit}" if unit in ("B", "KiB") else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"

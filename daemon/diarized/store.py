@@ -1190,7 +1190,12 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         with self._turn:
-            yield self.conn
+            try:
+                yield self.conn
+            except sqlite3.OperationalError as exc:  # a reader too needs its -shm file: a full disk stops it
+                if any(words in str(exc) for words in _UNAVAILABLE):
+                    raise StoreUnavailable(f"{self.path}: {exc}") from exc
+                raise
 
     def integrity_check(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]

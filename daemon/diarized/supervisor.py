@@ -33,7 +33,7 @@ import psutil
 
 from diarized import outbox
 from diarized.config import Settings, settings_to_json
-from diarized.files import remove_temporaries, write_text
+from diarized.files import describe_space, remove_temporaries, space_problem, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
 from diarized.store import Job, JobStore, LeaseLost, State, StoreUnavailable, safe_location, storage_trouble
@@ -50,7 +50,7 @@ RSS_RECORD_SECONDS = 5.0
 WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.0}
 WORKER_GB_PER_AUDIO_HOUR = 0.4
 MAX_BACKOFF_SECONDS = 3600.0
-SPACE_PROBE_BYTES = 1 << 20  # a paused daemon resumes once this much can be written again
+START_RETRY_SECONDS = 2.0  # a start refused by a full disk is tried again this often
 # Until its worker has decoded a file, its duration is unknown (the supervisor
 # never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
 # and uncompressed audio are larger per second, so this over-estimates them),
@@ -153,12 +153,11 @@ class Supervisor:
 
     # -- start ------------------------------------------------------------------
     def prepare(self) -> None:
-        """Folders, the state-root lock and the workers' settings file; once per process."""
-        if self._lock is not None:
-            return
+        """Folders, the state-root lock and the workers' settings file (again after a full disk refused it)."""
         for folder in self.settings.folders.values():
             folder.mkdir(parents=True, exist_ok=True)
-        self.lock_state_dir()
+        if self._lock is None:
+            self.lock_state_dir()
         remove_temporaries(self.settings_file.parent)
         write_text(self.settings_file, settings_to_json(self.settings), mode=0o600)
 
@@ -177,9 +176,12 @@ class Supervisor:
             lock.close()
             raise AlreadyRunning(f"another diarized (pid {holder}) is running as node {self.node} "
                                  f"on {self.settings.state_dir}; stop it first") from None
-        lock.truncate(0)
-        lock.write(str(os.getpid()))
-        lock.flush()
+        try:
+            lock.truncate(0)
+            lock.write(str(os.getpid()))
+            lock.flush()
+        except OSError:
+            pass  # the pid is for messages; a full disk must not keep the lock from being held
         if not self.store.claim_node(self.node):
             lock.close()
             raise AlreadyRunning(f"another diarized already runs as node {self.node!r} on the job store "
@@ -244,9 +246,28 @@ class Supervisor:
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
 
+    def when_space(self, step: Callable[[], object]) -> bool:
+        """Run a start-up step, again every few seconds while the disk or the store refuses it
+        (PAUSED meanwhile, ready for systemd); False if a stop came first."""
+        while not self.stop_requested:
+            try:
+                step()
+            except (StoreUnavailable, OSError) as exc:
+                if not storage_trouble(exc):
+                    raise
+                self.pause(f"while starting: {describe_space(self.settings.state_dir, exc)}")
+                self.notifier.ready()
+                time.sleep(START_RETRY_SECONDS)
+                continue
+            if self.paused:
+                self.resume()
+            return True
+        return False
+
     def run_forever(self) -> None:
         self.install_signal_handlers()
-        self.start()
+        if not self.when_space(self.start):
+            return
         try:
             while not self.stop_requested:
                 self.guarded_tick()
@@ -294,17 +315,7 @@ class Supervisor:
 
     def space_returned(self) -> bool:
         """A probe: can a MiB be written and synced in the job folders again? (the store worked this tick)"""
-        probe = self.settings.jobs_dir / ".space-probe"
-        try:
-            with probe.open("wb") as fh:
-                fh.write(b"\0" * SPACE_PROBE_BYTES)
-                fh.flush()
-                os.fsync(fh.fileno())
-            return True
-        except OSError:
-            return False
-        finally:
-            probe.unlink(missing_ok=True)
+        return space_problem(self.settings.jobs_dir) is None
 
     def resume(self) -> None:
         log.info("resumed: the store and the state folder can be written again")

@@ -39,16 +39,18 @@ def small_disk(tmp_path):
 
 
 def fill(folder: Path) -> Path:
-    """Write until the filesystem says no."""
+    """Write until the filesystem says no, to the last page (MiB blocks first, then pages)."""
     filler = folder / "filler"
-    with filler.open("wb") as fh:
-        try:
-            while True:
-                fh.write(b"\1" * (1 << 20))
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for block in (1 << 20, 4096):
+            try:
+                while True:
+                    os.write(fd, b"\1" * block)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -178,3 +180,34 @@ def test_a_store_locked_by_another_program_is_refused_after_the_wait(tmp_path, m
         holder.close()
     assert proc.returncode == 1 and "database is locked" in proc.stderr and "doctor" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_full_disk_at_start_starts_paused_and_resumes(small_disk, models_cache, tmp_path):
+    """Before: the daemon exited with "restore diarized.db from a backup" (the store was healthy) and
+    `diarizectl status` printed a traceback."""
+    d = Daemon(small_disk / "var", models_cache, fake_workers=True)
+    d.env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")
+    d.start()
+    (d.inbox / "before.wav").write_text(script("before"))
+    d.wait_all_final(1, timeout=30)
+    d.stop()  # a clean stop: SQLite removes its -wal and -shm, which a new start must make again
+    filler = fill(small_disk)
+    d.start(wait=False)
+    runtime_file = candidates({"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"]})[0]
+    wait_until(lambda: runtime_file.exists() and runtime_info(d).get("paused"), 30,
+               lambda: f"the daemon to say it is paused:\n{d.log.read_text()[-3000:]}")
+    assert d.proc.poll() is None  # alive, waiting
+    assert "is full" in runtime_info(d)["paused"]
+    env = {"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"], "DIARIZED_CONFIG": None, "DIARIZED_STATE_DIR": None}
+    shown = CliRunner().invoke(cli, ["status"], env=env)
+    text = " ".join(shown.output.split())
+    assert "PAUSED" in text and "is full" in text and "Traceback" not in text, text  # read or not, it says so
+    assert "restore" not in d.log.read_text()
+    filler.unlink()
+    wait_until(lambda: d.store_ready(), 30, "the daemon to resume its start")
+    (d.inbox / "after.wav").write_text(script("after"))
+    jobs = d.wait_all_final(2, timeout=30)
+    assert {j.source_name: j.state for j in jobs} == {"before.wav": "succeeded", "after.wav": "succeeded"}
+    log = d.log.read_text()
+    assert ("paused at start" in log or "while starting" in log) and "resumed" in log and "restore" not in log
+    d.stop()

@@ -37,6 +37,12 @@ for command in COMMANDS:
 
 
 def main() -> None:
-    cli(prog_name="diarizectl")
+    from diarized.cli.common import fail
+    from diarized.store import StoreUnavailable
+
+    try:
+        cli(prog_name="diarizectl")
+    except StoreUnavailable as exc:  # read or written by any command: a full disk, a locked file
+        fail(f"the job store cannot be used now: {exc} (`diarizectl doctor` says what to do)")
 if __name__ == "__main__":
     main()

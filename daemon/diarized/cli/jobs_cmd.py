@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -133,7 +134,10 @@ def jobs_table(jobs: list[Job], now: float) -> Table:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Daemon health and every active or queued job."""
     store, settings = _store(ctx)
-    nodes = store.nodes(STALE_SECONDS)
+    try:
+        nodes = store.nodes(STALE_SECONDS)
+    except StoreUnavailable as exc:
+        unreadable_status(settings, exc, as_json)
     daemon = store.daemon(STALE_SECONDS).to_dict() | {"paused": _paused(settings),
                                                       "nodes": [n.to_dict() for n in nodes]}
     running = store.jobs(states=(State.RUNNING,))
@@ -153,6 +157,23 @@ def status(ctx: click.Context, as_json: bool) -> None:
         console.print("no active or queued jobs")
     counts = store.counts()
     console.print(" · ".join(f"{counts.get(s, 0)} {s}" for s in FINAL_STATES))
+
+
+def unreadable_status(settings: Settings, exc: StoreUnavailable, as_json: bool) -> None:
+    """The store cannot be read (a full disk keeps even readers out): what the daemon published instead."""
+    from diarized import runtime
+
+    info = runtime.find()
+    ours = info is not None and Path(info.state_dir).resolve() == settings.state_dir.resolve()
+    daemon = {"up": ours, "pid": info.pid if ours else None, "paused": info.paused if ours else None}
+    if as_json:
+        _emit_json({"daemon": daemon, "store_error": str(exc)})
+    else:
+        console = _console()
+        if daemon["paused"]:
+            console.print(status_header(daemon))
+        console.print(f"the job store cannot be read now: {exc}", soft_wrap=True)
+    sys.exit(CliExit.ERROR)
 
 
 @click.command("list")
