@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Tools the tests use, from Debian's packages: systemd-analyze and shellcheck (packaging),
-# strace (the no-network test), PostgreSQL (the store conformance suite on a real server),
+# strace (the no-network test), a C compiler (tests/support/clockstep.c steps the wall clock of
+# a daemon under test), PostgreSQL (the store conformance suite on a real server),
 # chromium and its driver (the dashboard, driven by selenium in a real browser).
 system-deps:
 	@missing=""; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \

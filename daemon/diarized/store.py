@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import json
 import os
 import re
@@ -155,6 +156,8 @@ class Job:
     node: str | None = None  # the lease: which node runs it, under which generation, until when
     lease_generation: int = 0  # +1 at every claim; transitions of a running job are fenced by it
     lease_expires_at: float | None = None  # renewed by the worker's heartbeat; then any node requeues it
+    wait_mono: float | None = None  # not_before on the monotonic clock of boot `wait_boot` (clock steps)
+    wait_boot: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
@@ -316,6 +319,40 @@ def short_id(job_id: str) -> str:
     return job_id[-6:]
 
 
+@functools.cache
+def boot_id() -> str:
+    """This boot of this machine: monotonic times compare only within one (they restart at boot)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _wait(seconds: float | None) -> dict[str, Any]:
+    """A job's not-before `seconds` from now on both clocks (see JobStore.claimable); None: due at once."""
+    if seconds is None:
+        return {"not_before": 0.0, "wait_mono": None, "wait_boot": None}
+    return {"not_before": time.time() + seconds, "wait_mono": time.monotonic() + seconds, "wait_boot": boot_id()}
+
+
+def _node_up(row: dict[str, Any], stale_seconds: float) -> bool:
+    """Running, its process alive where that can be seen, and a heartbeat seen lately: on this
+    machine by the monotonic clock (a wall-clock step shows no live daemon DOWN), elsewhere by
+    the wall clock."""
+    if row["state"] not in ("running", "stopping"):
+        return False
+    if row["host"] == socket.gethostname():
+        if not pid_alive(row["pid"]):
+            return False
+        if row.get("boot_id") == boot_id() and row.get("heartbeat_mono") is not None:
+            return time.monotonic() - row["heartbeat_mono"] < stale_seconds
+    return time.time() - (row["heartbeat_at"] or 0) < stale_seconds
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("heartbeat_mono", "boot_id")}
+
+
 def new_job_id(now: float) -> str:
     """Sortable by creation time, unique without coordination."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(3)
@@ -375,7 +412,11 @@ class JobStore(Protocol):
         """Size and known audio duration of every incoming, queued or running job."""
 
     def claimable(self, now: float | None = None) -> list[Job]:
-        """Queued jobs whose backoff has passed, in claim order: priority, then age, then id."""
+        """Queued jobs whose backoff has passed, in claim order: priority, then age, then id.
+
+        A backoff has passed when the wall clock says so, or this machine's monotonic clock
+        (same boot): a step of the wall clock back does not make a job wait longer.
+        """
 
     def expired_leases(self, now: float | None = None) -> list[Job]:
         """Running jobs whose lease ended (no heartbeat renewed it), on any node."""
@@ -551,8 +592,11 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 MAX_DEATH_BACKOFF = 3600.0  # the longest a job waits after daemon deaths in a row
+# No wait the service sets (retry backoff, death backoff, webhook retry and lease) is longer
+# than this; one further ahead was written before the wall clock stepped back.
+MAX_WAIT_SECONDS = 3600.0 + 600.0
 
 # Frozen: version -> the statements that bring the schema from version-1. Never edit a
 # released entry (databases in the field already ran it); add the next version instead.
@@ -626,6 +670,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
            "workers_busy" INTEGER, "workers_total" INTEGER, "memory_used_gb" REAL,
            "memory_budget_gb" REAL, "queued" INTEGER, "state" TEXT, "inbox" INTEGER NOT NULL DEFAULT 0)""",
         'DROP TABLE "daemon"',
+    ),
+    9: (
+        # durations that survive a step of the wall clock: a backoff's end and a supervisor's heartbeat
+        # also on the monotonic clock of the boot that wrote them
+        'ALTER TABLE "jobs" ADD COLUMN "wait_mono" REAL',
+        'ALTER TABLE "jobs" ADD COLUMN "wait_boot" TEXT',
+        'ALTER TABLE "nodes" ADD COLUMN "heartbeat_mono" REAL',
+        'ALTER TABLE "nodes" ADD COLUMN "boot_id" TEXT',
     ),
 }
 
@@ -772,8 +824,11 @@ class SQLStore:
 
     def claimable(self, now: float | None = None) -> list[Job]:
         now = time.time() if now is None else now
-        return self._rows("SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
-                          "ORDER BY priority, created_at, id", [now])
+        # due by the wall clock, or by the monotonic one of this boot (a wait set before the wall
+        # clock stepped back ends on time; a step forward merely ends it early)
+        return self._rows("SELECT * FROM jobs WHERE state = 'queued' AND (not_before <= ? OR "
+                          "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id",
+                          [now, boot_id(), time.monotonic()])
 
     def expired_leases(self, now: float | None = None) -> list[Job]:
         now = time.time() if now is None else now
@@ -788,11 +843,8 @@ class SQLStore:
             cur = self._x(conn, "SELECT * FROM nodes ORDER BY node")
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, row)) for row in cur.fetchall()]
-        here = socket.gethostname()
-        return [DaemonStatus(up=(r["state"] in ("running", "stopping")
-                                 and time.time() - (r["heartbeat_at"] or 0) < stale_seconds
-                                 and (r["host"] != here or pid_alive(r["pid"]))),
-                             **{**r, "inbox": bool(r["inbox"])}) for r in rows]
+        return [DaemonStatus(up=_node_up(r, stale_seconds), **{**_shown(r), "inbox": bool(r["inbox"])})
+                for r in rows]
 
     def daemon(self, stale_seconds: float = 15.0) -> DaemonStatus:
         nodes = self.nodes(stale_seconds)
@@ -890,7 +942,7 @@ class SQLStore:
                 self._notify(conn, job_id, State.FAILED)
             else:
                 self._update(conn, job_id, state=State.QUEUED, attempts=attempts, worker_pid=None,
-                             stage=None, not_before=now + backoff, supervisor_deaths=0)
+                             stage=None, supervisor_deaths=0, **_wait(backoff))
                 self._event(conn, job_id, "requeued", reason + (
                     f"; retry in {backoff:.0f} s" if backoff else "") + (
                     "" if spend_attempt else "; attempt not counted"))
@@ -898,7 +950,6 @@ class SQLStore:
 
     def requeue_after_daemon_death(self, job_id: str, reason: str, generation: int | None = None,
                                    backoff_base: float = 30.0) -> Job:
-        now = time.time()
         with self.transaction() as conn:
             job = self._require(conn, job_id, generation)
             if job.state != State.RUNNING:
@@ -906,7 +957,7 @@ class SQLStore:
             deaths = job.supervisor_deaths + 1
             wait = 0.0 if deaths < 2 else min(MAX_DEATH_BACKOFF, backoff_base * 2 ** min(deaths - 2, 20))
             self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
-                         worker_pid=None, stage=None, not_before=now + wait, supervisor_deaths=deaths)
+                         worker_pid=None, stage=None, supervisor_deaths=deaths, **_wait(wait))
             self._event(conn, job_id, "requeued", f"{reason}; attempt not counted (daemon death {deaths} in a "
                                                   "row" + (f"; waits {wait:.0f} s)" if wait else ")"))
             return self._require(conn, job_id)
@@ -1032,7 +1083,7 @@ class SQLStore:
             if not stat.S_ISREG(os.lstat(job.source_path).st_mode):
                 raise InvalidTransition(f"job {job.id}: {job.source_path} is not a plain file (a link or "
                                         "a pipe put in its place); drop the recording into the inbox again")
-            self._update(conn, job_id, state=State.QUEUED, attempts=0, cancel_requested=0, not_before=0,
+            self._update(conn, job_id, state=State.QUEUED, attempts=0, cancel_requested=0, **_wait(None),
                          error=None, error_type=None, hint=None, finished_at=None, stage=None, progress=0.0,
                          supervisor_deaths=0)
             self._event(conn, job_id, "retry", "requested by the operator")
@@ -1071,7 +1122,7 @@ class SQLStore:
     def claim_deliveries(self, lease_seconds: float, limit: int = 20, now: float | None = None,
                          url: str | None = None, other_than: tuple[str, ...] = ()) -> list[Delivery]:
         now = time.time() if now is None else now
-        where, params = "state = 'pending' AND next_at <= ?", [now]
+        where, params = "state = 'pending' AND (next_at <= ? OR next_at > ?)", [now, now + MAX_WAIT_SECONDS]
         if url is not None:
             where, params = where + " AND url = ?", params + [url]
         if other_than:

@@ -36,7 +36,8 @@ from diarized.config import Settings, settings_to_json
 from diarized.files import describe_space, remove_temporaries, space_problem, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
-from diarized.store import Job, JobStore, LeaseLost, State, StoreUnavailable, safe_location, storage_trouble
+from diarized.store import (Job, JobStore, LeaseLost, State, StoreUnavailable, boot_id, safe_location,
+                            storage_trouble)
 from diarized.worker import WorkerExit
 
 log = logging.getLogger("diarized.supervisor")
@@ -115,10 +116,30 @@ class Running:
     threads: int = 1
     rss: int = 0
     peak_rss: int = 0
-    last_rss_record: float = 0.0
+    last_rss_record: float = float("-inf")
     kill_reason: str | None = None  # set when the supervisor itself ended the worker
     cancel: bool = False
     stopping: bool = False
+    # Durations are measured on this process's monotonic clock, never by subtracting the
+    # wall-clock times the worker writes (a clock step would make a live job look dead or
+    # a dead one live): the supervisor notes *when it saw* each new progress or heartbeat.
+    started: float = field(default_factory=time.monotonic)
+    progress: "Seen" = field(default_factory=lambda: Seen())
+    heartbeat: "Seen" = field(default_factory=lambda: Seen())
+
+
+@dataclass
+class Seen:
+    """The last value of a store timestamp the supervisor saw, and when (monotonic) it last changed."""
+
+    value: float | None = None
+    at: float = field(default_factory=time.monotonic)
+
+    def look(self, value: float | None, now: float) -> float:
+        """Seconds since the value last changed (a worker's write is a sign of life, whatever its clock)."""
+        if value != self.value:
+            self.value, self.at = value, now
+        return now - self.at
 
 
 @dataclass
@@ -291,14 +312,13 @@ class Supervisor:
         if not self.paused:
             for note in self.take_inbox():
                 log.info("inbox take-over: %s", note)
-        # one read of the expired leases a tick: other nodes' to take over, ours to kill
-        expired = self.store.expired_leases() if self.running or self.inbox_held else []
         if not self.paused and self.inbox_held:
             self.inbox.tick()
-            self.take_over_expired(expired)
+            if not self.settings.store_is_file:  # other nodes' expired leases (one node per SQLite store)
+                self.take_over_expired(self.store.expired_leases())
         self.handle_cancellations()
         self.reap()
-        self.enforce_limits({j.id for j in expired})
+        self.enforce_limits()
         if not self.stop_requested and not self.paused:
             self.admit()
         self.publish_status()
@@ -379,9 +399,13 @@ class Supervisor:
                  extra={"job_id": job.id, "file": job.source_name})
 
     # -- limits --------------------------------------------------------------------------
-    def enforce_limits(self, expired: set[str]) -> None:
-        """Memory, progress and whole-job limits, and this node's workers whose lease expired."""
-        now = time.time()
+    def enforce_limits(self) -> None:
+        """Memory, progress and whole-job limits, and this node's workers that went silent.
+
+        Every duration is on the monotonic clock (Running): a wall-clock step of an hour back
+        or a day forward neither kills a live job nor spares a hung one.
+        """
+        now = time.monotonic()
         limit = self.settings.per_worker_memory_gb
         for job_id, run in list(self.running.items()):
             if run.kill_reason or run.proc.poll() is not None:
@@ -396,14 +420,14 @@ class Supervisor:
                 self.kill(run, f"memory limit exceeded ({run.rss / 2**30:.1f} GiB > {limit:.1f} GiB)")
                 continue
             job = self.store.get(job_id)
-            idle = now - (job.progress_at or job.started_at or now)
+            idle = run.progress.look(job.progress_at, now)
+            silent = run.heartbeat.look(job.heartbeat_at, now)
             allowed = job_timeout(audio_seconds(job), self.settings.unit_timeout_seconds)
             if idle > self.settings.unit_timeout_seconds:
                 self.kill(run, f"timeout: no progress for {idle:.0f} s in stage {job.stage}")
-            elif job_id in expired:
-                silent = now - (job.heartbeat_at or job.started_at or now)
+            elif silent > self.settings.lease_seconds:
                 self.kill(run, f"lease expired: no heartbeat from the worker for {silent:.0f} s")
-            elif job.started_at and now - job.started_at > allowed:
+            elif now - run.started > allowed:
                 self.kill(run, f"timeout: job ran longer than {allowed:.0f} s")
 
     def kill(self, run: Running, reason: str) -> None:
@@ -530,7 +554,8 @@ class Supervisor:
         queued = self.store.counts().get(State.QUEUED, 0)
         used = sum(r.rss for r in self.running.values()) / 2**30
         self.store.set_daemon(self.node, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
-                              heartbeat_at=time.time(), workers_busy=len(self.running),
+                              heartbeat_at=time.time(), heartbeat_mono=time.monotonic(), boot_id=boot_id(),
+                              workers_busy=len(self.running),
                               workers_total=self.settings.max_workers, memory_used_gb=round(used, 2),
                               memory_budget_gb=self.settings.max_memory_gb, queued=queued, state=state,
                               inbox=self.inbox_held and state == "running")
