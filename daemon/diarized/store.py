@@ -411,8 +411,16 @@ class JobStore(Protocol):
     def pending_work(self) -> PendingWork:
         """Size and known audio duration of every incoming, queued or running job."""
 
-    def claimable(self, now: float | None = None) -> list[Job]:
-        """Queued jobs whose backoff has passed, in claim order: priority, then age, then id.
+    def queue(self, limit: int) -> list[Job]:
+        """The first `limit` incoming and queued jobs in claim order (priority, then age): what
+        `status` shows; an indexed read however long the queue (counts() has the total)."""
+
+    def cancel_requests(self) -> list[Job]:
+        """Queued jobs an operator asked to cancel (an indexed read: few rows, whatever the queue)."""
+
+    def claimable(self, now: float | None = None, limit: int | None = None) -> list[Job]:
+        """Queued jobs whose backoff has passed, in claim order: priority, then age, then id;
+        the first `limit` of them (the supervisor asks for as many as it has free slots).
 
         A backoff has passed when the wall clock says so, or this machine's monotonic clock
         (same boot): a step of the wall clock back does not make a job wait longer.
@@ -592,7 +600,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 MAX_DEATH_BACKOFF = 3600.0  # the longest a job waits after daemon deaths in a row
 # No wait the service sets (retry backoff, death backoff, webhook retry and lease) is longer
 # than this; one further ahead was written before the wall clock stepped back.
@@ -678,6 +686,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'ALTER TABLE "jobs" ADD COLUMN "wait_boot" TEXT',
         'ALTER TABLE "nodes" ADD COLUMN "heartbeat_mono" REAL',
         'ALTER TABLE "nodes" ADD COLUMN "boot_id" TEXT',
+    ),
+    10: (
+        # a queue of 100,000: the claim order read from an index (no sort), cancellations found
+        # among the few rows that ask for one
+        'CREATE INDEX "idx_jobs_queue" ON "jobs" ("state", "priority", "created_at", "id")',
+        'CREATE INDEX "idx_jobs_cancel" ON "jobs" ("state") WHERE "cancel_requested" = 1',
     ),
 }
 
@@ -822,13 +836,23 @@ class SQLStore:
             "WHERE state IN (?, ?, ?)", [str(s) for s in LIVE_STATES])[0]
         return PendingWork(int(jobs), int(size), float(seconds))
 
-    def claimable(self, now: float | None = None) -> list[Job]:
+    def claimable(self, now: float | None = None, limit: int | None = None) -> list[Job]:
         now = time.time() if now is None else now
         # due by the wall clock, or by the monotonic one of this boot (a wait set before the wall
         # clock stepped back ends on time; a step forward merely ends it early)
         return self._rows("SELECT * FROM jobs WHERE state = 'queued' AND (not_before <= ? OR "
-                          "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id",
-                          [now, boot_id(), time.monotonic()])
+                          "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id"
+                          + (f" LIMIT {int(limit)}" if limit else ""), [now, boot_id(), time.monotonic()])
+
+    def queue(self, limit: int) -> list[Job]:
+        incoming = self._rows("SELECT * FROM jobs WHERE state = 'incoming' ORDER BY priority, created_at, id "
+                              f"LIMIT {int(limit)}", [])
+        queued = self._rows("SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority, created_at, id "
+                            f"LIMIT {int(limit)}", [])
+        return sorted(incoming + queued, key=lambda j: (j.priority, j.created_at, j.id))[:limit]
+
+    def cancel_requests(self) -> list[Job]:
+        return self._rows("SELECT * FROM jobs WHERE cancel_requested = 1 AND state = 'queued'", [])
 
     def expired_leases(self, now: float | None = None) -> list[Job]:
         now = time.time() if now is None else now
@@ -864,8 +888,8 @@ class SQLStore:
                         max_attempts: int, inbox_path: Path, jobs_dir: Path,
                         speakers: SpeakerHints = SpeakerHints()) -> Job:
         now = time.time()
-        job_id = new_job_id(now)
         with self.transaction() as conn:
+            job_id = self._free_job_id(conn, now)
             self._lock_content(conn, sha256)
             first = self._row(conn, f"SELECT * FROM jobs WHERE sha256 = ? AND state IN "
                                     f"({','.join('?' * len(DEDUPE_STATES))}) ORDER BY created_at LIMIT 1",
@@ -888,6 +912,14 @@ class SQLStore:
                                                       f"{Priority(priority).name.lower()}"
                                                       + (f", {hints}" if hints else ""))
             return self._require(conn, job_id)
+
+    def _free_job_id(self, conn, now: float) -> str:
+        """A new id not yet taken: a flood of files in one second would otherwise meet one of the
+        16.7 million random tails twice (2,000 files a second: a collision every few seconds)."""
+        while True:
+            job_id = new_job_id(now)
+            if self._x(conn, "SELECT 1 FROM jobs WHERE id = ?", [job_id]).fetchone() is None:
+                return job_id
 
     def mark_queued(self, job_id: str, duration: float | None = None) -> Job:
         with self.transaction() as conn:

@@ -52,6 +52,7 @@ WORKER_BASE_GB = {"tiny.en": 1.8, "base": 2.0}
 WORKER_GB_PER_AUDIO_HOUR = 0.4
 MAX_BACKOFF_SECONDS = 3600.0
 START_RETRY_SECONDS = 2.0  # a start refused by a full disk is tried again this often
+COUNT_SECONDS = 5.0  # the queue's length in status and sd_notify is this fresh
 # Until its worker has decoded a file, its duration is unknown (the supervisor
 # never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
 # and uncompressed audio are larger per second, so this over-estimates them),
@@ -171,6 +172,7 @@ class Supervisor:
         self.settings_file = self.settings.node_dir / "worker-settings.json"
         self.started_at = time.time()
         self._lock = None
+        self._counted: tuple[int, float] = (0, float("-inf"))  # (queued, when counted)
 
     # -- start ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -347,7 +349,11 @@ class Supervisor:
         return sum(max(r.estimate_gb, r.rss / 2**30) for r in self.running.values())
 
     def admit(self) -> None:
-        waiting = self.store.claimable()
+        """Start the best queued jobs that fit; reads only as many as there are free slots."""
+        free = self.settings.max_workers - len(self.running)
+        if free <= 0:
+            return
+        waiting = self.store.claimable(limit=free)
         for index, job in enumerate(waiting):
             if len(self.running) >= self.settings.max_workers:
                 return
@@ -463,9 +469,8 @@ class Supervisor:
     def handle_cancellations(self) -> None:
         """Queued jobs are cancelled by the inbox's node (one node: no double cancel), running ones
         by the node that runs them."""
-        for job in self.store.jobs(states=(State.QUEUED,)) if self.inbox_held else []:
-            if job.cancel_requested:
-                self.guarded(job.id, "cancelling", lambda job=job: self.lifecycle.cancel(job))
+        for job in self.store.cancel_requests() if self.inbox_held else []:
+            self.guarded(job.id, "cancelling", lambda job=job: self.lifecycle.cancel(job))
         for job_id, run in self.running.items():
             if not run.cancel and self.store.get(job_id).cancel_requested:
                 run.cancel = True
@@ -550,8 +555,16 @@ class Supervisor:
         return min(MAX_BACKOFF_SECONDS, self.settings.retry_backoff_seconds * 2 ** max(0, min(attempts - 1, 30)))
 
     # -- status and stop ------------------------------------------------------------------
+    def queued_count(self) -> int:
+        """The queue's length, counted at most every COUNT_SECONDS (a count reads every queued row's index
+        entry: with 100,000 queued, twice a second would be most of the idle supervisor's time)."""
+        now = time.monotonic()
+        if now - self._counted[1] >= COUNT_SECONDS:
+            self._counted = (self.store.counts().get(State.QUEUED, 0), now)
+        return self._counted[0]
+
     def publish_status(self, state: str = "running") -> None:
-        queued = self.store.counts().get(State.QUEUED, 0)
+        queued = self.queued_count()
         used = sum(r.rss for r in self.running.values()) / 2**30
         self.store.set_daemon(self.node, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
                               heartbeat_at=time.time(), heartbeat_mono=time.monotonic(), boot_id=boot_id(),

@@ -169,3 +169,21 @@ def test_show_lists_the_jobs_speaker_hints(tmp_path):
     shown = json.loads(ctl(tmp_path, "show", job.short_id, "--json").output)["job"]
     assert shown["num_speakers"] == 7 and shown["max_speakers"] is None
     assert "num_speakers" in ctl(tmp_path, "show", job.short_id).output
+
+
+def test_a_deep_queue_is_counted_not_listed(tmp_path):
+    """Before: status printed every queued job (17.9 s with 21,492 of them)."""
+    store = open_store(tmp_path / "state/diarized.db")
+    jobs = tmp_path / "state/jobs"
+    for n in range(3000):
+        job = store.record_incoming(f"q{n:04d}.wav", f"{n:064x}", 1000,
+                                    Priority.HIGH if n == 2999 else Priority.NORMAL, 3, tmp_path / f"q{n}.wav", jobs)
+        store.mark_queued(job.id)
+    out = ctl(tmp_path, "status").output
+    listed = [line for line in out.splitlines() if " queued " in line]
+    assert len(listed) == 20 and "q2999.wav" in listed[0]  # claim order: the high-priority one first
+    assert "… and 2,980 more waiting (3,000 in all" in " ".join(out.split())
+    data = json.loads(ctl(tmp_path, "status", "--json", "--queued", "5").output)
+    assert len(data["jobs"]) == 5 and data["waiting"] == 3000 and data["counts"]["queued"] == 3000
+    assert [j.source_name for j in store.claimable(limit=2)] == ["q2999.wav", "q0000.wav"]
+    assert [j.source_name for j in store.queue(3)] == ["q2999.wav", "q0000.wav", "q0001.wav"]

@@ -160,10 +160,12 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
         store = client.store
         daemon = store.daemon(15.0)
         running = sorted(store.jobs(states=(State.RUNNING,)), key=lambda j: j.started_at or 0)
-        queued = sorted(store.jobs(states=(State.INCOMING, State.QUEUED)), key=lambda j: (j.priority, j.created_at))
+        queued = store.queue(QUEUE_ROWS)  # the first ones: a queue of 100,000 is counted in the header
         finished = store.jobs(states=FINAL_STATES, limit=FINISHED_ROWS)
         budget = daemon.memory_budget_gb or settings.max_memory_gb
+        counts = store.counts()
         return {"daemon": daemon, "running": running, "queued": queued, "finished": finished,
+                "waiting": counts.get(State.INCOMING, 0) + counts.get(State.QUEUED, 0),
                 "memory_share": daemon.memory_used_gb / budget if budget else 0.0,
                 "samples": store.samples(time.time() - SAMPLE_WINDOW)}
 
@@ -171,7 +173,6 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
     def overview(request: Request) -> Response:
         session = session_of(request)
         data = overview_data()
-        data["queued"] = data["queued"][:QUEUE_ROWS]
         return page("overview.html", session=session, can_submit=session.can_submit, **data)
 
     @router.get("/overview.json")
@@ -181,7 +182,7 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
         return JSONResponse({
             "daemon": data["daemon"].to_dict() | {"paused": None}, "memory_share": data["memory_share"],
             "running": [job_row(j) for j in data["running"]],
-            "queued": [job_row(j) for j in data["queued"][:QUEUE_ROWS]],
+            "queued": [job_row(j) for j in data["queued"]], "waiting": data["waiting"],
             "finished": [job_row(j) for j in data["finished"]],
             "samples": {label: [[s.at, s.rss_mb, s.cpu_percent] for s in points]
                         for label, points in _by_worker(data["samples"]).items()}})

@@ -128,11 +128,16 @@ def jobs_table(jobs: list[Job], now: float) -> Table:
     return table
 
 
+QUEUE_SHOWN = 20
+
+
 @click.command()
+@click.option("--queued", "shown", type=click.IntRange(0), default=QUEUE_SHOWN, show_default=True,
+              help="How many waiting jobs to list (the rest are counted).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Daemon health and every active or queued job."""
+def status(ctx: click.Context, shown: int, as_json: bool) -> None:
+    """Daemon health, the running jobs and the first waiting ones (a long queue is counted, not listed)."""
     store, settings = _store(ctx)
     try:
         nodes = store.nodes(STALE_SECONDS)
@@ -140,22 +145,26 @@ def status(ctx: click.Context, as_json: bool) -> None:
         unreadable_status(settings, exc, as_json)
     daemon = store.daemon(STALE_SECONDS).to_dict() | {"paused": _paused(settings),
                                                       "nodes": [n.to_dict() for n in nodes]}
-    running = store.jobs(states=(State.RUNNING,))
-    waiting = sorted(store.jobs(states=(State.INCOMING, State.QUEUED)), key=lambda j: (j.priority, j.created_at))
-    jobs = sorted(running, key=lambda j: j.started_at or 0) + waiting
+    running = sorted(store.jobs(states=(State.RUNNING,)), key=lambda j: j.started_at or 0)
+    waiting = store.queue(shown) if shown else []
+    counts = store.counts()
+    total = counts.get(State.INCOMING, 0) + counts.get(State.QUEUED, 0)
     if as_json:
-        _emit_json({"daemon": daemon, "jobs": [j.to_dict() for j in jobs], "counts": store.counts()})
+        _emit_json({"daemon": daemon, "jobs": [j.to_dict() for j in running + waiting], "counts": counts,
+                    "waiting": total})
         return
     console = _console()
     console.print(status_header(daemon))
     now = time.time()
     if len(nodes) > 1:
         console.print(nodes_table(nodes, running, now))
-    if jobs:
-        console.print(jobs_table(jobs, now))
-    else:
+    if running or waiting:
+        console.print(jobs_table(running + waiting, now))
+    if total > len(waiting):
+        console.print(f"… and {total - len(waiting):,} more waiting ({total:,} in all; `diarizectl list --state "
+                      "queued` pages through them)" if waiting else f"{total:,} waiting")
+    elif not running and not waiting:
         console.print("no active or queued jobs")
-    counts = store.counts()
     console.print(" · ".join(f"{counts.get(s, 0)} {s}" for s in FINAL_STATES))
 
 

@@ -97,7 +97,7 @@ async function refreshOverview() {
   document.getElementById("memory").textContent =
     data.daemon.memory_used_gb.toFixed(1) + " / " + data.daemon.memory_budget_gb.toFixed(1) + " GiB";
   setShare(document.getElementById("memory-bar"), data.memory_share);
-  document.getElementById("queued-count").textContent = String(data.queued.length);
+  document.getElementById("queued-count").textContent = String(data.waiting);
   fillRows(document.getElementById("queue-rows"), data.running.concat(data.queued).map(queueRow), "Nothing queued.");
   fillRows(document.getElementById("finished-rows"), data.finished.map(finishedRow), "No finished jobs yet.");
   drawChart(document.getElementById("chart"), data.samples);
