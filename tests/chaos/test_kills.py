@@ -156,3 +156,38 @@ def _folders_agree(root: Path, job) -> None:
         folder = Path(job.source_path).parent
         assert folder.parent == root / "failed" and Path(job.source_path).exists()
         assert json.loads((folder / "error.json").read_text())["job_id"] == job.id
+
+
+SUPERVISOR_KILLS = 8
+
+
+def test_supervisor_kills_during_jobs_never_fail_a_file(tmp_path, models_cache):
+    """The blame rule: before, 4 of 8 files failed as DaemonDied ("the file is the likely cause")
+    after 8 random supervisor kills. A daemon's death is no evidence against a file."""
+    rng = random.Random(SEED)
+    d = Daemon(tmp_path / "var", models_cache, fake_workers=True, max_workers=2)  # max_attempts: the default 3
+    d.start()
+    names = [f"talk-{n}.wav" for n in range(8)]
+    for name in names:
+        (d.inbox / name).write_text(json.dumps({"runs": [{"exit": 0, "seconds": 3}], "name": name}))
+    for _ in range(SUPERVISOR_KILLS):
+        wait_until_running(d)
+        time.sleep(rng.uniform(0.1, 1.5))
+        d.kill9()
+        d.start()
+    jobs = d.wait_all_final(len(names), timeout=180)
+    outcomes = collections.Counter(str(j.state) for j in jobs)
+    deaths = max(sum(1 for e in d.store.events(j.id) if "daemon death" in e.detail) for j in jobs)
+    print(json.dumps({"files": len(names), "supervisor_kills": SUPERVISOR_KILLS, "outcomes": outcomes,
+                      "most_deaths_one_job_saw": deaths}))
+    assert outcomes == {"succeeded": len(names)}, [(j.source_name, j.state, j.error) for j in jobs]
+    assert all(j.attempts == 1 for j in jobs)  # no attempt spent on the daemon's deaths
+
+
+def wait_until_running(d: Daemon) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if [j for j in d.jobs("running") if j.worker_pid]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no job started: {d.log.read_text()[-2000:]}")
