@@ -67,12 +67,17 @@ def test_odd_files_fail_clearly_and_never_stop_the_daemon(daemon, tmp_path, unpr
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder/inside.wav").write_bytes(script("inside"))
     (inbox / "linked-folder").symlink_to(tmp_path / "folder", target_is_directory=True)
+    service_only = d.root / "state" / "worker-settings.json"  # the service's own file (0600)
+    for stem, make in (("linked", lambda p: p.symlink_to(service_only)), ("piped", os.mkfifo),
+                       ("bloated", lambda p: p.write_text("a" + ".a" * 50_000 + " = 1\n"))):
+        make(inbox / f"{stem}.wav.toml")  # sidecars: a link, a pipe, a quadratic-cost key
+        (inbox / f"{stem}.wav").write_bytes(script(stem))
     locked = inbox / "locked"  # a folder the service cannot take files out of: skipped, logged
     locked.mkdir()
     (locked / "stuck.wav").write_bytes(script("stuck"))
 
     d.wait_all_final(12, timeout=90)
-    wait_until(lambda: len(errors(d)) >= 5, 30, "five rejections")
+    wait_until(lambda: len(errors(d)) >= 8, 30, "eight rejections")
     jobs = d.jobs()
     assert sorted(j.state for j in jobs) == ["succeeded"] * 12, [(j.source_name, j.state) for j in jobs]
     names = sorted(j.source_name for j in jobs)
@@ -97,6 +102,11 @@ def test_odd_files_fail_clearly_and_never_stop_the_daemon(daemon, tmp_path, unpr
                       if json.loads(p.read_text())["file"] == name)
         assert os.path.lexists(folder / name), f"{name} was lost"
     assert (tmp_path / "elsewhere.wav").exists()  # the link's target is untouched
+    for stem in ("linked", "piped", "bloated"):
+        report = rejected[f"{stem}.wav"]
+        assert report["error_type"] == "BadHints" and f"{stem}.wav.toml" in report["message"], report
+        assert "api_tokens" not in json.dumps(report)  # nothing of the service's file in a readable error
+    assert service_only.exists() and not service_only.is_symlink()
     leftovers = [p for p in inbox.rglob("*") if not p.is_dir()]
     assert leftovers == [locked / "stuck.wav"]
     assert "cannot move files out of this folder" in d.log.read_text() and "trying again in 60 s" in d.log.read_text()
