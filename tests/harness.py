@@ -44,6 +44,11 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str | Call
 FAKE_DAEMON = Path(__file__).parent / "support" / "fake_daemon.py"
 
 
+def script(name: str, **run) -> bytes:
+    """A file that tells fake_worker.py what to do: one run, exiting 0 (after `seconds`, if given)."""
+    return json.dumps({"runs": [{"exit": 0, **run}], "name": name}).encode()
+
+
 class Service:
     """A diarized process the way systemd would run it: output appended to `log`, SIGTERM to stop."""
 

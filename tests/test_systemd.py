@@ -12,6 +12,7 @@ import time
 import pytest
 
 from diarized import systemd
+from diarized.files import sha256_of
 from diarized.store import Priority, open_store
 from tests.harness import Daemon, wait_until
 
@@ -69,8 +70,8 @@ def test_daemon_speaks_sd_notify(tmp_path, models_cache, data):
     store = open_store(d.root / "state/diarized.db")
     (d.root / "inbox").mkdir(parents=True)
     stranded = d.drop(data / "en-jfk/jfk.flac")
-    job = store.record_incoming("jfk.flac", "sha-x", stranded.stat().st_size, Priority.NORMAL, 3, stranded,
-                                d.root / "state/jobs")
+    job = store.record_incoming("jfk.flac", sha256_of(stranded), stranded.stat().st_size, Priority.NORMAL, 3,
+                                stranded, d.root / "state/jobs")  # (recovery checks the file is the one recorded)
     try:
         d.start()
         ready_at = wait_until(lambda: next((t for t, m in listener.messages if b"READY=1" in m), None),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon, wait_until
+from tests.harness import Daemon, script, wait_until
 
 SOURCE = Path(__file__).parents[1] / "support" / "clockstep.c"
 
@@ -43,10 +43,6 @@ def stepped(tmp_path, models_cache, clockstep):
     yield d
     if d.proc.poll() is None:
         d.kill9()
-
-
-def script(name: str, **run) -> bytes:
-    return json.dumps({"runs": [{"exit": 0, **run}], "name": name}).encode()
 
 
 def status(d: Daemon) -> dict:

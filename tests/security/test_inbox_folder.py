@@ -5,27 +5,13 @@ The real daemon (fake workers) as `nobody`, so permissions are real.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
-import pytest
 
-from tests.harness import Daemon, wait_until
+from tests.harness import script, wait_until
 
 LONG = "d" * 250  # a name of 250 bytes; 17 of them nested pass PATH_MAX (4096)
-
-
-def script(name: str) -> bytes:
-    return json.dumps({"runs": [{"exit": 0}], "name": name}).encode()
-
-
-@pytest.fixture
-def daemon(public_tmp, unprivileged, models_cache):
-    d = Daemon(public_tmp / "var", models_cache, fake_workers=True, user=unprivileged).start()
-    yield d
-    if d.proc.poll() is None:
-        d.kill9()
 
 
 def deep_tree(top, levels: int, uid_gid) -> None:

@@ -12,16 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from diarized.store import open_store
-from tests.harness import Daemon, wait_until
+from tests.harness import script, wait_until
 
 OTHER_UID = 4242  # a user that is neither the service nor in its group
-
-
-def script(name: str) -> bytes:
-    return json.dumps({"runs": [{"exit": 0}], "name": name}).encode()
 
 
 def diarizectl(root: Path, *args: str, user: int | None = None) -> subprocess.CompletedProcess:
@@ -29,14 +24,6 @@ def diarizectl(root: Path, *args: str, user: int | None = None) -> subprocess.Co
     return subprocess.run([sys.executable, "-m", "diarized.cli.ctl", "--state-dir", str(root), *args],
                           env=env, capture_output=True, text=True, timeout=60, user=user, group=user,
                           extra_groups=[] if user is not None else None)
-
-
-@pytest.fixture
-def daemon(public_tmp, unprivileged, models_cache):
-    d = Daemon(public_tmp / "var", models_cache, fake_workers=True, user=unprivileged).start()
-    yield d
-    if d.proc.poll() is None:
-        d.kill9()
 
 
 def test_sudo_submit_writes_as_the_services_user(daemon, unprivileged, tmp_path):
