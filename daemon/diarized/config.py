@@ -52,6 +52,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "api_max_connections": (16, True, None), "webhook_timeout_seconds": (0, False, None),
 }
 CLUSTERINGS = ("agglomerative", "spectral")
+EMBEDDING_PASSES = ("shared", "window")
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -131,6 +132,7 @@ class Settings:
     clustering_threshold: float = 0.75
     min_cluster_size: int = 2  # bench/tune_clustering.py: 4 merged real voices on long, crowded files
     diarization_clustering: str = "agglomerative"  # or "spectral" (bench/tune_clustering.py compares them)
+    embedding_pass: str = "shared"  # CAM++ once over the audio; "window": once per 10-s window (pyannote's way)
     embedding_exclude_overlap: bool = False
     embedding_batch_size: int = 16
     # outputs and logs
@@ -356,6 +358,8 @@ def _validate(s: Settings) -> None:
     bad = [f for f in s.formats if f not in FORMATS]
     if bad or not s.formats:
         problems.append(f"formats must be a subset of {','.join(FORMATS)}; got {bad}")
+    if s.embedding_pass not in EMBEDDING_PASSES:
+        problems.append(f"embedding_pass must be {' or '.join(EMBEDDING_PASSES)}, not {s.embedding_pass!r}")
     if s.diarization_clustering not in CLUSTERINGS:
         problems.append(f"diarization_clustering must be {' or '.join(CLUSTERINGS)}, not {s.diarization_clustering!r}")
     if s.log_format not in ("auto", "human", "json"):

