@@ -159,3 +159,24 @@ def test_the_shared_pass_embeds_like_the_per_window_pass(diarization_pipeline, d
     blocked, _ = embeddings(shared, audio)
     seams = cosine_distances(ours, blocked, active)
     assert seams["p95"] < 0.01, seams
+
+
+@pytest.mark.slow
+def test_the_head_in_pieces_is_the_head_over_the_whole(diarization_pipeline, data, tmp_path, monkeypatch):
+    """CAM++'s convolutional head is computed in pieces to bound memory; the seams must not show."""
+    import numpy as np
+    import torch
+
+    from diarized.pipeline import campplus
+
+    shared, _ = diarization_pipeline
+    model = shared.campplus
+    audio = np.asarray(media.open_audio(media.decode(data / "ami-mixture-4spk/mixture.wav",
+                                                     tmp_path / "m.f32").raw_path))[: 16000 * 30]
+    features = model.compute_fbank(torch.from_numpy(audio.copy()).reshape(1, 1, -1)).permute(0, 2, 1)
+    with torch.inference_mode():
+        whole = model.net.head(features)
+        monkeypatch.setattr(campplus, "HEAD_PIECE", 333)  # nine seams, one piece shorter than the rest
+        pieces = campplus._head_in_pieces(model.net.head, features)
+    assert pieces.shape == whole.shape
+    assert torch.allclose(pieces, whole, atol=1e-5), (pieces - whole).abs().max()

@@ -39,7 +39,9 @@ NUM_MEL_BINS = 80
 
 FRAME_SAMPLES = 320  # one network frame: two 10-ms fbank frames (the first TDNN has stride 2)
 WINDOW_FRAMES = 499  # network frames of a 10-s window: the span of the sliding means
-BLOCK_FRAMES = 6000  # network frames computed at once in the shared pass (120 s)
+BLOCK_FRAMES = 3000  # network frames computed at once in the shared pass (60 s; 6000 took 500 MiB more, no faster)
+HEAD_PIECE = 2000  # fbank frames the convolutional head takes at once (its 2-D activations are large)
+HEAD_CONTEXT = 16  # fbank frames each head output depends on, on each side (ten 3x3 convolutions: 10)
 MARGIN_FRAMES = 500  # real audio on each side of a block, so its edges see what a window sees
 
 
@@ -72,6 +74,9 @@ class CamPlusPlus(Model):
                 break
             x = layer(x)
         return x
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        return _head_in_pieces(self.net.head, features)
 
     def embed(self, frames: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
         """(batch, channels, frames) frame-level features and (batch, mask frames) weights -> embeddings."""
@@ -106,7 +111,7 @@ class CamPlusPlus(Model):
         features = self._fbank(samples.unsqueeze(0))
         features = features - sliding_mean(features.T.unsqueeze(0), 2 * WINDOW_FRAMES)[0].T
         with sliding_context(WINDOW_FRAMES):
-            x = self.net.head(features.T.unsqueeze(0))
+            x = self._head(features.T.unsqueeze(0))
             for name, layer in self.net.xvector.named_children():
                 if name == "stats":
                     break
@@ -144,6 +149,23 @@ def _dedupe_consecutive(waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Te
             keep.append(i)
         index.append(len(keep) - 1)
     return waveforms[keep], torch.tensor(index)
+
+
+def _head_in_pieces(head, features: torch.Tensor) -> torch.Tensor:
+    """CAM++'s 2-D convolutional head over (1, 80, frames), HEAD_PIECE frames at a time.
+
+    Its activations are 2-D (32 channels x frequency x time): over a whole block they
+    were most of a worker's peak memory. Each output frame depends on the HEAD_CONTEXT
+    frames around it only (ten 3x3 convolutions), so pieces computed with that much
+    context on each side join into exactly the whole.
+    """
+    frames = features.shape[-1]
+    pieces = []
+    for start in range(0, frames, HEAD_PIECE):
+        low, high = max(0, start - HEAD_CONTEXT), min(frames, start + HEAD_PIECE + HEAD_CONTEXT)
+        out = head(features[..., low:high])
+        pieces.append(out[..., start - low: start - low + min(HEAD_PIECE, frames - start)])
+    return torch.cat(pieces, dim=-1)
 
 
 def network_frames(samples: int) -> int:
