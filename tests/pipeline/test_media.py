@@ -149,3 +149,30 @@ def test_playlists_and_manifests_never_open_other_files(jfk, tmp_path):
         assert followed.format.name == "hls" and followed.streams.audio
     with pytest.raises(av.error.FFmpegError):
         av.open(str(playlist), options=media.OPEN_OPTIONS)
+
+
+def _mapped_rss_kib(path) -> int:
+    """This process's resident KiB of the mapping of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_released_audio_pages_leave_the_resident_set_and_read_back_the_same(data, tmp_path):
+    """A two-hour file made a worker's RSS grow by all of its 460 MB of samples; stages now let go."""
+    raw = media.decode(data / "ami-mixture-4spk/mixture.wav", tmp_path / "a.f32").raw_path
+    audio = media.open_audio(raw)
+    first = float(np.asarray(audio, dtype=np.float64).sum())  # every page touched
+    full = _mapped_rss_kib(raw)
+    assert full >= audio.nbytes // 1024 - 8
+    media.release(audio, len(audio) // 2)
+    half = _mapped_rss_kib(raw)
+    assert abs(half - full / 2) < 64, (full, half)
+    media.release(audio, len(audio))
+    assert _mapped_rss_kib(raw) < 8
+    assert float(np.asarray(audio, dtype=np.float64).sum()) == first  # read back from the page cache
+    media.release(np.zeros(10, np.float32), 10)  # not a mapping: nothing to do

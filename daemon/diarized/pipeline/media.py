@@ -13,6 +13,7 @@ Failure policy, per case:
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,3 +184,22 @@ def _wav_declared_seconds(path: Path) -> float | None:
 def open_audio(raw_path: Path) -> np.ndarray:
     """Memory-map decoded samples copy-on-write: shared pages, writable for torch."""
     return np.memmap(raw_path, dtype=np.float32, mode="c")
+
+
+def release(audio: np.ndarray, end: int, start: int = 0) -> None:
+    """Let go of the memory-mapped pages of samples [start, end) once a stage has read past them.
+
+    Pages a stage touched stay in this process's RSS until the kernel needs them back, so
+    a two-hour file (460 MB of samples) made a worker's RSS grow by the whole file. They
+    are page cache: dropping them from this mapping (MADV_DONTNEED) costs nothing, and a
+    later read finds them in the cache again. Nothing happens for an array that is not
+    such a mapping.
+    """
+    mapping = getattr(audio, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise"):
+        return
+    page, size = mmap.PAGESIZE, audio.itemsize
+    low = -(-max(0, start) * size // page) * page  # whole pages only: start rounded up, end down
+    high = min(end, len(audio)) * size // page * page
+    if high > low:
+        mapping.madvise(mmap.MADV_DONTNEED, low, high - low)

@@ -13,13 +13,14 @@ import cProfile
 import json
 import resource
 import shutil
+import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from diarized.allocator import HeapTrimmer
+from diarized.allocator import CoreShare, HeapTrimmer
 from diarized.config import Settings
 from diarized.models import resolve_diarization, resolve_whisper
 from diarized.pipeline import chunking, formats, media, merge
@@ -30,6 +31,9 @@ from diarized.pipeline.transcribe import AsrOptions, results_document
 # used to turn per-stage progress into one job fraction.
 WEIGHTS = {"decode": 0.03, "transcribe": 0.55, "diarize": 0.39, "write": 0.03}
 STAGES = tuple(WEIGHTS)
+# Samples read before this far behind a stage's progress are let go of (media.release): a
+# window (10 s) and the shared pass's margin (10 s) behind, with room to spare.
+RELEASE_LAG = 30 * 16000
 
 
 class Interrupted(Exception):
@@ -96,6 +100,9 @@ class Runner:
         self.timings: dict[str, float] = {}
         self.profile_dir = profile_dir  # one cProfile file per stage, to find the slow one
         self.trim_heap = HeapTrimmer()  # progress comes every batch: a steady place to trim
+        self.share = CoreShare(settings.threads)  # never more threads than free cores (allocator.py)
+        self.torch_threads: int | None = None  # what torch runs with once diarization set it
+        self.audio = None  # the memory-mapped audio while diarization reads it (media.release)
 
     @contextmanager
     def _profiled(self, stage: str) -> Iterator[None]:
@@ -114,7 +121,22 @@ class Runner:
     # -- helpers ---------------------------------------------------------
     def _report(self, stage: str, fraction: float) -> None:
         self.trim_heap()
+        self._share_cores()
         self.hooks.progress(stage, fraction, job_fraction(stage, fraction))
+
+    def _share_cores(self) -> None:
+        """Between batches: as many torch threads as cores are free now (allocator.CoreShare)."""
+        threads = self.share.threads()
+        if self.torch_threads is not None and threads != self.torch_threads:
+            sys.modules["torch"].set_num_threads(threads)
+            self.torch_threads = threads
+            self._threads_event(threads)
+
+    def _threads_event(self, threads: int) -> None:
+        busy = self.share.cores - threads
+        self.hooks.event("threads", f"{threads} compute thread{'s' * (threads != 1)}: {busy} of "
+                                    f"{self.share.cores} cores busy elsewhere" if threads < self.share.most
+                         else f"{threads} compute threads again")
 
     def _checkpoint(self, kind: str, detail: str) -> None:
         self.hooks.event(kind, detail)
@@ -125,9 +147,11 @@ class Runner:
         self.timings[stage] = round(self.timings.get(stage, 0.0) + time.monotonic() - started, 3)
 
     def _diarize_progress(self, step: str, fraction: float) -> None:
-        # segmentation is about 15 % of diarization time; embeddings the rest
-        share = 0.15 * fraction if step == "segmentation" else 0.15 + 0.85 * fraction
+        # segmentation is about a third of diarization time with the shared embedding pass
+        share = 0.35 * fraction if step == "segmentation" else 0.35 + 0.65 * fraction
         self._report("diarize", share)
+        if self.audio is not None and step in ("segmentation", "embeddings"):  # both read the audio in order
+            media.release(self.audio, int(fraction * len(self.audio)) - RELEASE_LAG)
 
     # -- stages ----------------------------------------------------------
     def decode(self, source: Path, work: Path) -> tuple:
@@ -176,6 +200,7 @@ class Runner:
         options = asr_options(self.settings)
         transcriber = None
         if resumed < len(units) or not lang_path.exists():
+            options = replace(options, cpu_threads=self.share.settle())  # CTranslate2 fixes them at load
             transcriber = Transcriber(options)
         started = time.monotonic()
         if lang_path.exists():
@@ -191,9 +216,11 @@ class Runner:
                 results.append(json.loads(path.read_text()))
                 self.hooks.event("unit_skipped", f"unit {unit.index} already transcribed")
                 continue
+            transcriber = self._transcriber_for_free_cores(transcriber)
             report = lambda t, u=unit: self._report(  # noqa: E731
                 "transcribe", min(1.0, (u.start + t) / duration))
             segments = transcriber.transcribe_unit(audio, unit, lang["language"], report)
+            media.release(audio, int(unit.end * media.SAMPLE_RATE))
             write_json(path, segments)
             results.append(segments)
             self._timed("transcribe", started)
@@ -205,6 +232,18 @@ class Runner:
         return results_document(lang["language"], lang["probability"], options.model_name,
                                 results), resumed
 
+    def _transcriber_for_free_cores(self, transcriber):
+        """At a unit boundary: the model again with fewer (or more) threads if the free cores changed."""
+        from diarized.pipeline.transcribe import Transcriber
+
+        threads = self.share.threads()
+        if threads == transcriber.options.cpu_threads:
+            return transcriber
+        self._threads_event(threads)
+        options = replace(transcriber.options, cpu_threads=threads)
+        del transcriber
+        return Transcriber(options)
+
     def diarize(self, audio, work: Path) -> list[dict]:
         path = work / "diarization_results.json"
         if path.exists():
@@ -213,9 +252,15 @@ class Runner:
         from diarized.pipeline.diarize import build_pipeline, diarize
 
         started = time.monotonic()
-        options = diarize_options(self.settings)
+        options = replace(diarize_options(self.settings), cpu_threads=self.share.settle())
         pipeline = build_pipeline(resolve_diarization(), options)
-        turns = diarize(pipeline, audio, options, self._diarize_progress)
+        self.torch_threads = options.cpu_threads  # from here on, resized between batches
+        self.audio = audio
+        try:
+            turns = diarize(pipeline, audio, options, self._diarize_progress)
+        finally:
+            self.audio = None
+        media.release(audio, len(audio))
         write_json(path, {"turns": turns})
         self._timed("diarize", started)
         self._checkpoint("diarized", f"{len({t['speaker'] for t in turns})} speakers, "
