@@ -1,13 +1,15 @@
 """Speed and memory, ours vs the bare libraries, in one run: `make bench` / `python -m bench`.
 
-    python -m bench [--minutes 30] [--input FILE] [--model base] [--runs bare,oneshot,one,two] [--profile]
-                    [--config diarized.toml]
+    python -m bench [--minutes 30] [--input FILE] [--model base] [--runs bare,oneshot,busy,one,two]
+                    [--profile] [--config diarized.toml]
 
 Builds a long real recording (the recordings in ../shared/data, concatenated,
 as an mp4 with a black video track), then runs, one after the other on this
 machine: bare faster-whisper, bare pyannote.audio (each in its own process,
 written the way their READMEs show), `diarizectl transcribe`, the daemon with
-one file, and the daemon with two files at once. Writes
+one file, and the daemon with two files at once; `busy` runs the bare libraries
+and the one-shot again with one CPU-bound process beside them (another
+program holding a core, as the daemon's own second job does). Writes
 bench/results/<timestamp>.json, a PNG of RSS and CPU per worker for the
 two-at-once run, and prints a Markdown table with the ratios. `--config` runs
 ours with a configuration of your own (say, old defaults against new).
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +145,29 @@ def run_bare(model_path: Path, media: Path, threads: int) -> dict:
     return {"faster_whisper": whisper, "pyannote": pyannote}
 
 
+SPINNER = "while True: pass"  # one core kept busy, as any CPU-bound program beside us would
+
+
+@contextmanager
+def busy_core():
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def run_busy(model_path: Path, media: Path, threads: int, model: str, cache: Path, work: Path,
+             config: str) -> dict:
+    """The bare libraries and the one-shot again, each with one core held by another process."""
+    with busy_core():
+        bare = run_bare(model_path, media, threads)
+    with busy_core():
+        oneshot = run_oneshot(media, model, cache, work / "busy", None, config)
+    return {"bare": bare, "oneshot": oneshot}
+
+
 def run_oneshot(media: Path, model: str, cache: Path, work: Path, profile_dir: Path | None,
                 config: str = "") -> dict:
     env = {**os.environ, "DIARIZED_CONFIG": config, "DIARIZED_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
@@ -252,7 +278,22 @@ def table(r: dict) -> str:
                         f"{'/'.join(str(t) for t in d.get('worker_threads', []))} | "
                         f"{_slash(d['peak_rss_mib_per_worker'])} | "
                         f"{_slash(d.get('peak_anon_mib_per_worker', []))} | |")
+    busy = r.get("busy")
+    if busy:
+        for name in ("faster_whisper", "pyannote"):
+            b = busy["bare"][name]
+            rows.append(f"| bare {name}, a core busy | {b['wall_s']:.0f} | {b['wall_s'] / dur:.3f} | {cores} | "
+                        f"{b['peak_rss_mib']:.0f} | {b.get('peak_anon_mib', 0):.0f} | |")
+        b = busy["oneshot"]
+        rows.append(f"| diarizectl transcribe, a core busy | {b['wall_s']:.0f} | {b['wall_s'] / dur:.3f} | {cores} | "
+                    f"{b['peak_rss_mib']:.0f} | {b.get('peak_anon_mib', 0):.0f} | |")
     rows.append("")
+    if busy and o:
+        rows.append(f"a core busy / quiet, one-shot: {busy['oneshot']['wall_s'] / o['wall_s']:.2f} (diarize stage "
+                    f"{busy['oneshot']['stages_s']['diarize'] / o['stages_s']['diarize']:.2f})")
+    if busy and r.get("bare"):
+        quiet = sum(r["bare"][k]["wall_s"] for k in ("faster_whisper", "pyannote"))
+        rows.append(f"a core busy / quiet, bare sum: {sum(busy['bare'][k]['wall_s'] for k in busy['bare']) / quiet:.2f}")
     if bare_sum and o:
         rows.append(f"ours / bare sum (wall): {o['wall_s'] / bare_sum:.2f}")
     if "daemon_two" in r and "daemon_one" in r:
@@ -263,7 +304,7 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
-RUNS = ("bare", "oneshot", "one", "two")
+RUNS = ("bare", "oneshot", "busy", "one", "two")
 
 
 def _runs(text: str) -> tuple[str, ...]:
@@ -305,6 +346,8 @@ def main() -> None:
         result["bare"] = run_bare(resolve_whisper(args.model, cache), media, threads)
     if "oneshot" in args.runs:
         result["oneshot"] = run_oneshot(media, args.model, cache, work, results if args.profile else None, config)
+    if "busy" in args.runs:
+        result["busy"] = run_busy(resolve_whisper(args.model, cache), media, threads, args.model, cache, work, config)
     if "one" in args.runs:
         result["daemon_one"] = run_daemon([media], args.model, cache, work / "d1", config)
     if "two" in args.runs:

@@ -377,9 +377,10 @@ class Supervisor:
         """Split the cores among the jobs that will run together, not among max_workers.
 
         A job that starts alone gets every core (one file through the daemon is then as
-        fast as the one-shot); jobs admitted together split them. CTranslate2 and torch
-        fix their pools at load time, so a job that arrives while a lone job runs gets
-        what is left, at least one thread: briefly one thread more than cores.
+        fast as the one-shot); jobs admitted together split them. A job that arrives
+        while a lone job runs gets what is left, at least one thread, and the lone job
+        gives its extra threads back within seconds: each worker re-measures the free
+        cores between batches (allocator.CoreShare) and never runs more threads than that.
         """
         if self.settings.cpu_threads > 0:
             return self.settings.cpu_threads
