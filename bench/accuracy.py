@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import halves
 from bench.devset import rttm_turns
-from bench.scoring import DATA, der, diarization_cases, load_reference, wer_corpus
+from bench.scoring import DATA, der, load_reference, wer_corpus
 
 BARE_CLUSTERING = {"method": "centroid", "threshold": 0.7, "min_cluster_size": 12}
 
@@ -90,6 +91,15 @@ def bare_turns(pipeline, audio) -> list[dict]:
             for seg, _, label in out.speaker_diarization.itertracks(yield_label=True)]
 
 
+def der_cases(out: Path) -> list[tuple[str, Path, Path, str | None]]:
+    """(name, wav, rttm, uri): every real case of both halves, each meeting as one case, the room meetings."""
+    from bench import room
+
+    cases = [(name, wav, rttm, wav.stem) for name, wav, rttm, _ in halves.real_cases()]
+    made = halves.meeting_cases(out) + [room.meeting(half, out) for half in (halves.TUNING, halves.CHECKING)]
+    return cases + [(c.name, c.wav, c.rttm, None) for c in made]
+
+
 def der_table() -> list[dict]:
     from diarized.models import resolve_diarization
     from diarized.pipeline import diarize, media
@@ -102,15 +112,15 @@ def der_table() -> list[dict]:
     ours, bare = diarize.build_pipeline(weights, options), bare_diarization_pipeline(weights, 32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, wav, rttm in diarization_cases():
+        for name, wav, rttm, uri in der_cases(Path(tmp) / "meetings"):
             audio = media.open_audio(media.decode(wav, Path(tmp) / f"{wav.stem}.f32").raw_path)
-            ref = load_reference(rttm, wav.stem)
+            ref = load_reference(rttm, uri)
             t0 = time.monotonic()
             o = der(ref, diarize.diarize(ours, audio, options))
             t1 = time.monotonic()
             b = der(ref, bare_turns(bare, audio))
             t2 = time.monotonic()
-            rows.append({"case": name, "ours_der": o.der, "ours_der_collar": o.der_collar,
+            rows.append({"case": name, "half": halves.half_of(name), "ours_der": o.der, "ours_der_collar": o.der_collar,
                          "ours_speakers": o.speakers, "bare_der": b.der,
                          "bare_der_collar": b.der_collar, "bare_speakers": b.speakers,
                          "ref_speakers": o.ref_speakers, "ours_s": t1 - t0, "bare_s": t2 - t1})
@@ -229,7 +239,7 @@ def dev_table(model: str, model_path: Path, work: Path) -> list[dict]:
         bare_turn_list = bare_turns(bare, audio)
         t2 = time.monotonic()
         o, b = der(ref, turns), der(ref, bare_turn_list)
-        row = {"case": case.name, "minutes": case.seconds / 60, "ref_speakers": case.speakers,
+        row = {"case": case.name, "half": halves.half_of(case.name), "minutes": case.seconds / 60, "ref_speakers": case.speakers,
                "ours_der": o.der, "ours_der_collar": o.der_collar, "ours_speakers": o.speakers,
                "bare_der": b.der, "bare_der_collar": b.der_collar, "bare_speakers": b.speakers,
                "ours_s": t1 - t0, "bare_diarization_s": t2 - t1}
@@ -253,11 +263,50 @@ def summarise_dev(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def half_summary(rows: list[dict], who: str) -> dict[str, str]:
+    """One column of the halves table: means over a half's cases, for `who` (ours or bare)."""
+    if not rows:
+        return {}
+    mean = lambda key: statistics.mean(r[f"{who}_{key}"] for r in rows)  # noqa: E731
+    off = [r[f"{who}_speakers"] - r["ref_speakers"] for r in rows]
+    cells = {"cases": str(len(rows)),
+             "DER c0 / c0.25": f"{mean('der'):.1%} / {mean('der_collar'):.1%}",
+             "speakers exact": f"{sum(o == 0 for o in off)} of {len(rows)}",
+             "speakers > ref + 1": str(sum(o > 1 for o in off)),
+             "speakers found - ref (mean)": f"{statistics.mean(off):+.2f}"}
+    texted = [r for r in rows if f"{who}_cpwer" in r]
+    cells["cpWER"] = (f"{statistics.mean(r[f'{who}_cpwer'] for r in texted):.1%} ({len(texted)} cases)"
+                      if texted else "-")
+    return cells
+
+
+def merged(dev: list[dict], ders: list[dict]) -> list[dict]:
+    """One row per case: the DER run's row, with cpWER from the development run where it has one."""
+    by_case = {halves.ALIASES.get(r["case"], r["case"]): r for r in dev}
+    rows = [{**r, **{k: v for k, v in by_case.pop(r["case"], {}).items() if k.endswith("cpwer")}} for r in ders]
+    return rows + list(by_case.values())
+
+
+def summarise_halves(rows: list[dict]) -> str:
+    """Tuning | checking | synthetic side by side, ours then bare: choose on the first, report the second."""
+    columns = [(half, who) for who in ("ours", "bare") for half in halves.HALVES]
+    cells = {column: half_summary([r for r in rows if r.get("half") == column[0]], column[1]) for column in columns}
+    metrics = ["cases", "DER c0 / c0.25", "speakers exact", "speakers > ref + 1", "speakers found - ref (mean)",
+               "cpWER"]
+    lines = ["| | " + " | ".join(f"{who} {half}" for half, who in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for metric in metrics:
+        lines.append(f"| {metric} | " + " | ".join(cells[c].get(metric, "-") for c in columns) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-wer", action="store_true")
     ap.add_argument("--skip-der", action="store_true")
     ap.add_argument("--dev", action="store_true", help="only the development set (long, crowded, cpWER)")
+    ap.add_argument("--halves", action="store_true",
+                    help="DER of both halves and the development set, summed up side by side (bench/halves.py)")
     ap.add_argument("--model", default="base")
     ap.add_argument("--out", type=Path, default=Path("bench/results/accuracy.json"))
     args = ap.parse_args()
@@ -265,15 +314,20 @@ def main() -> None:
 
     cache = Path(tempfile.gettempdir()) / "diarized-bench-models"
     model_path = resolve_whisper(args.model, cache)
-    if args.dev:
+    if args.dev or args.halves:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             (work / "models").symlink_to(cache)
             rows = dev_table(args.model, model_path, work)
-        out = args.out.with_name("accuracy-dev.json") if args.out.name == "accuracy.json" else args.out
+        ders = der_table() if args.halves else []
+        name = "accuracy-halves.json" if args.halves else "accuracy-dev.json"
+        out = args.out.with_name(name) if args.out.name == "accuracy.json" else args.out
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(rows, indent=2))
+        out.write_text(json.dumps({"dev": rows, "der": ders}, indent=2))
         print(summarise_dev(rows))
+        if ders:
+            print(summarise(ders=ders, wers=[]))
+            print(summarise_halves(merged(rows, ders)))
         return
     wers = [] if args.skip_wer else wer_table(model_path)
     ders = [] if args.skip_der else der_table()
