@@ -75,7 +75,7 @@ def apply(pipeline, spectral, file: dict, candidate: dict, minutes: float, optio
         pipeline.clustering.instantiate({"method": "centroid", "threshold": candidate["threshold"],
                                          "min_cluster_size": mcs})
     output = pipeline(file, **diarize.speaker_hints(options))
-    kept = diarize.drop_rare_speakers(output.speaker_diarization, options.min_speaker_duration)
+    kept = diarize.decide_speakers(output, options)
     return [{"speaker": str(label), "start": seg.start, "end": seg.end}
             for seg, _, label in kept.itertracks(yield_label=True)]
 

@@ -21,7 +21,7 @@ import pytest
 from bench.accuracy import bare_diarization_pipeline, bare_turns
 from bench.scoring import der, diarization_cases, load_reference
 from diarized.models import resolve_diarization
-from diarized.pipeline import diarize, media
+from diarized.pipeline import diarize, media, speakers
 
 PER_FILE_SLACK = 0.03  # the largest DER move a 10-ms delay of the audio makes on a 1-minute case
 
@@ -105,8 +105,8 @@ def test_rare_speakers_are_dropped():
     ann[Segment(0, 5)] = "A"
     ann[Segment(5, 5.4)] = "B"
     ann[Segment(6, 9)] = "C"
-    assert diarize.drop_rare_speakers(ann, 1.0).labels() == ["A", "C"]
-    assert diarize.drop_rare_speakers(ann, 1.0, floor=3).labels() == ["A", "B", "C"]  # a hint's floor
+    assert speakers.drop_short(ann, 1.0).labels() == ["A", "C"]
+    assert speakers.drop_short(ann, 1.0, floor=3).labels() == ["A", "B", "C"]  # a hint's floor
 
 
 # The long development cases (bench/devset.py), as measured with the shipped settings

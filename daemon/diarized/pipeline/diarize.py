@@ -22,6 +22,7 @@ from pyannote.core import Annotation
 from diarized.models import DiarizationWeights
 from diarized.pipeline.campplus import BLOCK_FRAMES, FRAME_SAMPLES, CamPlusPlus, network_frames
 from diarized.pipeline.media import SAMPLE_RATE
+from diarized.pipeline.speakers import SpeakerRule, decide, drop_short
 
 Progress = Callable[[str, float], None]  # (step, fraction of that step)
 
@@ -43,6 +44,9 @@ class DiarizeOptions:
     segmentation_batch_size: int = 32
     clustering: str = "agglomerative"  # or "spectral" (pipeline/clustering.py)
     embedding_pass: str = "shared"  # one CAM++ pass over the audio; "window": one per 10-s window
+    short_speaker_seconds: float = 0.0  # the speaker decision (speakers.py); 0: off
+    speaker_margin: float = 0.0
+    one_voice_distance: float = 0.0
 
 
 class SharedPassDiarization(SpeakerDiarization):
@@ -162,22 +166,17 @@ def speaker_hints(options: DiarizeOptions) -> dict:
     return hints
 
 
-def drop_rare_speakers(annotation: Annotation, min_duration: float, floor: int = 0) -> Annotation:
-    """Remove speakers with less than `min_duration` s of speech in the whole file.
+def speaker_rule(options: DiarizeOptions) -> SpeakerRule:
+    return SpeakerRule(short_seconds=options.short_speaker_seconds, margin=options.speaker_margin,
+                       one_voice=options.one_voice_distance, min_seconds=options.min_speaker_duration)
 
-    Their words are then given to the nearest remaining speaker by merge.py; a
-    "speaker" heard for half a second is almost always a clustering artefact. The
-    `floor` (num_speakers or min_speakers, when the operator gave one) is never
-    undercut: a hint means what it says, so the longest speakers up to it stay.
-    """
-    if min_duration <= 0:
-        return annotation
-    by_length = sorted(annotation.labels(), key=annotation.label_duration, reverse=True)
-    keep = [label for label in by_length if annotation.label_duration(label) >= min_duration]
-    keep += [label for label in by_length if label not in keep][: max(0, floor - len(keep))]
-    if not keep:  # never drop everyone: keep the single longest speaker
-        keep = by_length[:1]
-    return annotation.subset(keep)
+
+def decide_speakers(output, options: DiarizeOptions) -> Annotation:
+    """Clusters to speakers (speakers.py); a num_speakers hint is taken as it is, short ones aside."""
+    rule = speaker_rule(options)
+    if options.num_speakers:
+        return drop_short(output.speaker_diarization, rule.min_seconds, options.num_speakers)
+    return decide(output.speaker_diarization, output.speaker_embeddings, rule, options.min_speakers)
 
 
 def diarize(pipeline: SpeakerDiarization, audio: np.ndarray, options: DiarizeOptions,
@@ -186,8 +185,7 @@ def diarize(pipeline: SpeakerDiarization, audio: np.ndarray, options: DiarizeOpt
     waveform = torch.from_numpy(audio).unsqueeze(0)  # shares memory with the memmap
     file = {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": "audio"}
     output = pipeline(file, hook=_hook(progress), **speaker_hints(options))
-    floor = options.num_speakers or options.min_speakers
-    annotation = drop_rare_speakers(output.speaker_diarization, options.min_speaker_duration, floor)
+    annotation = decide_speakers(output, options)
     turns = [
         {"speaker": str(label), "start": round(seg.start, 3), "end": round(seg.end, 3)}
         for seg, _, label in annotation.itertracks(yield_label=True)
