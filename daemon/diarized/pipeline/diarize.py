@@ -143,10 +143,14 @@ def build_pipeline(weights: DiarizationWeights, options: DiarizeOptions) -> Spea
         "clustering": {"method": "centroid", "threshold": options.threshold,
                        "min_cluster_size": options.min_cluster_size},
     })
-    if options.clustering == "spectral":
-        from diarized.pipeline.clustering import SpectralClustering
+    from diarized.pipeline.clustering import LinearMemoryAgglomerative, SpectralClustering
 
+    if options.clustering == "spectral":
         pipeline.clustering = SpectralClustering()
+    else:  # the same clustering, its dendrogram in linear memory (clustering.py)
+        pipeline.clustering = LinearMemoryAgglomerative(metric="cosine")
+        pipeline.clustering.instantiate({"method": "centroid", "threshold": options.threshold,
+                                         "min_cluster_size": options.min_cluster_size})
     return pipeline
 
 
