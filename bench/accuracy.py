@@ -1,12 +1,15 @@
 """Accuracy on ../shared/data: ours vs the bare libraries, side by side.
 
-    .venv/bin/python -m bench.accuracy [--skip-der] [--skip-wer]
+    .venv/bin/python -m bench.accuracy [--skip-der] [--skip-wer] [--halves] [--dev]
 
 WER: en-jfk and the eight ptbr-falabrasil clips, Whisper base. "Bare" is
 faster-whisper as its README shows it (WhisperModel.transcribe(path,
 beam_size=5)); "ours" is diarized's transcription stage (decode once, batched
 inference with VAD, word timestamps, language vote).
-DER: every diarization case; "bare" is pyannote's SpeakerDiarization with the
+DER: every real multi-speaker case, by half (bench/halves.py: a tuning half
+that defaults are chosen on and a checking half they are judged on), each
+meeting's excerpts joined as one case, and a simulated room meeting per half
+(bench/room.py); "bare" is pyannote's SpeakerDiarization with the
 same weights and its defaults (step 0.1, no overlap exclusion, batch 1,
 untuned centroid threshold 0.7, min_cluster_size 12), called on the same
 waveform; "ours" is diarized's diarization stage.
@@ -16,6 +19,8 @@ and every case with per-speaker texts): "ours" is the whole service pipeline
 above plus sequential faster-whisper with word timestamps, each word given to
 the bare speaker it overlaps most. DER at collars 0 and 0.25, speakers found
 against the reference, and cpWER where the data has per-speaker texts.
+--halves prints the halves side by side (ours and bare; with --dev the joined
+cases as a third, synthetic column and cpWER where there is text).
 """
 
 from __future__ import annotations
@@ -306,7 +311,7 @@ def main() -> None:
     ap.add_argument("--skip-der", action="store_true")
     ap.add_argument("--dev", action="store_true", help="only the development set (long, crowded, cpWER)")
     ap.add_argument("--halves", action="store_true",
-                    help="DER of both halves and the development set, summed up side by side (bench/halves.py)")
+                    help="DER of both halves (bench/halves.py) side by side; with --dev the synthetic column too")
     ap.add_argument("--model", default="base")
     ap.add_argument("--out", type=Path, default=Path("bench/results/accuracy.json"))
     args = ap.parse_args()
@@ -315,16 +320,19 @@ def main() -> None:
     cache = Path(tempfile.gettempdir()) / "diarized-bench-models"
     model_path = resolve_whisper(args.model, cache)
     if args.dev or args.halves:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            (work / "models").symlink_to(cache)
-            rows = dev_table(args.model, model_path, work)
+        rows = []
+        if args.dev:  # with --halves too: the synthetic column and cpWER come from here
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                (work / "models").symlink_to(cache)
+                rows = dev_table(args.model, model_path, work)
         ders = der_table() if args.halves else []
         name = "accuracy-halves.json" if args.halves else "accuracy-dev.json"
         out = args.out.with_name(name) if args.out.name == "accuracy.json" else args.out
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"dev": rows, "der": ders}, indent=2))
-        print(summarise_dev(rows))
+        if rows:
+            print(summarise_dev(rows))
         if ders:
             print(summarise(ders=ders, wers=[]))
             print(summarise_halves(merged(rows, ders)))
