@@ -119,3 +119,37 @@ def test_a_speaker_name_cannot_break_out_of_its_vtt_voice_tag(tmp_path):
     (tmp_path / "t.vtt").write_text(text)
     caption = webvtt.read(str(tmp_path / "t.vtt")).captions[0]
     assert caption.text == "Good morning." and caption.voice == "Ana &lt;Chair&gt; &amp; co &lt;/v&gt;&lt;c.x&gt;"
+
+
+def _cue_segment(speaker: str, words: list[tuple[str, float, float]]) -> dict:
+    return {"speaker_id": speaker, "start_time": words[0][1], "end_time": words[-1][2],
+            "text": " ".join(w for w, _, _ in words),
+            "words": [{"word": w, "start": s, "end": e} for w, s, e in words]}
+
+
+def test_a_50_ms_cue_is_lengthened_into_the_silence_after_it():
+    """"Hello." from 8.760 to 8.810 was a 50-ms cue (issue 25, item 5)."""
+    cues = formats.build_cues([_cue_segment("SPEAKER_00", [("Hello.", 8.76, 8.81)]),
+                               _cue_segment("SPEAKER_01", [("Hi", 12.0, 12.5), ("there.", 12.5, 13.0)])])
+    assert [(c.start, round(c.end, 3)) for c in cues] == [(8.76, round(8.76 + 5 / 6, 3)), (12.0, 13.0)]
+
+
+def test_a_short_cue_joins_its_same_speaker_neighbour_or_borrows_the_silence_before_it():
+    joined = formats.build_cues([_cue_segment("SPEAKER_00", [("Right.", 1.0, 1.2)]),
+                                 _cue_segment("SPEAKER_00", [("So", 1.3, 1.5), ("then.", 1.5, 1.9)])])
+    assert [(c.text, c.start, c.end) for c in joined] == [("Right. So then.", 1.0, 1.9)]
+    boxed = formats.build_cues([_cue_segment("SPEAKER_00", [("Well", 0.0, 2.0)]),
+                                _cue_segment("SPEAKER_01", [("No.", 3.0, 3.1)]),
+                                _cue_segment("SPEAKER_00", [("OK", 3.1, 4.5)])])
+    no = boxed[1]
+    assert no.text == "No." and no.end == 3.1 and no.end - no.start == pytest.approx(5 / 6)
+    assert no.start >= boxed[0].end
+
+
+def test_cues_without_any_room_stay_valid():
+    cues = formats.build_cues([_cue_segment("SPEAKER_00", [("a", 1.0, 1.05)]),
+                               _cue_segment("SPEAKER_01", [("b", 1.05, 1.1)]),
+                               _cue_segment("SPEAKER_00", [("c", 1.1, 1.15)])])
+    for prev, cue in zip(cues, cues[1:]):
+        assert cue.start >= prev.end
+    assert all(c.end > c.start for c in cues)

@@ -1,9 +1,13 @@
 """Writers for the outputs: JSON (the seed's schema), SRT, VTT, TXT and RTTM.
 
-Subtitle cues follow common broadcast rules: at most two lines of 42
-characters (speaker prefix included), at most 7 s on screen, never
-overlapping. Cues are built once and rendered twice, so SRT and VTT agree.
-Every file is written atomically.
+Subtitle cues follow the Netflix Timed Text Style Guide's general rules (the
+usual reference for subtitles): at most two lines of 42 characters (speaker
+prefix included), at most 7 s and at least 5/6 s on screen, never overlapping.
+A cue that would be shorter ("Hello." in 50 ms) is first merged with its
+neighbour of the same speaker when the two fit one cue, else extended into the
+silence after it (and then before it), as far as the neighbours allow. Cues are
+built once and rendered twice, so SRT and VTT agree. Every file is written
+atomically.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from diarized.files import write_json, write_text
 MAX_LINE = 42
 MAX_LINES = 2
 MAX_CUE_SECONDS = 7.0
-MIN_CUE_SECONDS = 0.05
+MIN_CUE_SECONDS = 5 / 6  # readable: the style guide's minimum (20 frames at 24 fps)
+MIN_SHOWN_SECONDS = 0.05  # where neighbours leave no room, still a cue a player shows
 
 FILENAMES = {
     "json": "final_transcription.json",
@@ -82,19 +87,46 @@ def _truncate_words(cue: Cue) -> Cue:
 
 
 def build_cues(segments: list[dict]) -> list[Cue]:
-    """Cues in time order, clipped so none overlaps the next or lasts over 7 s."""
+    """Cues in time order, none overlapping the next, 5/6 s to 7 s on screen where there is room."""
     cues = [_truncate_words(c) for s in segments for c in _segment_cues(s) if c.text.strip()]
-    cues.sort(key=lambda c: c.start)
+    cues = _merge_short(sorted(cues, key=lambda c: c.start))
     for prev, cue in zip(cues, cues[1:]):
         if cue.start < prev.end:
-            prev.end = max(prev.start + MIN_CUE_SECONDS, cue.start)
+            prev.end = max(prev.start + MIN_SHOWN_SECONDS, cue.start)
             cue.start = max(cue.start, prev.end)
     for cue in cues:
-        cue.end = min(max(cue.end, cue.start + MIN_CUE_SECONDS), cue.start + MAX_CUE_SECONDS)
+        cue.end = min(max(cue.end, cue.start + MIN_SHOWN_SECONDS), cue.start + MAX_CUE_SECONDS)
     for prev, cue in zip(cues, cues[1:]):  # the minimum length may have pushed into the next
         cue.start = max(cue.start, prev.end)
         cue.end = max(cue.end, cue.start)
+    _lengthen_short(cues)
     return cues
+
+
+def _merge_short(cues: list[Cue]) -> list[Cue]:
+    """A too-short cue joins its same-speaker neighbour when both fit one cue."""
+    merged: list[Cue] = []
+    for cue in cues:
+        last = merged[-1] if merged else None
+        short = last is not None and min(last.end - last.start, cue.end - cue.start) < MIN_CUE_SECONDS
+        text = f"{last.text} {cue.text}" if last else ""
+        if short and last.speaker == cue.speaker and _fits(cue.speaker, text, last.start, max(last.end, cue.end)):
+            last.text, last.end = text, max(last.end, cue.end)
+            _truncate_words(last)
+        else:
+            merged.append(cue)
+    return merged
+
+
+def _lengthen_short(cues: list[Cue]) -> None:
+    """Extend a short cue into the silence after it, then before it, never into a neighbour."""
+    for i, cue in enumerate(cues):
+        if cue.end - cue.start >= MIN_CUE_SECONDS:
+            continue
+        after = cues[i + 1].start if i + 1 < len(cues) else float("inf")
+        cue.end = max(cue.end, min(cue.start + MIN_CUE_SECONDS, after))
+        before = cues[i - 1].end if i else 0.0
+        cue.start = min(cue.start, max(before, cue.end - MIN_CUE_SECONDS))
 
 
 def _clock(seconds: float, sep: str) -> str:
