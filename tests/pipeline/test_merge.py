@@ -19,9 +19,12 @@ def _words(document):
 
 
 @pytest.mark.slow  # runs the models once (conftest's sample_run)
-def test_each_word_goes_to_the_turn_it_overlaps_most_or_in_overlaps_to_a_covering_voice(sample_run, sample_out):
+def test_each_word_goes_to_the_turn_it_overlaps_most_unless_its_fragment_moved_it(sample_run, sample_out):
+    """Word by word the turn that overlaps most (in overlaps: a covering voice); the only words that
+    differ are near a turn change, moved with their sentence fragment (merge.settle_fragments)."""
     turns = _turns(sample_out)
-    checked = 0
+    changes = [t["start"] for t in turns] + [t["end"] for t in turns]
+    checked, moved = 0, []
     for word, speaker in _words(sample_run["document"]):
         overlaps = {}
         for t in turns:
@@ -32,10 +35,11 @@ def test_each_word_goes_to_the_turn_it_overlaps_most_or_in_overlaps_to_a_coverin
         if len(covering) > 1:  # overlapped speech: one of the voices covering it (the followed one)
             assert speaker in covering, word
         elif best > 0:
-            # otherwise a word's speaker is one of those with the largest single-turn overlap
-            assert overlaps[speaker] == pytest.approx(best), word
             checked += 1
-    assert checked > 30
+            if overlaps[speaker] != pytest.approx(best):
+                moved.append(word)
+                assert min(abs(word["start"] - c) for c in changes) < merge.FRAGMENT_SECONDS, word
+    assert checked > 30 and len(moved) <= 0.1 * checked, moved
 
 
 def test_words_outside_every_turn_go_to_the_nearest():
@@ -114,3 +118,36 @@ def test_words_in_overlapped_speech_go_to_the_voice_the_asr_followed():
     alone = [merge.Word(" yeah", 4.3, 4.6, 0.9)]  # nothing before or after to follow: most overlap
     merge.assign_speakers(alone, turns)
     assert alone[0].speaker == "B"
+
+
+def _said(text: str, start: float, step: float = 0.3) -> list[merge.Word]:
+    return [merge.Word(" " + w, start + i * step, start + i * step + 0.25, 0.9) for i, w in enumerate(text.split())]
+
+
+def test_a_late_turn_change_does_not_leave_the_reply_s_first_words_behind():
+    """pyannote-sample: "This is Diane in New Jersey. And I'm" / "Sheila and Texas…" (issue 23, item 4)."""
+    words = _said("This is Diane in New Jersey.", 0.0) + _said("And I'm Sheila and Texas originally from Chicago", 2.0)
+    turns = [{"speaker": "A", "start": 0.0, "end": 2.55}, {"speaker": "B", "start": 2.55, "end": 6.0}]
+    merge.assign_speakers(words, turns)
+    assert [w.speaker for w in words[6:8]] == ["A", "A"]  # word by word, "And I'm" went to A
+    merge.settle_fragments(words, turns)
+    assert [w.speaker for w in words] == ["A"] * 6 + ["B"] * 8
+
+
+def test_a_long_fragment_keeps_a_real_change_and_loses_a_stray_word():
+    words = _said("so we decided to go with the blue one then yes I agree that works for me", 0.0)
+    turns = [{"speaker": "A", "start": 0.0, "end": 3.2}, {"speaker": "B", "start": 3.2, "end": 6.0}]
+    merge.assign_speakers(words, turns)
+    merge.settle_fragments(words, turns)
+    assert [w.speaker for w in words] == ["A"] * 11 + ["B"] * 6  # 5 s without punctuation: both keep theirs
+    stray = [{"speaker": "B", "start": 0.0, "end": 0.3}, {"speaker": "A", "start": 0.3, "end": 3.2},
+             {"speaker": "B", "start": 3.2, "end": 6.0}]
+    merge.assign_speakers(words, stray)
+    assert words[0].speaker == "B"
+    merge.settle_fragments(words, stray)
+    assert words[0].speaker == "A"  # one stray word at the start joins its fragment's neighbour
+
+
+def test_fragments_end_at_punctuation_and_pauses():
+    words = _said("Yes, I know.", 0.0) + _said("Then what", 3.0)
+    assert [list(f) for f in merge.fragments(words)] == [[0], [1, 2], [3, 4]]

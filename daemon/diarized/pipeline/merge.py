@@ -1,9 +1,16 @@
 """Words + speaker turns -> speaker-attributed segments (the seed's TranscriptionMerger).
 
 Each word goes to the speaker whose turn overlaps it most, or to the nearest
-turn when none does (diarization leaves short gaps that Whisper fills). Segments
-break on a speaker change, on a pause longer than MAX_PAUSE, after a sentence
-end, and at MAX_SEGMENT seconds, so they read like subtitles and paragraphs.
+turn when none does (diarization leaves short gaps that Whisper fills). Then
+each sentence fragment (words up to punctuation or a pause) that two speakers
+share goes whole to the one whose turns cover most of it: diarization's turn
+changes are a few hundred ms late or early, so word by word the first words of
+a reply landed on the previous speaker ("… in New Jersey. And I'm" / "Sheila
+and Texas…"). A fragment longer than FRAGMENT_SECONDS with a change inside is a
+real change without punctuation and keeps it; only a stray run of under
+EDGE_RUN_SECONDS at its start or end moves to its neighbour. Segments break on a
+speaker change, on a pause longer than MAX_PAUSE, after a sentence end, and at
+MAX_SEGMENT seconds, so they read like subtitles and paragraphs.
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ import numpy as np
 MAX_PAUSE = 1.0
 MAX_SEGMENT = 30.0
 SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
+FRAGMENT_END = SENTENCE_END + (",", ";", ":", "，", "、")
+FRAGMENT_PAUSE = 0.5  # s of silence between two words that ends a fragment
+FRAGMENT_SECONDS = 4.0  # a shared fragment up to this long goes whole to one speaker
+EDGE_RUN_SECONDS = 1.0  # in a longer one, a run this short at either end joins its neighbour
 
 
 @dataclass
@@ -67,6 +78,59 @@ def assign_speakers(words: list[Word], turns: list[dict]) -> None:
         voice = _followed_voice(words, index, contested)
         if voice in covering:
             words[index].speaker = voice
+
+
+def fragments(words: list[Word]) -> list[range]:
+    """Index ranges of sentence fragments: cut after punctuation and at pauses."""
+    found, start = [], 0
+    for i in range(1, len(words) + 1):
+        if i == len(words) or words[i - 1].text.strip().endswith(FRAGMENT_END) \
+                or words[i].start - words[i - 1].end > FRAGMENT_PAUSE:
+            found.append(range(start, i))
+            start = i
+    return found
+
+
+def settle_fragments(words: list[Word], turns: list[dict]) -> None:
+    """A fragment two speakers share goes to the one who covers most of it (module docstring)."""
+    starts = np.array([t["start"] for t in turns])
+    ends = np.array([t["end"] for t in turns])
+    for fragment in fragments(words):
+        if len({words[i].speaker for i in fragment}) < 2:
+            continue
+        first, last = words[fragment[0]], words[fragment[-1]]
+        if last.end - first.start <= FRAGMENT_SECONDS:
+            near = [turns[j] for j in np.flatnonzero((starts < last.end) & (ends > first.start))]
+            cover = _coverage([words[i] for i in fragment], near)
+            if cover:
+                for i in fragment:
+                    words[i].speaker = max(cover, key=cover.get)
+        else:
+            _absorb_edge_runs(words, fragment)
+
+
+def _coverage(words: list[Word], turns: list[dict]) -> dict[str, float]:
+    """Seconds of these words each speaker's turns cover."""
+    cover: dict[str, float] = {}
+    for word in words:
+        for turn in turns:
+            overlap = min(turn["end"], word.end) - max(turn["start"], word.start)
+            if overlap > 0:
+                cover[turn["speaker"]] = cover.get(turn["speaker"], 0.0) + overlap
+    return cover
+
+
+def _absorb_edge_runs(words: list[Word], fragment: range) -> None:
+    runs = []  # [first index, last index] of consecutive words of one speaker
+    for i in fragment:
+        if runs and words[i].speaker == words[runs[-1][0]].speaker:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    for run, neighbour in ((runs[0], runs[1]), (runs[-1], runs[-2])):
+        if words[run[1]].end - words[run[0]].start < EDGE_RUN_SECONDS:
+            for i in range(run[0], run[1] + 1):
+                words[i].speaker = words[neighbour[0]].speaker
 
 
 def _followed_voice(words: list[Word], index: int, contested: dict[int, set[str]]) -> str | None:
@@ -130,6 +194,7 @@ def merge(whisper_segments: list[dict], turns: list[dict]) -> tuple[list[dict], 
     """Returns (segments, relabelled turns, speakers in order)."""
     words = words_from_segments(whisper_segments)
     assign_speakers(words, turns)
+    settle_fragments(words, turns)
     mapping = speaker_order(words, turns)
     for word in words:
         word.speaker = mapping.get(word.speaker, "SPEAKER_00")
