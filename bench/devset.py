@@ -16,6 +16,8 @@ piece's offset:
 - one-voice: the stretches where the AMI debug speaker heard longest speaks
   alone, end to end (far-field, two excerpts of one meeting): a longer
   single-speaker case than the visible clips, which are 2 to 11 s.
+- one-voice-music: the same with synthetic background music (a chord changing
+  every 4 s, 12 dB under the voice) and noise (20 dB under).
 - crowded: at least 15 minutes and 15 speakers: every diarization case of the
   set plus jfk, then the AMI excerpts again in reverse order and 3 dB quieter
   (the only way to reach 15 minutes from this data: the second half repeats
@@ -168,6 +170,35 @@ def one_voice(out: Path) -> DevCase:
     return DevCase("one-voice", wav, write_rttm(out / "one-voice.rttm", "one-voice", turns), offset, 1, {})
 
 
+def noisy_one_voice(out: Path, seed: int = 7) -> DevCase:
+    """one-voice with music and noise under it: a chord that changes every 4 s (-12 dB) and noise (-20 dB).
+
+    Background music is what a reader's video often has; a second "speaker" made of it
+    is the failure a user saw. The music is synthetic (sine tones of a major chord with a
+    slow tremolo), the noise brown-then-high-passed like bench/room.py's.
+    """
+    from bench.synth import read_audio, write_container
+
+    base = one_voice(out)
+    speech = read_audio(base.wav)
+    rng = np.random.default_rng(seed)
+    t = np.arange(len(speech)) / SAMPLE_RATE
+    roots = rng.choice([196.0, 220.0, 247.0, 262.0, 294.0], size=int(t[-1] // 4) + 1)
+    root = roots[(t // 4).astype(int)]
+    music = sum(np.sin(2 * np.pi * root * ratio * t) for ratio in (1.0, 1.26, 1.5)) * (0.75 + 0.25 * np.sin(t))
+    noise = np.cumsum(rng.standard_normal(len(t)))
+    noise -= np.convolve(noise, np.ones(400) / 400, mode="same")
+    level = np.sqrt(np.mean(speech ** 2))
+    mixed = speech + _at(music, level, -12) + _at(noise, level, -20)
+    wav = write_container(out / "one-voice-music.wav", (mixed / max(1.0, np.abs(mixed).max() / 0.9)).astype(np.float32))
+    rttm = write_rttm(out / "one-voice-music.rttm", "one-voice-music", rttm_turns(base.rttm))
+    return DevCase("one-voice-music", wav, rttm, base.seconds, 1, {})
+
+
+def _at(signal: np.ndarray, level: float, db: float) -> np.ndarray:
+    return signal * level / np.sqrt(np.mean(signal ** 2)) * 10 ** (db / 20)
+
+
 def join(name: str, pieces: list[Piece], out: Path) -> DevCase:
     """Concatenate with pauses; write NAME.wav, NAME.rttm and the per-speaker texts."""
     from bench.synth import read_audio, write_container
@@ -197,7 +228,7 @@ def build(out: Path) -> list[DevCase]:
     others = [p for p in visible_pieces() if p not in ami]
     crowded = ami + others + [jfk_piece()] + again
     cases = [join("ami-joined", ami, out), join("ptbr-joined", ptbr_pieces(), out),
-             join("crowded", crowded, out), one_voice(out)]
+             join("crowded", crowded, out), one_voice(out), noisy_one_voice(out)]
     assert cases[2].seconds >= CROWDED_MIN_SECONDS and cases[2].speakers >= 15, cases[2]
     return cases
 

@@ -46,6 +46,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "rescan_seconds": (0, False, None), "unit_timeout_seconds": (0, False, None),
     "stop_timeout_seconds": (0, False, None), "unit_seconds": (0, False, None),
     "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
+    "short_speaker_seconds": (0, True, None), "speaker_margin": (0, True, 2.0), "one_voice_distance": (0, True, 2.0),
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
     "webhook_retry_seconds": (0, False, None), "lease_seconds": (10, True, None),
     "api_header_timeout_seconds": (0, False, None), "api_body_idle_seconds": (0, False, None),
@@ -127,6 +128,10 @@ class Settings:
     min_speakers: int = 0
     max_speakers: int = 0  # 0: no limit (the seed's 8 silently capped crowded recordings)
     min_speaker_duration: float = 1.0
+    # the speaker decision (pipeline/speakers.py), chosen on the tuning half (bench/speaker_decision.py)
+    short_speaker_seconds: float = 3.0  # a cluster with less speech may be a piece of another voice...
+    speaker_margin: float = 0.4  # ...and joins the nearest one unless its centroid is this far from all
+    one_voice_distance: float = 0.0  # all centroids closer than this: one speaker (0: off; 0.4 merged real voices)
     # tuned on ../shared/data with bench/tune_diarization.py (README, Accuracy)
     segmentation_step: float = 0.25
     clustering_threshold: float = 0.75

@@ -180,3 +180,22 @@ def test_the_head_in_pieces_is_the_head_over_the_whole(diarization_pipeline, dat
         pieces = campplus._head_in_pieces(model.net.head, features)
     assert pieces.shape == whole.shape
     assert torch.allclose(pieces, whole, atol=1e-5), (pieces - whole).abs().max()
+
+
+@pytest.mark.slow
+def test_the_checking_half_finds_no_more_than_one_speaker_too_many(diarization_pipeline, tmp_path):
+    """Every real multi-speaker recording of the checking half (bench/halves.py), each of its meetings
+    joined in order, and its simulated room meeting: speakers found <= reference + 1 (a four-person
+    meeting came out as nine)."""
+    from bench import halves
+    from bench.accuracy import der_cases
+
+    pipeline, options = diarization_pipeline
+    cases = [c for c in der_cases(tmp_path / "made") if halves.half_of(c[0]) == halves.CHECKING]
+    assert len(cases) >= 9 and any(name == "room-checking" for name, *_ in cases)
+    found = {}
+    for name, wav, rttm, uri in cases:
+        audio = media.open_audio(media.decode(wav, tmp_path / f"{wav.stem}.f32").raw_path)
+        score = der(load_reference(rttm, uri), diarize.diarize(pipeline, audio, options))
+        found[name] = (score.speakers, score.ref_speakers)
+    assert all(speakers <= ref + 1 for speakers, ref in found.values()), found

@@ -80,14 +80,15 @@ SINGLE_SPEAKER = ["en-jfk/jfk.flac", *(f"ptbr-falabrasil/{n}" for n in (
 def test_one_voice_stays_one_speaker_and_the_whole_run_agrees_with_the_stage(make_settings, data, tmp_path,
                                                                             diarization_pipeline):
     """Every visible single-speaker clip, and 38 s of one far-field AMI voice (bench/devset.py),
-    is one speaker through `diarizectl transcribe`'s path (Runner) and through the diarization
+    alone and with music and noise under it, is one speaker through `diarizectl transcribe`'s path (Runner) and through the diarization
     stage alone; the two-voice sample stays two."""
     from bench import devset
     from diarized.pipeline import diarize, media
 
     pipeline, options = diarization_pipeline
     settings = make_settings(model="tiny.en", cpu_threads=2)
-    files = [data / name for name in SINGLE_SPEAKER] + [devset.one_voice(tmp_path / "devset").wav]
+    files = [data / name for name in SINGLE_SPEAKER] + [devset.one_voice(tmp_path / "devset").wav,
+                                                        devset.noisy_one_voice(tmp_path / "devset").wav]
     for file in [*files, data / "pyannote-sample/sample.wav"]:
         out = tmp_path / file.stem
         Runner(settings).run(file, out / "work", out / "out")
