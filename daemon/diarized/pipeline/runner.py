@@ -89,7 +89,8 @@ def diarize_options(settings: Settings):
         embedding_batch_size=settings.embedding_batch_size,
         exclude_overlap=settings.embedding_exclude_overlap,
         cpu_threads=settings.threads, clustering=settings.diarization_clustering,
-        embedding_pass=settings.embedding_pass,
+        embedding_pass=settings.embedding_pass, short_speaker_seconds=settings.short_speaker_seconds,
+        speaker_margin=settings.speaker_margin, one_voice_distance=settings.one_voice_distance,
     )
 
 
