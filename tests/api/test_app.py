@@ -176,6 +176,24 @@ def test_openapi_documents_every_route(service):
     assert "multipart/form-data" in spec["paths"]["/jobs"]["post"]["requestBody"]["content"]
 
 
+def test_the_api_docs_load_nothing_from_a_cdn_and_declare_the_bearer_scheme(service):
+    """/docs was a blank page offline: Swagger UI came from a CDN (issue 25, item 2)."""
+    import re
+
+    _, api, _ = service
+    with api.client() as client:
+        page = client.get("/docs").text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert assets and all(a.startswith("/") for a in assets), assets  # this server's own paths only
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
+        assert client.get("/redoc").status_code == 200
+        spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearer"]["description"]}
+    assert spec["security"] == [{"bearer": []}]
+
+
 @pytest.mark.slow
 def test_a_real_recording_through_the_api_and_a_real_daemon(make_daemon, make_api, data):
     daemon = make_daemon()  # tiny.en, the real worker

@@ -19,6 +19,8 @@ from typing import Annotated, Callable
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -91,10 +93,14 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         if halt:
             halt()
 
-    app = FastAPI(title="diarized", version="1", lifespan=lifespan, description=(
+    # FastAPIOffline: FastAPI whose /docs and /redoc load Swagger UI and ReDoc from the package's
+    # own files, not a CDN (an offline service's docs were a blank page); maintained, and no more
+    # than FastAPI's own docs helpers pointed at bundled assets.
+    app = FastAPIOffline(title="diarized", version="1", lifespan=lifespan, description=(
         "Speaker-attributed transcripts, offline. Authenticate with `Authorization: Bearer <token>` "
         "(`diarizectl token new NAME`); read tokens may read, submit tokens may also submit, cancel, "
         "retry and change priorities."), responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    app.openapi = lambda: openapi_with_bearer(app)
     app.state.settings, app.state.clients = settings, clients
     _install_error_handlers(app)
     _install_dashboard(app, clients, sessions)
@@ -275,6 +281,22 @@ def _install_dashboard(app: FastAPI, clients: Clients, sessions) -> None:
     @app.exception_handler(dashboard.Forbidden)
     async def forbidden(_request: Request, exc):
         return error_response(403, "forbidden", str(exc))
+
+
+def openapi_with_bearer(app: FastAPI) -> dict:
+    """The OpenAPI document with the bearer scheme declared, so /docs's Authorize button works.
+
+    Tokens are checked by our own dependency (not fastapi.security), so FastAPI cannot know the
+    scheme by itself; every route takes it, /healthz and /metrics answer without it too.
+    """
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "a token from `diarizectl token new NAME` (read or submit scope)"}}
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 class LockDown:
