@@ -344,6 +344,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError("; ".join(problems))
     if s.language != "auto" and s.language not in WHISPER_LANGUAGES:
         problems.append(f"language must be auto or a Whisper language code (pt, en, ...), not {s.language!r}")
+    if s.model.endswith(".en") and s.language not in ("auto", "en"):
+        problems.append(f"model {s.model} understands English only, but language = {s.language!r}: "
+                        "choose a multilingual model (base, small, ...) or language = \"en\"")
     if s.compute_type not in COMPUTE_TYPES:
         problems.append(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}; not {s.compute_type!r}")
     ram_gb = psutil.virtual_memory().total / 2**30

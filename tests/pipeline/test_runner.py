@@ -97,3 +97,23 @@ def test_one_voice_stays_one_speaker_and_the_whole_run_agrees_with_the_stage(mak
         stage = {t["speaker"] for t in diarize.diarize(pipeline, audio, options)}
         expected = 2 if file.name == "sample.wav" else 1
         assert (len(whole_run), len(stage)) == (expected, expected), file.name
+
+
+@pytest.mark.slow
+def test_an_english_only_model_on_other_speech_warns_in_outputs(make_settings, data, tmp_path):
+    """tiny.en wrote fluent English for Portuguese speech with no warning (issue 25, item 6)."""
+    settings = make_settings(model="tiny.en", cpu_threads=2)
+    warned = Runner(settings).run(data / "ptbr-falabrasil/ufpalign_falabrasil.wav", tmp_path / "w1", tmp_path / "o1")
+    document = json.loads((tmp_path / "o1/final_transcription.json").read_text())
+    assert any("English-only model tiny.en" in w and "sounds like pt" in w for w in document["warnings"]), document
+    assert warned.warnings == document["warnings"]
+    english = Runner(settings).run(data / "en-jfk/jfk.flac", tmp_path / "w2", tmp_path / "o2")
+    assert not [w for w in english.warnings if "English-only" in w]
+
+
+def test_an_english_only_model_refuses_another_language(make_settings):
+    from diarized.config import ConfigError
+
+    with pytest.raises(ConfigError, match="understands English only"):
+        make_settings(model="tiny.en", language="pt")
+    assert make_settings(model="tiny.en", language="en").language == "en"

@@ -34,6 +34,9 @@ STAGES = tuple(WEIGHTS)
 # Samples read before this far behind a stage's progress are let go of (media.release): a
 # window (10 s) and the shared pass's margin (10 s) behind, with room to spare.
 RELEASE_LAG = 30 * 16000
+# An English-only model's output is flagged when the multilingual check hears another language
+# this surely (pt clips: 0.9+; English: "en" anyway).
+ENGLISH_ONLY_CONFIDENCE = 0.5
 
 
 class Interrupted(Exception):
@@ -209,6 +212,8 @@ class Runner:
         else:
             code, prob = transcriber.detect_language(audio)
             lang = {"language": code, "probability": prob}
+            if not transcriber.multilingual:
+                lang["warning"] = self._english_only_check(audio, options)
             write_json(lang_path, lang)
             self.hooks.event("language", f"{code} (p={prob:.2f})")
         results = []
@@ -230,8 +235,34 @@ class Runner:
                                           f"({unit.start:.0f}-{unit.end:.0f} s)")
         self._timed("transcribe", started)
         del transcriber  # free the ASR model before diarization loads its own
-        return results_document(lang["language"], lang["probability"], options.model_name,
-                                results), resumed
+        document = results_document(lang["language"], lang["probability"], options.model_name, results)
+        if lang.get("warning"):
+            document["warning"] = lang["warning"]
+        return document, resumed
+
+    def _english_only_check(self, audio, options) -> str | None:
+        """An English-only model writes fluent English for any speech: ask a multilingual one what it hears.
+
+        The bundled multilingual base model votes on the first speech (Transcriber.detect_language);
+        anything but English, heard with some confidence, is a warning in the outputs and the
+        job's events. No multilingual model offline: no check, and the event says so.
+        """
+        from diarized.pipeline.transcribe import Transcriber
+
+        try:
+            path = resolve_whisper("base", self.settings.models_cache, self.settings.models_dir, False)
+        except Exception as exc:  # noqa: BLE001 - a missing model only skips a check
+            self.hooks.event("language_check", f"skipped: no multilingual model offline ({exc})")
+            return None
+        checker = Transcriber(replace(options, model_path=path, model_name="base", language="auto"))
+        code, prob = checker.detect_language(audio)
+        del checker
+        if code == "en" or prob < ENGLISH_ONLY_CONFIDENCE:
+            return None
+        warning = (f"the English-only model {options.model_name} was given speech that sounds like "
+                   f"{code} (p={prob:.2f}): its transcript is likely an English paraphrase, not what "
+                   f"was said; use a multilingual model (model = \"base\") or set language")
+        return warning  # run() puts it in the outputs' warnings; the worker makes each an event
 
     def _transcriber_for_free_cores(self, transcriber):
         """At a unit boundary: the model again with fewer (or more) threads if the free cores changed."""
@@ -289,6 +320,8 @@ class Runner:
         with self._profiled("diarize"):
             turns = self.diarize(audio, work)
         meta["warnings"] += self.cap_warnings(turns)  # the worker turns each into a job event
+        if whisper_doc.get("warning"):
+            meta["warnings"].append(whisper_doc["warning"])
         started = time.monotonic()
         self._report("write", 0.0)
         segments, turns, speakers = merge.merge(whisper_doc["segments"], turns)
