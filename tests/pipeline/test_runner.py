@@ -117,3 +117,15 @@ def test_an_english_only_model_refuses_another_language(make_settings):
     with pytest.raises(ConfigError, match="understands English only"):
         make_settings(model="tiny.en", language="pt")
     assert make_settings(model="tiny.en", language="en").language == "en"
+
+
+def test_progress_never_goes_backwards(make_settings):
+    """A step that reports from 0 again (diarize 0.97 -> 0.64 was seen) must not move the job back."""
+    seen = []
+    runner = Runner(make_settings(), Hooks(progress=lambda stage, f, job: seen.append((stage, f, job))))
+    for stage, fraction in [("transcribe", 0.5), ("transcribe", 1.0), ("diarize", 0.9), ("diarize", 1.0),
+                            ("diarize", 0.35), ("diarize", 0.4), ("write", 0.0), ("write", 1.0)]:
+        runner._report(stage, fraction)
+    jobs = [job for _, _, job in seen]
+    assert jobs == sorted(jobs) and jobs[-1] == 1.0
+    assert [f for stage, f, _ in seen if stage == "diarize"] == [0.9, 1.0, 1.0, 1.0]

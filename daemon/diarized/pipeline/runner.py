@@ -107,6 +107,7 @@ class Runner:
         self.share = CoreShare(settings.threads)  # never more threads than free cores (allocator.py)
         self.torch_threads: int | None = None  # what torch runs with once diarization set it
         self.audio = None  # the memory-mapped audio while diarization reads it (media.release)
+        self.reported: dict[str, float] = {}  # highest fraction reported per stage, and "job"
 
     @contextmanager
     def _profiled(self, stage: str) -> Iterator[None]:
@@ -124,9 +125,16 @@ class Runner:
 
     # -- helpers ---------------------------------------------------------
     def _report(self, stage: str, fraction: float) -> None:
+        """Progress only ever moves forward: a step that reports from 0 again (pyannote's hooks
+        restart per step) must not send the job from 97 % back to 64 %."""
         self.trim_heap()
         self._share_cores()
-        self.hooks.progress(stage, fraction, job_fraction(stage, fraction))
+        high = self.reported.get(stage, 0.0)
+        fraction = max(high, fraction)
+        self.reported[stage] = fraction
+        done = max(self.reported.get("job", 0.0), job_fraction(stage, fraction))
+        self.reported["job"] = done
+        self.hooks.progress(stage, fraction, done)
 
     def _share_cores(self) -> None:
         """Between batches: as many torch threads as cores are free now (allocator.CoreShare)."""
