@@ -304,14 +304,43 @@ def test_the_daemon_publishes_its_state_root_for_diarizectl(fake_daemon, tmp_pat
     from diarized.cli.ctl import cli
 
     d = fake_daemon()
-    runtime_file = tmp_path / "run/diarized/daemon.json"
+    runtime_file = tmp_path / f"run/diarized/daemon-{d.proc.pid}.json"
     assert json.loads(runtime_file.read_text())["state_dir"] == str(d.root)
     env = {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "DIARIZED_CONFIG": None, "DIARIZED_STATE_DIR": None}
     result = CliRunner().invoke(cli, ["status", "--json"], env=env)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["daemon"]["pid"] == d.proc.pid
+    assert json.loads(result.stdout)["daemon"]["pid"] == d.proc.pid
+    assert json.loads(result.stdout)["state_root"] == str(d.root)
+    assert f"state root: {d.root}" in result.stderr  # every command says which root it reads
     d.stop()
     assert not runtime_file.exists()
+
+
+def test_with_two_daemons_diarizectl_refuses_to_guess_and_takes_the_state_dir_anywhere(models_cache, tmp_path):
+    """`diarizectl stats` silently showed the other daemon's queue (issue 25, item 1)."""
+    from click.testing import CliRunner
+
+    from diarized.cli.ctl import cli
+
+    run = tmp_path / "run"
+    daemons = [Daemon(tmp_path / name / "var", models_cache, fake_workers=True) for name in ("a", "b")]
+    try:
+        for d in daemons:
+            d.env["XDG_RUNTIME_DIR"] = str(run)
+            d.start()
+        env = {"XDG_RUNTIME_DIR": str(run), "DIARIZED_CONFIG": None, "DIARIZED_STATE_DIR": None}
+        refused = CliRunner().invoke(cli, ["stats"], env=env)
+        assert refused.exit_code == 2
+        assert "2 daemons are running" in refused.stderr and all(str(d.root) in refused.stderr for d in daemons)
+        chosen = CliRunner().invoke(cli, ["stats", "--json", "--state-dir", str(daemons[1].root)], env=env)
+        assert chosen.exit_code == 0, chosen.output
+        assert json.loads(chosen.stdout)["state_root"] == str(daemons[1].root)
+        status = CliRunner().invoke(cli, ["status", "--json", "--state-dir", str(daemons[0].root)], env=env)
+        assert json.loads(status.stdout)["daemon"]["pid"] == daemons[0].proc.pid
+    finally:
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                d.stop()
 
 
 def test_the_supervisor_process_never_loads_media_numeric_or_model_libraries(tmp_path, models_cache):

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 import psutil
 
-from diarized.config import Settings, default_config_file, load_settings
+from diarized.config import ConfigError, Settings, default_config_file, load_settings
 from diarized.intake import Intake
 from diarized.outbox import published_files
 from diarized.store import (FINAL_STATES, DaemonStatus, Event, Job, JobStore, Priority, SpeakerHints, State,
@@ -80,10 +80,21 @@ def locate(config: Path | None = None, state_dir: Path | None = None) -> tuple[P
         return config or default_config_file(), state_dir
     from diarized import runtime
 
-    found = runtime.find()
-    if found is not None:
-        return (Path(found.config) if found.config else None), Path(found.state_dir)
+    found = runtime.find_all()
+    if len(found) > 1:
+        raise SeveralDaemons(found)
+    if found:
+        return (Path(found[0].config) if found[0].config else None), Path(found[0].state_dir)
     return default_config_file(), None
+
+
+class SeveralDaemons(ConfigError):
+    """More than one daemon runs here and nothing says which: reading either would be a guess."""
+
+    def __init__(self, found):
+        roots = ", ".join(f"{info.state_dir} (pid {info.pid})" for info in found)
+        super().__init__(f"{len(found)} daemons are running on this machine: {roots}; "
+                         "say which with --state-dir (or --config, or DIARIZED_STATE_DIR)")
 
 
 class Client:

@@ -2,10 +2,12 @@
 
 The supervisor writes a small JSON file at start and removes it at exit; a
 `diarizectl` started with neither --config nor --state-dir (nor their
-DIARIZED_* variables) reads it. Places, first found wins:
-$XDG_RUNTIME_DIR/diarized/ (a user's session), /run/diarized/ (the system
-service's RuntimeDirectory=), and /tmp/diarized-<uid>/ when neither is
-writable. A file whose process is gone is ignored (a daemon killed with -9
+DIARIZED_* variables) reads it. Places: $XDG_RUNTIME_DIR/diarized/ (a user's
+session), /run/diarized/ (the system service's RuntimeDirectory=), and
+/tmp/diarized-<uid>/ when neither is writable. Each daemon writes a file of its
+own (daemon-<pid>.json), so two daemons on one machine (two state roots) are
+both seen, and a client that was not told which one refuses to guess
+(`find_all`). A file whose process is gone is ignored (a daemon killed with -9
 cannot remove it).
 """
 
@@ -19,7 +21,11 @@ from typing import Mapping
 
 from diarized.files import write_json
 
-FILE_NAME = "daemon.json"
+FILE_NAME = "daemon.json"  # before daemons wrote one file each; still read
+
+
+def file_name(pid: int) -> str:
+    return f"daemon-{pid}.json"
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ def candidates(env: Mapping[str, str] | None = None) -> list[Path]:
     if env.get("XDG_RUNTIME_DIR"):
         places.append(Path(env["XDG_RUNTIME_DIR"]) / "diarized")
     places += [Path("/run/diarized"), Path(f"/tmp/diarized-{os.getuid()}")]
-    return [p / FILE_NAME for p in places]
+    return places
 
 
 def publish(state_dir: Path, config: Path | None, env: Mapping[str, str] | None = None,
@@ -59,10 +65,10 @@ def publish(state_dir: Path, config: Path | None, env: Mapping[str, str] | None 
     It also carries a pause reason: a daemon whose disk is full cannot say so in its store.
     """
     info = RuntimeInfo(os.getpid(), str(state_dir), str(config) if config else None, paused)
-    for path in candidates(env):
+    for place in candidates(env):
         try:
-            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            return write_json(path, asdict(info), mode=0o644)
+            place.mkdir(mode=0o755, parents=True, exist_ok=True)
+            return write_json(place / file_name(info.pid), asdict(info), mode=0o644)
         except OSError:
             continue
     return None
@@ -84,10 +90,28 @@ def _read(path: Path) -> RuntimeInfo | None:
         return None
 
 
+def find_all(env: Mapping[str, str] | None = None) -> list[RuntimeInfo]:
+    """Every running daemon that published itself, one per state root (first place first)."""
+    found: dict[str, RuntimeInfo] = {}
+    for place in candidates(env):
+        try:
+            paths = sorted(place.glob("daemon*.json"))
+        except OSError:
+            continue
+        for path in paths:
+            info = _read(path)
+            if info is not None and pid_alive(info.pid):
+                found.setdefault(str(Path(info.state_dir).resolve()), info)
+    return list(found.values())
+
+
 def find(env: Mapping[str, str] | None = None) -> RuntimeInfo | None:
-    """The first file whose daemon is still running."""
-    for path in candidates(env):
-        info = _read(path)
-        if info is not None and pid_alive(info.pid):
-            return info
-    return None
+    """The running daemon, when exactly one state root is served on this machine."""
+    found = find_all(env)
+    return found[0] if len(found) == 1 else None
+
+
+def serving(state_dir: Path, env: Mapping[str, str] | None = None) -> RuntimeInfo | None:
+    """The running daemon of this state root, if it published itself."""
+    root = Path(state_dir).resolve()
+    return next((info for info in find_all(env) if Path(info.state_dir).resolve() == root), None)

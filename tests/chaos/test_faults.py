@@ -127,7 +127,7 @@ def test_a_corrupt_store_is_refused_at_start_with_the_way_out(tmp_path, models_c
     assert db.read_bytes().startswith(b"this is not a database")  # never deleted or rewritten
     result = CliRunner().invoke(cli, ["--state-dir", str(root), "doctor", "--json"],
                                 env={"DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(models_cache)})
-    checks = {c["name"]: c for c in json.loads(result.output)}
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
     assert result.exit_code == 1 and checks["job store"]["level"] == "fail"
 
 

@@ -14,7 +14,7 @@ from diarized.supervisor import Supervisor
 def doctor(root, cache):
     result = CliRunner().invoke(cli, ["--state-dir", str(root), "doctor", "--json"],
                                 env={"DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache)})
-    return result.exit_code, {c["name"]: c for c in json.loads(result.output)}
+    return result.exit_code, {c["name"]: c for c in json.loads(result.stdout)}
 
 
 def test_doctor_on_a_missing_then_healthy_then_damaged_install(make_settings, models_cache):

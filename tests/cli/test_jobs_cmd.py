@@ -44,18 +44,18 @@ def ctl(root: Path, *args: str):
 
 def test_json_views_agree_with_the_store(state):
     root, store = state
-    status = json.loads(ctl(root, "status", "--json").output)
+    status = json.loads(ctl(root, "status", "--json").stdout)
     assert [j["state"] for j in status["jobs"]] == ["running", "queued"]
     assert status["jobs"][0]["progress"] == 0.42 and status["jobs"][1]["priority_name"] == "high"
     assert status["daemon"]["up"] is False
-    listed = json.loads(ctl(root, "list", "--json").output)
+    listed = json.loads(ctl(root, "list", "--json").stdout)
     assert {j["id"] for j in listed} == {j.id for j in store.jobs()}
-    assert json.loads(ctl(root, "list", "--state", "duplicate", "--json").output)[0]["source_name"] == "copy.wav"
+    assert json.loads(ctl(root, "list", "--state", "duplicate", "--json").stdout)[0]["source_name"] == "copy.wav"
     running = store.jobs(states=("running",))[0]
-    shown = json.loads(ctl(root, "show", running.short_id, "--json").output)
+    shown = json.loads(ctl(root, "show", running.short_id, "--json").stdout)
     assert shown["job"]["id"] == running.id
     assert [e["kind"] for e in shown["events"]] == [e.kind for e in store.events(running.id)]
-    stats = json.loads(ctl(root, "stats", "--json").output)
+    stats = json.loads(ctl(root, "stats", "--json").stdout)
     assert {k: stats[k] for k in store.stats()} == json.loads(json.dumps(store.stats()))
     assert stats["jobs_by_state"]["queued"] == 1 and stats["workers"]["rss_mb"] == {running.id: 2150.0}
     assert stats["jobs_total"] == 4 and stats["succeeded"] == 1 and stats["duplicates"] == 1
@@ -89,7 +89,7 @@ def test_status_with_several_nodes_lists_them_and_who_runs_what(state):
     down_line = next(line for line in out.splitlines() if line.startswith("transcribe-02"))
     assert "DOWN" in down_line and running.short_id not in down_line
     assert max(len(line) for line in out.splitlines()) <= 80
-    nodes = json.loads(ctl(root, "status", "--json").output)["daemon"]["nodes"]
+    nodes = json.loads(ctl(root, "status", "--json").stdout)["daemon"]["nodes"]
     assert [(n["node"], n["up"], n["inbox"]) for n in nodes] == [("transcribe-01", True, True),
                                                                 ("transcribe-02", False, False)]
 
@@ -166,7 +166,7 @@ def test_show_lists_the_jobs_speaker_hints(tmp_path):
     store = open_store(tmp_path / "state/diarized.db")
     job = store.record_incoming("panel.wav", "s", 1, Priority.NORMAL, 3, tmp_path / "panel.wav",
                                 tmp_path / "state/jobs", SpeakerHints(num=7))
-    shown = json.loads(ctl(tmp_path, "show", job.short_id, "--json").output)["job"]
+    shown = json.loads(ctl(tmp_path, "show", job.short_id, "--json").stdout)["job"]
     assert shown["num_speakers"] == 7 and shown["max_speakers"] is None
     assert "num_speakers" in ctl(tmp_path, "show", job.short_id).output
 
@@ -183,7 +183,7 @@ def test_a_deep_queue_is_counted_not_listed(tmp_path):
     listed = [line for line in out.splitlines() if " queued " in line]
     assert len(listed) == 20 and "q2999.wav" in listed[0]  # claim order: the high-priority one first
     assert "… and 2,980 more waiting (3,000 in all" in " ".join(out.split())
-    data = json.loads(ctl(tmp_path, "status", "--json", "--queued", "5").output)
+    data = json.loads(ctl(tmp_path, "status", "--json", "--queued", "5").stdout)
     assert len(data["jobs"]) == 5 and data["waiting"] == 3000 and data["counts"]["queued"] == 3000
     assert [j.source_name for j in store.claimable(limit=2)] == ["q2999.wav", "q0000.wav"]
     assert [j.source_name for j in store.queue(3)] == ["q2999.wav", "q0000.wav", "q0001.wav"]

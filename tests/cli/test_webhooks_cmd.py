@@ -25,9 +25,9 @@ def test_show_list_and_retry_a_delivery(tmp_path):
     store.finish_attempt("dlv_0123456789abcdef", None, "ConnectError: refused", None)
     shown = ctl(tmp_path, "show", job.id)
     assert "dlv_0123456789abcdef" in shown.output and "ConnectError" in shown.output
-    assert json.loads(ctl(tmp_path, "show", job.id, "--json").output)["deliveries"][0]["last_error"] \
+    assert json.loads(ctl(tmp_path, "show", job.id, "--json").stdout)["deliveries"][0]["last_error"] \
         == "ConnectError: refused"
-    listed = json.loads(ctl(tmp_path, "webhooks", "list", "--json").output)
+    listed = json.loads(ctl(tmp_path, "webhooks", "list", "--json").stdout)
     assert listed[0]["state"] == "failed" and "payload" not in listed[0]
     retried = ctl(tmp_path, "webhooks", "retry", "dlv_0123")
     assert retried.exit_code == 0 and "is due now" in retried.output

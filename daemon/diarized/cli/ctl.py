@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from diarized.cli.common import root_options
 from diarized.cli.doctor_cmd import doctor
 from diarized.cli.jobs_cmd import COMMANDS
 from diarized.cli.models_cmd import models
@@ -27,13 +28,18 @@ def cli(ctx: click.Context, config: Path | None, state_dir: Path | None) -> None
     ctx.obj.update(config=config, state_dir=state_dir)
 
 
-cli.add_command(transcribe)
-cli.add_command(models)
-cli.add_command(doctor)
-cli.add_command(token)
-cli.add_command(webhooks)
-for command in COMMANDS:
-    cli.add_command(command)
+def _with_root_options(command: click.Command) -> click.Command:
+    """Every command (and subcommand) also takes --config / --state-dir after its name."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_root_options(sub)
+    elif not {"config", "state_dir"} & {p.name for p in command.params}:
+        command.params.extend(root_options())
+    return command
+
+
+for command in (transcribe, models, doctor, token, webhooks, *COMMANDS):
+    cli.add_command(_with_root_options(command))
 
 
 def main() -> None:

@@ -68,10 +68,8 @@ def _paused(settings: Settings) -> str | None:
     """The pause reason a live daemon of this state root published (its store may be unwritable)."""
     from diarized import runtime
 
-    info = runtime.find()
-    if info is not None and Path(info.state_dir).resolve() == settings.state_dir.resolve():
-        return info.paused
-    return None
+    info = runtime.serving(settings.state_dir)
+    return info.paused if info is not None else None
 
 
 def _emit_json(data) -> None:
@@ -150,8 +148,8 @@ def status(ctx: click.Context, shown: int, as_json: bool) -> None:
     counts = store.counts()
     total = counts.get(State.INCOMING, 0) + counts.get(State.QUEUED, 0)
     if as_json:
-        _emit_json({"daemon": daemon, "jobs": [j.to_dict() for j in running + waiting], "counts": counts,
-                    "waiting": total})
+        _emit_json({"state_root": str(settings.state_dir), "daemon": daemon,
+                    "jobs": [j.to_dict() for j in running + waiting], "counts": counts, "waiting": total})
         return
     console = _console()
     console.print(status_header(daemon))
@@ -172,11 +170,11 @@ def unreadable_status(settings: Settings, exc: StoreUnavailable, as_json: bool) 
     """The store cannot be read (a full disk keeps even readers out): what the daemon published instead."""
     from diarized import runtime
 
-    info = runtime.find()
-    ours = info is not None and Path(info.state_dir).resolve() == settings.state_dir.resolve()
+    info = runtime.serving(settings.state_dir)
+    ours = info is not None
     daemon = {"up": ours, "pid": info.pid if ours else None, "paused": info.paused if ours else None}
     if as_json:
-        _emit_json({"daemon": daemon, "store_error": str(exc)})
+        _emit_json({"state_root": str(settings.state_dir), "daemon": daemon, "store_error": str(exc)})
     else:
         console = _console()
         if daemon["paused"]:
@@ -214,14 +212,15 @@ def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: 
 @click.pass_context
 def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """One job: details, the events timeline and its output files."""
-    store, _ = _store(ctx)
+    store, settings = _store(ctx)
     job = _job(store, job_id)
     events = store.events(job.id)
     outputs = sorted(str(p) for p in Path(job.output_dir).rglob("*") if p.is_file()) \
         if job.output_dir and Path(job.output_dir).is_dir() else []
     deliveries = store.deliveries(job.id)
     if as_json:
-        _emit_json({"job": job.to_dict(), "events": [e.__dict__ for e in events], "outputs": outputs,
+        _emit_json({"state_root": str(settings.state_dir), "job": job.to_dict(),
+                    "events": [e.__dict__ for e in events], "outputs": outputs,
                     "deliveries": [delivery_dict(d) for d in deliveries]})
         return
     console = _console()
@@ -428,7 +427,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     """The seed's metrics, and the figures /metrics exports: by model, queue wait, memory, webhooks."""
     from diarized import figures
 
-    store, _ = _store(ctx)
+    store, settings = _store(ctx)
     data = store.stats()
     f = figures.gather(store)
     models = {model: _timing_summary(ts) for model, ts in f.by_model().items()}
@@ -440,7 +439,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
              "memory_gb": {"used": f.daemon.memory_used_gb, "budget": f.daemon.memory_budget_gb},
              "webhook_deliveries": f.deliveries}
     if as_json:
-        _emit_json(data | extra)
+        _emit_json({"state_root": str(settings.state_dir)} | data | extra)
         return
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
