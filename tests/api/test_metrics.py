@@ -43,7 +43,7 @@ def test_metrics_agree_with_diarizectl_stats(make_daemon, make_api):
     assert got[("diarized_daemon_up", ())] == 1 and got[("diarized_workers_max", ())] == 2
     assert got[("diarized_memory_budget_bytes", ())] > 0
     stats = json.loads(CliRunner().invoke(cli, ["--state-dir", str(daemon.root), "stats", "--json"],
-                                          env={"DIARIZED_CONFIG": ""}).output)
+                                          env={"DIARIZED_CONFIG": ""}).stdout)
     assert stats["jobs_by_state"] == {"succeeded": 2, "failed": 1}
     assert stats["by_model"]["tiny.en"]["jobs"] == 2
     assert got[("diarized_processing_seconds_sum", (("model", "tiny.en"),))] == \
