@@ -110,7 +110,7 @@ def _root(mapping: dict, label: str) -> str:
     return label
 
 
-def drop_short(annotation: Annotation, min_seconds: float, floor: int) -> Annotation:
+def drop_short(annotation: Annotation, min_seconds: float, floor: int = 0) -> Annotation:
     """Remove speakers with less than `min_seconds` of speech, keeping the longest `floor` (and one)."""
     if min_seconds <= 0:
         return annotation
