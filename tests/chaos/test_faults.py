@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from diarized.cli.ctl import cli
-from diarized.runtime import candidates
+from diarized.runtime import candidates, file_name
 from tests.harness import Daemon, wait_until
 
 pytestmark = pytest.mark.chaos
@@ -58,9 +58,13 @@ def script(name: str, **run) -> str:
     return json.dumps({"runs": [{"exit": 0, **run}], "name": name})
 
 
+def runtime_file(d: Daemon) -> Path:
+    """The file the daemon publishes itself in (runtime.py), in the first place it looks."""
+    return candidates({"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"]})[0] / file_name(d.proc.pid)
+
+
 def runtime_info(d: Daemon) -> dict:
-    path = candidates({"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"]})[0]
-    return json.loads(path.read_text())
+    return json.loads(runtime_file(d).read_text())
 
 
 def ctl_status(d: Daemon) -> str:
@@ -193,8 +197,7 @@ def test_a_full_disk_at_start_starts_paused_and_resumes(small_disk, models_cache
     d.stop()  # a clean stop: SQLite removes its -wal and -shm, which a new start must make again
     filler = fill(small_disk)
     d.start(wait=False)
-    runtime_file = candidates({"XDG_RUNTIME_DIR": d.env["XDG_RUNTIME_DIR"]})[0]
-    wait_until(lambda: runtime_file.exists() and runtime_info(d).get("paused"), 30,
+    wait_until(lambda: runtime_file(d).exists() and runtime_info(d).get("paused"), 30,
                lambda: f"the daemon to say it is paused:\n{d.log.read_text()[-3000:]}")
     assert d.proc.poll() is None  # alive, waiting
     assert "is full" in runtime_info(d)["paused"]
