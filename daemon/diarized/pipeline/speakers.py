@@ -32,28 +32,6 @@ class SpeakerRule:
     min_seconds: float = 1.0  # under this a cluster is dropped (merge.py gives its words away)
 
 
-@dataclass(frozen=True)
-class Cluster:
-    label: str
-    seconds: float
-    nearest: str | None  # the label of the nearest other centroid
-    distance: float  # cosine distance to it (inf when there is no other)
-
-
-def clusters(annotation: Annotation, centroids: np.ndarray | None) -> list[Cluster]:
-    """Each label with its speech and its nearest neighbour; longest first."""
-    labels = list(annotation.labels())
-    distances = cosine_distances(centroids, len(labels))
-    found = []
-    for i, label in enumerate(labels):
-        row = distances[i].copy()
-        row[i] = np.inf
-        j = int(np.argmin(row)) if len(labels) > 1 else -1
-        found.append(Cluster(label, annotation.label_duration(label), labels[j] if j >= 0 else None,
-                             float(row[j]) if j >= 0 else float("inf")))
-    return sorted(found, key=lambda c: -c.seconds)
-
-
 def cosine_distances(centroids: np.ndarray | None, count: int) -> np.ndarray:
     """Pairwise cosine distances; a missing or zero centroid is far from everything (never merged)."""
     if centroids is None or len(centroids) < count:
@@ -70,44 +48,41 @@ def cosine_distances(centroids: np.ndarray | None, count: int) -> np.ndarray:
 
 def decide(annotation: Annotation, centroids: np.ndarray | None, rule: SpeakerRule, floor: int = 0) -> Annotation:
     """The annotation with pieces of one voice relabelled to it and artefacts dropped."""
-    found = clusters(annotation, centroids)
-    if len(found) <= max(1, floor):
+    labels = list(annotation.labels())  # the order of pyannote's centroids
+    if len(labels) <= max(1, floor):
         return annotation
-    mapping = {c.label: c.label for c in found}
-    labels = [c.label for c in found]
-    distances = cosine_distances(centroids, len(annotation.labels()))
-    index = {label: i for i, label in enumerate(annotation.labels())}
-    if rule.one_voice > 0 and floor <= 1 and np.all(distances[np.triu_indices(len(index), 1)] < rule.one_voice):
-        mapping = {label: found[0].label for label in labels}
+    distances = cosine_distances(centroids, len(labels))
+    longest_first = sorted(range(len(labels)), key=lambda i: -annotation.label_duration(labels[i]))
+    if rule.one_voice > 0 and floor <= 1 and np.all(distances[np.triu_indices(len(labels), 1)] < rule.one_voice):
+        target = {i: longest_first[0] for i in longest_first}
     else:
-        _merge_short(found, mapping, distances, index, rule, floor)
-        mapping = {label: _root(mapping, label) for label in labels}
-    if any(label != target for label, target in mapping.items()):
+        target = _merge_short(annotation, labels, longest_first, distances, rule, floor)
+    mapping = {labels[i]: labels[_root(target, i)] for i in longest_first}
+    if any(label != to for label, to in mapping.items()):
         annotation = annotation.rename_labels(mapping=mapping).support()
     return drop_short(annotation, rule.min_seconds, floor)
 
 
-def _merge_short(found: list[Cluster], mapping: dict, distances: np.ndarray, index: dict, rule: SpeakerRule,
-                 floor: int) -> None:
+def _merge_short(annotation: Annotation, labels: list[str], longest_first: list[int], distances: np.ndarray,
+                 rule: SpeakerRule, floor: int) -> dict[int, int]:
     """Shortest first, each short cluster near a kept one joins it; never below `floor` speakers."""
-    kept = len(found)
-    for cluster in reversed(found):  # shortest first
-        if kept <= max(1, floor) or cluster.seconds >= rule.short_seconds:
+    target = {i: i for i in longest_first}
+    kept = len(labels)
+    for i in reversed(longest_first):  # shortest first
+        if kept <= max(1, floor) or annotation.label_duration(labels[i]) >= rule.short_seconds:
             break
-        others = [c.label for c in found if mapping[c.label] == c.label and c.label != cluster.label]
-        if not others:
-            break
-        row = [distances[index[cluster.label], index[o]] for o in others]
-        nearest = int(np.argmin(row))
-        if row[nearest] < rule.margin:
-            mapping[cluster.label] = others[nearest]
+        others = [j for j in longest_first if target[j] == j and j != i]
+        nearest = min(others, key=lambda j: distances[i, j])
+        if distances[i, nearest] < rule.margin:
+            target[i] = nearest
             kept -= 1
+    return target
 
 
-def _root(mapping: dict, label: str) -> str:
-    while mapping[label] != label:
-        label = mapping[label]
-    return label
+def _root(target: dict[int, int], i: int) -> int:
+    while target[i] != i:
+        i = target[i]
+    return i
 
 
 def drop_short(annotation: Annotation, min_seconds: float, floor: int = 0) -> Annotation:
