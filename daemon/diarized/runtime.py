@@ -21,9 +21,6 @@ from typing import Mapping
 
 from diarized.files import write_json
 
-FILE_NAME = "daemon.json"  # before daemons wrote one file each; still read
-
-
 def file_name(pid: int) -> str:
     return f"daemon-{pid}.json"
 
@@ -95,7 +92,7 @@ def find_all(env: Mapping[str, str] | None = None) -> list[RuntimeInfo]:
     found: dict[str, RuntimeInfo] = {}
     for place in candidates(env):
         try:
-            paths = sorted(place.glob("daemon*.json"))
+            paths = sorted(place.glob("daemon*.json"))  # daemon.json: before each daemon had its own
         except OSError:
             continue
         for path in paths:

@@ -155,19 +155,15 @@ def build_pipeline(weights: DiarizationWeights, options: DiarizeOptions) -> Spea
         embedding_batch_size=options.embedding_batch_size,
         segmentation_batch_size=options.segmentation_batch_size,
     )
-    pipeline.instantiate({
-        "segmentation": {"min_duration_off": 0.0},
-        "clustering": {"method": "centroid", "threshold": options.threshold,
-                       "min_cluster_size": options.min_cluster_size},
-    })
+    agglomerative = {"method": "centroid", "threshold": options.threshold, "min_cluster_size": options.min_cluster_size}
+    pipeline.instantiate({"segmentation": {"min_duration_off": 0.0}, "clustering": agglomerative})
     from diarized.pipeline.clustering import LinearMemoryAgglomerative, SpectralClustering
 
     if options.clustering == "spectral":
         pipeline.clustering = SpectralClustering()
     else:  # the same clustering, its dendrogram in linear memory (clustering.py)
         pipeline.clustering = LinearMemoryAgglomerative(metric="cosine")
-        pipeline.clustering.instantiate({"method": "centroid", "threshold": options.threshold,
-                                         "min_cluster_size": options.min_cluster_size})
+        pipeline.clustering.instantiate(agglomerative)
     return pipeline
 
 
