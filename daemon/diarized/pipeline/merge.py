@@ -58,12 +58,10 @@ def assign_speakers(words: list[Word], turns: list[dict]) -> None:
     """
     if not turns:
         return
-    starts = np.array([t["start"] for t in turns])
-    ends = np.array([t["end"] for t in turns])
-    labels = [t["speaker"] for t in turns]
+    starts, ends, labels = _bounds(turns)
     contested: dict[int, set[str]] = {}
     for index, word in enumerate(words):
-        overlap = np.minimum(ends, word.end) - np.maximum(starts, word.start)
+        overlap = _overlaps(starts, ends, word)
         best = int(np.argmax(overlap))
         if overlap[best] <= 0:
             middle = (word.start + word.end) / 2
@@ -80,6 +78,17 @@ def assign_speakers(words: list[Word], turns: list[dict]) -> None:
             words[index].speaker = voice
 
 
+def _bounds(turns: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Turn starts, ends and speakers as arrays, for overlaps with every turn at once."""
+    return (np.array([t["start"] for t in turns]), np.array([t["end"] for t in turns]),
+            [t["speaker"] for t in turns])
+
+
+def _overlaps(starts: np.ndarray, ends: np.ndarray, word: Word) -> np.ndarray:
+    """Seconds of the word each turn covers (negative: the gap between them)."""
+    return np.minimum(ends, word.end) - np.maximum(starts, word.start)
+
+
 def fragments(words: list[Word]) -> list[range]:
     """Index ranges of sentence fragments: cut after punctuation and at pauses."""
     found, start = [], 0
@@ -93,15 +102,13 @@ def fragments(words: list[Word]) -> list[range]:
 
 def settle_fragments(words: list[Word], turns: list[dict]) -> None:
     """A fragment two speakers share goes to the one who covers most of it (module docstring)."""
-    starts = np.array([t["start"] for t in turns])
-    ends = np.array([t["end"] for t in turns])
+    bounds = _bounds(turns)
     for fragment in fragments(words):
         if len({words[i].speaker for i in fragment}) < 2:
             continue
         first, last = words[fragment[0]], words[fragment[-1]]
         if last.end - first.start <= FRAGMENT_SECONDS:
-            near = [turns[j] for j in np.flatnonzero((starts < last.end) & (ends > first.start))]
-            cover = _coverage([words[i] for i in fragment], near)
+            cover = _coverage([words[i] for i in fragment], *bounds)
             if cover:
                 for i in fragment:
                     words[i].speaker = max(cover, key=cover.get)
@@ -109,14 +116,13 @@ def settle_fragments(words: list[Word], turns: list[dict]) -> None:
             _absorb_edge_runs(words, fragment)
 
 
-def _coverage(words: list[Word], turns: list[dict]) -> dict[str, float]:
+def _coverage(words: list[Word], starts: np.ndarray, ends: np.ndarray, labels: list[str]) -> dict[str, float]:
     """Seconds of these words each speaker's turns cover."""
     cover: dict[str, float] = {}
     for word in words:
-        for turn in turns:
-            overlap = min(turn["end"], word.end) - max(turn["start"], word.start)
-            if overlap > 0:
-                cover[turn["speaker"]] = cover.get(turn["speaker"], 0.0) + overlap
+        overlap = _overlaps(starts, ends, word)
+        for j in np.flatnonzero(overlap > 0):
+            cover[labels[j]] = cover.get(labels[j], 0.0) + float(overlap[j])
     return cover
 
 
