@@ -13,7 +13,6 @@ import cProfile
 import json
 import resource
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,7 @@ from typing import Callable, Iterator
 
 from diarized.allocator import CoreShare, HeapTrimmer
 from diarized.config import Settings
-from diarized.models import resolve_diarization, resolve_whisper
+from diarized.models import ModelError, resolve_diarization, resolve_whisper
 from diarized.pipeline import chunking, formats, media, merge
 from diarized.files import write_json
 from diarized.pipeline.transcribe import AsrOptions, results_document
@@ -140,7 +139,9 @@ class Runner:
         """Between batches: as many torch threads as cores are free now (allocator.CoreShare)."""
         threads = self.share.threads()
         if self.torch_threads is not None and threads != self.torch_threads:
-            sys.modules["torch"].set_num_threads(threads)
+            import torch  # loaded by then: torch_threads is set once diarization has built its pipeline
+
+            torch.set_num_threads(threads)
             self.torch_threads = threads
             self._threads_event(threads)
 
@@ -259,7 +260,7 @@ class Runner:
 
         try:
             path = resolve_whisper("base", self.settings.models_cache, self.settings.models_dir, False)
-        except Exception as exc:  # noqa: BLE001 - a missing model only skips a check
+        except ModelError as exc:  # a missing model only skips a check
             self.hooks.event("language_check", f"skipped: no multilingual model offline ({exc})")
             return None
         checker = Transcriber(replace(options, model_path=path, model_name="base", language="auto"))
