@@ -175,9 +175,9 @@ def noisy_one_voice(out: Path, seed: int = 7) -> DevCase:
 
     Background music is what a reader's video often has; a second "speaker" made of it
     is the failure a user saw. The music is synthetic (sine tones of a major chord with a
-    slow tremolo), the noise brown-then-high-passed like bench/room.py's.
+    slow tremolo), the noise bench/synth.py's pinkish_noise, as in bench/room.py.
     """
-    from bench.synth import read_audio, write_container
+    from bench.synth import at_level, pinkish_noise, read_audio, write_container
 
     base = one_voice(out)
     speech = read_audio(base.wav)
@@ -186,17 +186,11 @@ def noisy_one_voice(out: Path, seed: int = 7) -> DevCase:
     roots = rng.choice([196.0, 220.0, 247.0, 262.0, 294.0], size=int(t[-1] // 4) + 1)
     root = roots[(t // 4).astype(int)]
     music = sum(np.sin(2 * np.pi * root * ratio * t) for ratio in (1.0, 1.26, 1.5)) * (0.75 + 0.25 * np.sin(t))
-    noise = np.cumsum(rng.standard_normal(len(t)))
-    noise -= np.convolve(noise, np.ones(400) / 400, mode="same")
     level = np.sqrt(np.mean(speech ** 2))
-    mixed = speech + _at(music, level, -12) + _at(noise, level, -20)
+    mixed = speech + at_level(music, level, -12) + at_level(pinkish_noise(rng, len(t)), level, -20)
     wav = write_container(out / "one-voice-music.wav", (mixed / max(1.0, np.abs(mixed).max() / 0.9)).astype(np.float32))
     rttm = write_rttm(out / "one-voice-music.rttm", "one-voice-music", rttm_turns(base.rttm))
     return DevCase("one-voice-music", wav, rttm, base.seconds, 1, {})
-
-
-def _at(signal: np.ndarray, level: float, db: float) -> np.ndarray:
-    return signal * level / np.sqrt(np.mean(signal ** 2)) * 10 ** (db / 20)
 
 
 def join(name: str, pieces: list[Piece], out: Path) -> DevCase:

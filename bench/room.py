@@ -36,6 +36,7 @@ import numpy as np
 
 from bench import devset, halves
 from bench.scoring import DATA
+from bench.synth import at_level, pinkish_noise
 
 SAMPLE_RATE = 16000
 MINUTES = 4.0
@@ -71,11 +72,8 @@ def room(samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     response = rng.standard_normal(length) * np.exp(-6.9 * t / RT60) * 0.3
     response[0] = 1.0
     wet = np.convolve(samples, response / np.linalg.norm(response))[: len(samples)]
-    noise = np.cumsum(rng.standard_normal(len(wet)))  # brown, then high-passed: pink-ish
-    noise -= np.convolve(noise, np.ones(400) / 400, mode="same")
     speech_rms = np.sqrt(np.mean(wet[np.abs(wet) > 1e-4] ** 2))
-    noise *= speech_rms / np.sqrt(np.mean(noise ** 2)) * 10 ** (-SNR_DB / 20)
-    mixed = wet + noise
+    mixed = wet + at_level(pinkish_noise(rng, len(wet)), speech_rms, -SNR_DB)
     return (mixed / max(1.0, np.abs(mixed).max() / 0.9)).astype(np.float32)
 
 

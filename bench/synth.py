@@ -72,3 +72,14 @@ def write_container(path: Path, samples: np.ndarray, sample_rate: int = 16000,
         if vstream is not None:
             out.mux(vstream.encode(None))
     return path
+
+
+def pinkish_noise(rng: np.random.Generator, samples: int) -> np.ndarray:
+    """Background noise with most energy low, as rooms have: brown noise, high-passed (a 25-ms mean removed)."""
+    noise = np.cumsum(rng.standard_normal(samples))
+    return noise - np.convolve(noise, np.ones(400) / 400, mode="same")
+
+
+def at_level(signal: np.ndarray, level: float, db: float) -> np.ndarray:
+    """`signal` scaled to `db` decibels relative to the RMS `level`."""
+    return signal * level / np.sqrt(np.mean(signal ** 2)) * 10 ** (db / 20)
