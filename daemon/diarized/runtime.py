@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -80,11 +81,24 @@ def remove(path: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
+MAX_BYTES = 4096  # a runtime file is a few hundred bytes
+
+
 def _read(path: Path) -> RuntimeInfo | None:
+    """One daemon's file; not a link, not a pipe, not more than MAX_BYTES (/tmp/diarized-<uid>/ is in a
+    folder anyone could have made first), else ignored like a broken one."""
     try:
-        return RuntimeInfo(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None
+            raw = file.read(MAX_BYTES + 1)
+            return RuntimeInfo(**json.loads(raw)) if len(raw) <= MAX_BYTES else None
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 def find_all(env: Mapping[str, str] | None = None) -> list[RuntimeInfo]:
