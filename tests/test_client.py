@@ -9,6 +9,7 @@ import pytest
 from diarized import Client, JobFailed, Priority, SpeakerHints
 from diarized.client import Stats, SystemStatus
 from diarized.worker import WorkerExit
+from tests.harness import wait_until
 
 
 def script(tmp_path, name: str, *runs: dict):
@@ -62,3 +63,26 @@ def test_cancel_retry_priority_and_a_timeout(make_daemon, tmp_path):
         assert client.retry(waiting.id).state == "queued"
         client.cancel(busy.id)
         assert client.wait(waiting.id, timeout=60).state == "succeeded"
+
+
+def test_a_duplicate_shares_its_originals_outputs_and_the_orchestrator_copies_them(make_daemon, tmp_path):
+    """Before: Client.outputs(duplicate) was {} and the seed's output_dir of a duplicate stayed empty."""
+    from diarized import Orchestrator
+
+    d = make_daemon(fake_workers=True)
+    source = script(tmp_path, "talk.wav", {"exit": 0, "seconds": 1.0})
+    ended = []
+    with Orchestrator(state_dir=d.root) as orchestrator:
+        orchestrator.add_job_completion_callback(ended.append)
+        early = orchestrator.process_file(source, tmp_path / "out-first")
+        while_running = orchestrator.process_file(source, tmp_path / "out-meanwhile")
+        client = orchestrator.client
+        client.wait(early, timeout=60)
+        after = orchestrator.process_file(source, tmp_path / "out-after")
+        assert client.get(after).duplicate_of == early
+        assert client.outputs(after) == client.outputs(early) != {}
+        wait_until(lambda: {early, while_running, after} <= {j.id for j in ended}, 30, "three callbacks")
+        status = orchestrator.get_job_status(after)
+        assert status["duplicate_of"] == early and status["status"] == "completed"
+    for folder in ("out-first", "out-meanwhile", "out-after"):
+        assert (tmp_path / folder / "final_transcription.json").is_file(), folder

@@ -135,17 +135,15 @@ class Client:
 
     def resolve(self, job_id: str) -> Job:
         """The job, or for a duplicate the job it duplicates (whose outputs it shares)."""
-        job = self.get(job_id)
-        while job.state == State.DUPLICATE and job.duplicate_of:
-            job = self.get(job.duplicate_of)
-        return job
+        return self.store.resolve(job_id)
 
     def events(self, job_id: str) -> list[Event]:
         return self.store.events(self.get(job_id).id)
 
     def outputs(self, job_id: str) -> dict[str, Path]:
-        """A succeeded job's published files by name (final_transcription.json, transcription.srt, ...)."""
-        job = self.get(job_id)
+        """A succeeded job's published files by name (final_transcription.json, transcription.srt, ...);
+        a duplicate's are its original's (by reference: the same files, never copied)."""
+        job = self.resolve(job_id)
         return published_files(job.output_dir) if job.state == State.SUCCEEDED else {}
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> Job:
@@ -265,8 +263,6 @@ class Orchestrator:
         job = self._client.submit(path, priority)
         if output_dir is not None:
             self.output_dirs[job.id] = Path(output_dir)
-            if job.duplicate_of:
-                self.output_dirs.setdefault(job.duplicate_of, Path(output_dir))
         return job.id
 
     def submit_job(self, path: str | Path, output_dir: str | Path | None = None,
@@ -277,8 +273,7 @@ class Orchestrator:
         """The seed's status dict; a duplicate reports the job it duplicates (and says so)."""
         job = self._client.get(job_id)
         followed = self._client.resolve(job.id)
-        if followed.state in FINAL_STATES:
-            self._deliver(followed)
+        self._deliver(job, self._client.store)
         return followed.to_dict() | {"job_id": job.id, "status": followed.status,
                                      "duplicate_of": job.duplicate_of,
                                      "output_dir": str(self.output_dirs.get(followed.id) or followed.output_dir or "")}
@@ -303,19 +298,23 @@ class Orchestrator:
             while not self._stop.wait(0.5):
                 for job in store.jobs(states=FINAL_STATES, limit=200):
                     if (job.finished_at or 0) >= self.started_at:
-                        self._deliver(job)
+                        self._deliver(job, store)
         finally:
             store.close()
 
-    def _deliver(self, job: Job) -> None:
-        """Once per job: copy its outputs where process_file was asked to, then the callbacks."""
+    def _deliver(self, job: Job, store: JobStore) -> None:
+        """Once per job, once it has ended: copy its outputs where process_file was asked to, then
+        the callbacks. A duplicate ends with its original, whose outputs it is given."""
+        owner = store.resolve(job.id)
+        if owner.state not in FINAL_STATES:
+            return  # not ended, or a duplicate of a job still running: delivered when that ends
         with self._deliver_lock:
             if job.id in self._delivered:
                 return
             self._delivered.add(job.id)
             target = self.output_dirs.get(job.id)
-            if target is not None and job.state == State.SUCCEEDED and job.output_dir:
-                shutil.copytree(job.output_dir, target, dirs_exist_ok=True)
+            if target is not None and owner.state == State.SUCCEEDED and owner.output_dir:
+                shutil.copytree(owner.output_dir, target, dirs_exist_ok=True)
             if (job.finished_at or 0) < self.started_at:
                 return  # ended before this orchestrator: no callback
             for callback in self.callbacks:

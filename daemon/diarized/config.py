@@ -62,7 +62,7 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the operator who has to fix it."""
 
 
-WEBHOOK_EVENTS = ("succeeded", "failed", "cancelled")
+WEBHOOK_EVENTS = ("succeeded", "failed", "cancelled", "duplicate")
 WEBHOOK_WINDOW_SECONDS = 86400.0  # a failing delivery is retried for a day, then failed
 TOKEN_SCOPES = ("read", "submit")
 

@@ -392,6 +392,9 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> Job:
         """By full id, or by a unique prefix or suffix (the short id in `status`)."""
 
+    def resolve(self, job_id: str) -> Job:
+        """The job, or for a duplicate the job it duplicates (whose outputs it shares)."""
+
     def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None,
              offset: int = 0) -> list[Job]:
         """Newest first, optionally only in the given states; `offset` skips that many (pages)."""
@@ -805,6 +808,12 @@ class SQLStore:
             raise NotFound(job_id)
         return self._rows("SELECT * FROM jobs WHERE id = ?", [ids[0]])[0]
 
+    def resolve(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        while job.state == State.DUPLICATE and job.duplicate_of:
+            job = self.get(job.duplicate_of)
+        return job
+
     def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None,
              offset: int = 0) -> list[Job]:
         sql, params = "SELECT * FROM jobs", []
@@ -906,6 +915,7 @@ class SQLStore:
                  speakers.num, speakers.min, speakers.max])
             if first:
                 self._event(conn, job_id, "duplicate", f"same content as job {first.id} ({first.source_name})")
+                self._notify(conn, job_id, State.DUPLICATE)
             else:
                 hints = ", ".join(f"{k} {v}" for k, v in speakers.given().items())
                 self._event(conn, job_id, "recorded", f"{source_name}, {size} bytes, priority "

@@ -79,6 +79,26 @@ def test_upload_poll_and_download(service, data):
         assert seed["status"] == "completed" and seed["job_id"] == again.json()["id"]
 
 
+def test_a_duplicate_answers_with_its_originals_outputs_by_reference(service):
+    """Before: a duplicate's outputs list was empty and /status/{id} hid that it was one."""
+    _, api, _ = service
+    with api.client(SUBMIT) as client:
+        first = upload(client, "talk.wav", b"the same bytes twice").json()
+        wait_state(client, first["id"], "succeeded")
+        copy = upload(client, "again.wav", b"the same bytes twice").json()
+        assert copy["state"] == "duplicate" and copy["duplicate_of"] == first["id"]
+        assert copy["links"]["outputs"] == f"/jobs/{copy['id']}/outputs"
+        original = client.get(f"/jobs/{first['id']}").json()["outputs"]
+        detail = client.get(f"/jobs/{copy['id']}").json()
+        assert detail["outputs"] == original and original  # the original's files, its URLs: by reference
+        assert client.get(f"/jobs/{copy['id']}/outputs").json() == original
+        url = next(o["url"] for o in original if o["name"] == "final_transcription.json")
+        fetched = client.get(f"/jobs/{copy['id']}/outputs/final_transcription.json")
+        assert fetched.status_code == 200 and fetched.content == client.get(url).content
+        seed = client.get(f"/status/{copy['id']}").json()
+        assert seed["job_id"] == copy["id"] and seed["duplicate_of"] == first["id"] and seed["status"] == "completed"
+
+
 def test_an_oversized_upload_is_refused_and_leaves_nothing(service):
     daemon, api, _ = service
     with api.client(SUBMIT) as client:

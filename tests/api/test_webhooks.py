@@ -231,3 +231,22 @@ def api_store(api):
     from diarized.store import open_store
 
     return open_store(api.root / "state/diarized.db", readonly=True)
+
+
+def test_a_duplicate_fires_its_own_event_with_its_originals_outputs(make_daemon, make_api, receiver):
+    """Before: a file submitted twice was never announced (no event for a duplicate)."""
+    hook, default = receiver(), receiver()
+    make_daemon(fake_workers=True)
+    api = make_api([ENTRY], webhooks=json.dumps([{"url": hook.url, "secret": SECRET, "events": ["duplicate"]},
+                                                 {"url": default.url, "secret": SECRET}]),
+                   webhook_retry_seconds=0.2)
+    first = upload(api, "talk.wav", b"the same audio")
+    wait_until(lambda: len(default.calls) == 1, 60, "the original's webhook")
+    copy = upload(api, "again.wav", b"the same audio")
+    wait_until(lambda: hook.calls and len(default.calls) == 2, 60, "the duplicate's webhook to both endpoints")
+    body = json.loads(hook.calls[0]["body"])
+    assert hook.calls[0]["verified"] and hook.calls[0]["headers"]["Diarized-Event"] == "duplicate"
+    assert body["event"] == "duplicate" and body["job_id"] == copy["id"] and body["duplicate_of"] == first["id"]
+    assert body["status"] == "completed" and {o["name"] for o in body["outputs"]} >= {"final_transcription.json"}
+    assert all(o["url"].startswith(f"/jobs/{first['id']}/outputs/") for o in body["outputs"])
+    assert [json.loads(c["body"])["event"] for c in default.calls] == ["succeeded", "duplicate"]

@@ -248,7 +248,8 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         client = clients.get()
         job = client.get(job_id)
         followed = client.resolve(job.id)
-        return JobOut.of(followed).model_dump() | {"job_id": job.id, "status": followed.status}
+        return JobOut.of(followed).model_dump() | {"job_id": job.id, "status": followed.status,
+                                                   "duplicate_of": job.duplicate_of}
 
     return app
 
@@ -371,8 +372,10 @@ def output_file(client: Client, job_id: str, name: str) -> tuple[Opened, Path]:
 
 
 def outputs_of(client: Client, job: Job) -> list[OutputOut]:
-    return [OutputOut(name=name, size=path.lstat().st_size, url=f"/jobs/{job.id}/outputs/{name}")
-            for name, path in client.outputs(job.id).items()]
+    """The job's files; a duplicate's are its original's, with the original's URLs (by reference)."""
+    owner = client.resolve(job.id)
+    return [OutputOut(name=name, size=path.lstat().st_size, url=f"/jobs/{owner.id}/outputs/{name}")
+            for name, path in client.outputs(owner.id).items()]
 
 
 def allowed_file(settings: Settings, text: str) -> Path:

@@ -46,7 +46,7 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> "JobOut":
         rtf = job.processing_seconds / job.duration if job.processing_seconds and job.duration else None
         links = {"self": f"/jobs/{job.id}"}
-        if job.state == "succeeded":
+        if job.state in ("succeeded", "duplicate"):  # a duplicate's are its original's
             links["outputs"] = f"/jobs/{job.id}/outputs"
         return cls(id=job.id, short_id=job.short_id, file=job.source_name, state=job.state, status=job.status,
                    priority=job.priority_name, stage=job.stage, progress=job.progress,

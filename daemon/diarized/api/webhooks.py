@@ -102,14 +102,17 @@ class Sender:
     def body(self, note: Notification) -> str:
         """The JSON the receiver gets, frozen now (every retry sends the same bytes)."""
         job = self.store.get(note.job_id)
-        outputs = list(published_files(job.output_dir)) if note.event == "succeeded" else []
+        # a duplicate is told with its original as it is now (outputs by reference, if it succeeded)
+        shown = self.store.resolve(job.id) if note.event == "duplicate" else job
+        done = shown.state == "succeeded"
+        outputs = list(published_files(shown.output_dir)) if done else []
         return json.dumps({
-            "event": note.event, "job_id": job.id, "status": job.status, "file": job.source_name,
-            "outputs": [{"name": n, "url": f"/jobs/{job.id}/outputs/{n}"} for n in outputs],
-            "duration": job.duration, "processing_seconds": job.processing_seconds,
-            "started_at": job.started_at, "completed_at": job.finished_at,
-            "error": job.error if note.event != "succeeded" else None,
-            "hint": job.hint if note.event != "succeeded" else None,
+            "event": note.event, "job_id": job.id, "status": shown.status, "file": job.source_name,
+            "duplicate_of": job.duplicate_of,
+            "outputs": [{"name": n, "url": f"/jobs/{shown.id}/outputs/{n}"} for n in outputs],
+            "duration": shown.duration, "processing_seconds": shown.processing_seconds,
+            "started_at": shown.started_at, "completed_at": shown.finished_at,
+            "error": None if done else shown.error, "hint": None if done else shown.hint,
         }, ensure_ascii=False, sort_keys=True)
 
     async def send_due(self, http: httpx.AsyncClient, hook: Webhook) -> int:
