@@ -77,6 +77,28 @@ def test_duplicates_point_at_the_first_live_or_done_job(store, tmp_path):
     assert again.state == State.INCOMING  # a failed job does not block a fresh copy
 
 
+def test_delete_expire_and_tallies_that_outlive_the_rows(store, tmp_path):
+    done = store.claim(_queued(store, tmp_path, "a.wav", "one").id)
+    store.mark_succeeded(done.id, str(tmp_path / "outbox/a"), str(tmp_path / "done/a.wav"))
+    dup = _incoming(store, tmp_path, "b.wav", "one")
+    assert store.resolve(dup.id).id == done.id
+    assert [j.id for j in store.expiring(time.time() + 1, 10)] == [done.id]  # the duplicate is unsettled
+    assert store.mark_expired(done.id, "retention_days 1: removed 2 item(s)") is True
+    assert store.mark_expired(done.id, "again") is False
+    expired = store.get(done.id)
+    assert expired.expired_at and expired.output_dir is None and expired.source_path is None
+    assert store.expiring(time.time() + 1, 10) == []
+    assert _incoming(store, tmp_path, "c.wav", "one").state == State.INCOMING  # its files are gone: a new job
+    running = store.claim(_queued(store, tmp_path, "d.wav", "two").id)
+    with pytest.raises(InvalidTransition, match="cancel it first"):
+        store.delete(running.id)
+    assert store.delete(done.id).id == done.id
+    with pytest.raises(NotFound):
+        store.get(done.id)
+    assert store.events(done.id) == [] and store.resolve(dup.id).id == dup.id
+    assert store.tallies() == {"expired": 1, "deleted_succeeded": 1}
+
+
 # -- reads -------------------------------------------------------------------------------------
 def test_get_by_full_or_short_id_and_not_found(store, tmp_path):
     job = _queued(store, tmp_path)

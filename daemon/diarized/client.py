@@ -171,6 +171,13 @@ class Client:
     def retry(self, job_id: str) -> Job:
         return self.store.request_retry(self.get(job_id).id)
 
+    def delete(self, job_id: str) -> Job:
+        """Remove a job that is not running, with its outputs, original and records (no undo);
+        returns it as it was. InvalidTransition while it runs: cancel it first."""
+        from diarized import retention
+
+        return retention.delete(self.settings, self.store, job_id)[0]
+
     def set_priority(self, job_id: str, priority: Priority | str) -> Job:
         level = Priority.parse(priority) if isinstance(priority, str) else priority
         return self.store.set_priority(self.get(job_id).id, level)

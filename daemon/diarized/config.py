@@ -48,7 +48,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
     "short_speaker_seconds": (0, True, None), "speaker_margin": (0, True, 2.0), "one_voice_distance": (0, True, 2.0),
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
-    "webhook_retry_seconds": (0, False, None), "lease_seconds": (10, True, None),
+    "webhook_retry_seconds": (0, False, None), "retention_days": (0, True, None), "lease_seconds": (10, True, None),
     "api_header_timeout_seconds": (0, False, None), "api_body_idle_seconds": (0, False, None),
     "api_max_connections": (16, True, None), "webhook_timeout_seconds": (0, False, None),
 }
@@ -107,6 +107,7 @@ class Settings:
     retry_backoff_seconds: float = 30.0  # doubled after each failed attempt
     stop_timeout_seconds: float = 30.0
     done_policy: str = "keep"
+    retention_days: float = 0.0  # finished jobs' files (outputs, original) removed after this; 0: kept
     max_file_gb: float = 20.0  # larger inbox files are refused before they are hashed
     # models
     model: str = "base"

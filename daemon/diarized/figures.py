@@ -1,9 +1,9 @@
 """The service's figures, read from the store once: `diarizectl stats` prints them, /metrics exports them.
 
-One place computes them so the terminal and Prometheus never disagree. Totals
-are over the store's whole history (jobs are never deleted), so the
-Prometheus counters and histograms built from them only grow, across API
-restarts too.
+One place computes them so the terminal and Prometheus never disagree. Outcome
+totals are the store's rows plus the tallies of deleted ones, so those counters
+only grow, across API restarts and deletions too; the timing histograms are
+over the jobs the store still holds (a DELETE shrinks them, as a reset would).
 """
 
 from __future__ import annotations
@@ -24,10 +24,16 @@ class Figures:
     worker_rss_mb: dict[str, float]  # running job id -> its worker's peak RSS so far
     daemon: DaemonStatus
     deliveries: dict[str, int] = field(default_factory=dict)  # webhook deliveries by state
+    tallies: dict[str, int] = field(default_factory=dict)  # deleted_<outcome>, expired (store.tallies)
 
     @property
     def outcomes(self) -> dict[str, int]:
-        return {str(s): self.states.get(s, 0) for s in OUTCOMES}
+        """Jobs that ended, by outcome, deleted ones included."""
+        return {str(s): self.states.get(s, 0) + self.deleted.get(str(s), 0) for s in OUTCOMES}
+
+    @property
+    def deleted(self) -> dict[str, int]:
+        return {str(s): self.tallies.get(f"deleted_{s}", 0) for s in (*OUTCOMES, State.QUEUED)}
 
     def by_model(self) -> dict[str, list[Timing]]:
         groups: dict[str, list[Timing]] = {}
@@ -43,7 +49,8 @@ def gather(store: JobStore) -> Figures:
     running = store.jobs(states=(State.RUNNING,))
     return Figures(states=store.counts(), timings=store.timings(),
                    worker_rss_mb={j.id: j.peak_rss_mb or 0.0 for j in running},
-                   daemon=store.daemon(STALE_SECONDS), deliveries=store.delivery_counts())
+                   daemon=store.daemon(STALE_SECONDS), deliveries=store.delivery_counts(),
+                   tallies=store.tallies())
 
 
 def percentile(values: list[float], share: float) -> float | None:

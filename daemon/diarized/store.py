@@ -158,6 +158,7 @@ class Job:
     lease_expires_at: float | None = None  # renewed by the worker's heartbeat; then any node requeues it
     wait_mono: float | None = None  # not_before on the monotonic clock of boot `wait_boot` (clock steps)
     wait_boot: str | None = None
+    expired_at: float | None = None  # retention_days removed its files (the row stays, for history)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
@@ -541,6 +542,21 @@ class JobStore(Protocol):
     def set_priority(self, job_id: str, priority: Priority) -> Job:
         """Change a live job's priority; InvalidTransition once it is final."""
 
+    def delete(self, job_id: str) -> Job:
+        """Remove the job's rows (job, events, notifications, deliveries, samples); returns the job as
+        it was, whose files the caller then removes (retention.py). InvalidTransition while it runs
+        (or is being recorded): cancel it first."""
+
+    def expiring(self, before: float, limit: int) -> list[Job]:
+        """Finished jobs that ended before `before` and still have their files, oldest first."""
+
+    def mark_expired(self, job_id: str, detail: str) -> bool:
+        """Its files are gone: the paths are cleared (a later job may reuse the names), the row stays
+        with an `expired` event. False if it already was."""
+
+    def tallies(self) -> dict[str, int]:
+        """Counts that outlive their rows: deleted_<outcome> per deleted job, expired per expiry."""
+
     # -- webhooks (api/webhooks.py) ----------------------------------------------------------
     def pending_notifications(self, limit: int = 100) -> list[Notification]:
         """Final transitions not yet turned into deliveries, oldest first.
@@ -603,7 +619,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 MAX_DEATH_BACKOFF = 3600.0  # the longest a job waits after daemon deaths in a row
 # No wait the service sets (retry backoff, death backoff, webhook retry and lease) is longer
 # than this; one further ahead was written before the wall clock stepped back.
@@ -695,6 +711,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # among the few rows that ask for one
         'CREATE INDEX "idx_jobs_queue" ON "jobs" ("state", "priority", "created_at", "id")',
         'CREATE INDEX "idx_jobs_cancel" ON "jobs" ("state") WHERE "cancel_requested" = 1',
+    ),
+    11: (
+        # retention_days: when a finished job's files were removed; the ones not yet, oldest first
+        'ALTER TABLE "jobs" ADD COLUMN "expired_at" REAL',
+        'CREATE INDEX "idx_jobs_expiry" ON "jobs" ("finished_at") WHERE "expired_at" IS NULL',
+        # counts that outlive the rows they count (deleted jobs by outcome, expiries): counters only grow
+        'CREATE TABLE "tallies" ("name" TEXT PRIMARY KEY, "count" INTEGER NOT NULL)',
     ),
 }
 
@@ -811,7 +834,10 @@ class SQLStore:
     def resolve(self, job_id: str) -> Job:
         job = self.get(job_id)
         while job.state == State.DUPLICATE and job.duplicate_of:
-            job = self.get(job.duplicate_of)
+            found = self._rows("SELECT * FROM jobs WHERE id = ?", [job.duplicate_of])
+            if not found:
+                return job  # its original was deleted: the duplicate stands alone, without outputs
+            job = found[0]
         return job
 
     def jobs(self, states: tuple[str, ...] | None = None, limit: int | None = None,
@@ -900,7 +926,7 @@ class SQLStore:
         with self.transaction() as conn:
             job_id = self._free_job_id(conn, now)
             self._lock_content(conn, sha256)
-            first = self._row(conn, f"SELECT * FROM jobs WHERE sha256 = ? AND state IN "
+            first = self._row(conn, f"SELECT * FROM jobs WHERE sha256 = ? AND expired_at IS NULL AND state IN "
                                     f"({','.join('?' * len(DEDUPE_STATES))}) ORDER BY created_at LIMIT 1",
                               [sha256, *DEDUPE_STATES])
             source = Path(jobs_dir) / job_id / ("source" + Path(source_name).suffix.lower())
@@ -1120,6 +1146,9 @@ class SQLStore:
             job = self._require(conn, job_id)
             if job.state not in (State.FAILED, State.CANCELLED):
                 raise InvalidTransition(f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried")
+            if job.expired_at is not None:
+                raise InvalidTransition(f"job {job.id}: its files were removed after retention_days; "
+                                        "drop the recording into the inbox again")
             if not job.source_path or not os.path.lexists(job.source_path):
                 raise InvalidTransition(f"job {job.id}: the original is no longer at {job.source_path}")
             if not stat.S_ISREG(os.lstat(job.source_path).st_mode):
@@ -1139,6 +1168,40 @@ class SQLStore:
             self._update(conn, job_id, priority=int(priority))
             self._event(conn, job_id, "priority", priority.name.lower())
             return self._require(conn, job_id)
+
+    def delete(self, job_id: str) -> Job:
+        with self.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job.state in (State.RUNNING, State.INCOMING):
+                raise InvalidTransition(f"job {job.id} is {job.state}; cancel it first "
+                                        f"(diarizectl cancel {job.short_id}), then delete it")
+            for table in ("events", "notifications", "deliveries", "samples", "jobs"):
+                self._x(conn, f'DELETE FROM "{table}" WHERE "{"id" if table == "jobs" else "job_id"}" = ?',
+                        [job.id])
+            self._tally(conn, f"deleted_{job.state}")
+            return job
+
+    def _tally(self, conn, name: str) -> None:
+        self._x(conn, 'INSERT INTO tallies (name, count) VALUES (?, 1) '
+                      'ON CONFLICT (name) DO UPDATE SET count = tallies.count + 1', [name])
+
+    def tallies(self) -> dict[str, int]:
+        return dict(self._fetch("SELECT name, count FROM tallies"))
+
+    def expiring(self, before: float, limit: int) -> list[Job]:
+        return self._rows(f"SELECT * FROM jobs WHERE expired_at IS NULL AND finished_at < ? AND state IN "
+                          f"({','.join('?' * len(FINAL_STATES))}) ORDER BY finished_at LIMIT ?",
+                          [before, *FINAL_STATES, limit])
+
+    def mark_expired(self, job_id: str, detail: str) -> bool:
+        with self.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job.expired_at is not None:
+                return False
+            self._update(conn, job_id, expired_at=time.time(), output_dir=None, source_path=None)
+            self._event(conn, job_id, "expired", detail)
+            self._tally(conn, "expired")
+            return True
 
     # -- webhooks ---------------------------------------------------------------------------
     def pending_notifications(self, limit: int = 100) -> list[Notification]:

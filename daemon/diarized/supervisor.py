@@ -31,7 +31,7 @@ from typing import Callable
 
 import psutil
 
-from diarized import outbox
+from diarized import outbox, retention
 from diarized.config import Settings, settings_to_json
 from diarized.files import describe_space, remove_temporaries, space_problem, write_text
 from diarized.inbox import Inbox
@@ -173,6 +173,7 @@ class Supervisor:
         self.started_at = time.time()
         self._lock = None
         self._counted: tuple[int, float] = (0, float("-inf"))  # (queued, when counted)
+        self._swept = float("-inf")  # when retention last looked (monotonic)
 
     # -- start ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -318,12 +319,24 @@ class Supervisor:
             self.inbox.tick()
             if not self.settings.store_is_file:  # other nodes' expired leases (one node per SQLite store)
                 self.take_over_expired(self.store.expired_leases())
+            self.sweep_retention()
         self.handle_cancellations()
         self.reap()
         self.enforce_limits()
         if not self.stop_requested and not self.paused:
             self.admit()
         self.publish_status()
+
+    def sweep_retention(self) -> None:
+        """Every SWEEP_SECONDS, by the inbox's holder: finished jobs past retention_days lose their files."""
+        now = time.monotonic()
+        if self.settings.retention_days <= 0 or now - self._swept < retention.SWEEP_SECONDS:
+            return
+        self._swept = now
+        expired = retention.expire(self.settings, self.store)
+        if expired:
+            log.info("retention: removed the files of %d job(s) older than %g days", len(expired),
+                     self.settings.retention_days)
 
     def pause(self, reason: str) -> None:
         """Take no new work, keep the running jobs (and their rows) as they are, try again each tick."""

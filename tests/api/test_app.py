@@ -99,6 +99,28 @@ def test_a_duplicate_answers_with_its_originals_outputs_by_reference(service):
         assert seed["job_id"] == copy["id"] and seed["duplicate_of"] == first["id"] and seed["status"] == "completed"
 
 
+def test_delete_a_job_but_not_a_running_one(service):
+    daemon, api, _ = service
+    with api.client(SUBMIT) as client, api.client(READ) as reader:
+        done = upload(client, "talk.wav", b"a short one").json()
+        wait_state(client, done["id"], "succeeded")
+        busy = upload(client, "long.wav", json.dumps({"runs": [{"exit": 0, "seconds": 30}]}).encode()).json()
+        wait_state(client, busy["id"], "running")
+        assert reader.delete(f"/jobs/{done['id']}").status_code == 403
+        refused = client.delete(f"/jobs/{busy['id']}")
+        assert refused.status_code == 409 and "cancel it first" in refused.json()["error"]["message"]
+        gone = client.delete(f"/jobs/{done['short_id']}")
+        assert gone.status_code == 200, gone.text
+        assert gone.json()["id"] == done["id"] and gone.json()["removed"] >= 2 and gone.json()["problems"] == []
+        assert client.get(f"/jobs/{done['id']}").status_code == 404
+        assert client.delete(f"/jobs/{done['id']}").status_code == 404
+        assert not (daemon.outbox / "talk").exists()
+        metrics = reader.get("/metrics").text
+        assert 'diarized_jobs_total{outcome="succeeded"} 1.0' in metrics  # counted though deleted
+        assert 'diarized_jobs_deleted_total{state="succeeded"} 1.0' in metrics
+        client.post(f"/jobs/{busy['id']}/cancel")
+
+
 def test_an_oversized_upload_is_refused_and_leaves_nothing(service):
     daemon, api, _ = service
     with api.client(SUBMIT) as client:

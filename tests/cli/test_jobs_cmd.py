@@ -187,3 +187,17 @@ def test_a_deep_queue_is_counted_not_listed(tmp_path):
     assert len(data["jobs"]) == 5 and data["waiting"] == 3000 and data["counts"]["queued"] == 3000
     assert [j.source_name for j in store.claimable(limit=2)] == ["q2999.wav", "q0000.wav"]
     assert [j.source_name for j in store.queue(3)] == ["q2999.wav", "q0000.wav", "q0001.wav"]
+
+
+def test_delete_asks_first_and_refuses_a_running_job(state):
+    root, store = state
+    done = store.jobs(states=("succeeded",))[0]
+    asked = CliRunner().invoke(cli, ["--state-dir", str(root), "delete", done.short_id], input="n\n",
+                               env={"DIARIZED_CONFIG": ""})
+    assert asked.exit_code == 1 and "Delete job" in asked.output and store.get(done.id)
+    running = store.jobs(states=("running",))[0]
+    refused = ctl(root, "delete", running.id, "--yes")
+    assert refused.exit_code == 1 and "cancel it first" in refused.output
+    deleted = ctl(root, "delete", done.id, "--yes")
+    assert deleted.exit_code == 0 and f"{done.id} deleted" in deleted.stdout
+    assert done.id not in {j.id for j in store.jobs()}

@@ -33,7 +33,7 @@ from diarized.api import metrics, webhooks
 from diarized.api.auth import Principal, Scope, Tokens
 from diarized.api.guard import BodyGuard
 from diarized.api.serve import DescriptorResponse, NotServable, open_owned
-from diarized.api.models import (ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
+from diarized.api.models import (Deleted, ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
                                  PriorityChange, SeedProcess)
 from diarized.client import Client, seed_system_status
 from diarized.config import Settings
@@ -213,6 +213,19 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
     @app.post("/jobs/{job_id}/retry", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
     def retry(job_id: str) -> JobOut:
         return JobOut.of(clients.get().retry(job_id))
+
+    @app.delete("/jobs/{job_id}", response_model=Deleted, tags=["jobs"], dependencies=[Submit],
+                responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+    def delete_job(job_id: str) -> Deleted:
+        """Remove a job that is not running: its outputs, its original (done/ or failed/) and its
+        records. No undo; a running job answers 409 (cancel it first). A duplicate of it keeps its
+        own record, without outputs."""
+        from diarized import retention
+
+        client = clients.get()
+        job, removed = retention.delete(settings, client.store, job_id)
+        return Deleted(id=job.id, file=job.source_name, state=job.state, removed=len(removed.paths),
+                       bytes=removed.bytes, problems=removed.problems)
 
     @app.post("/jobs/{job_id}/priority", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
     def set_priority(job_id: str, change: PriorityChange) -> JobOut:

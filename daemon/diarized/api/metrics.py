@@ -45,6 +45,13 @@ class StoreCollector:
         for outcome, count in f.outcomes.items():
             total.add_metric([outcome], count)
         yield total
+        deleted = CounterMetricFamily("diarized_jobs_deleted", "Jobs deleted (DELETE /jobs, diarizectl delete), "
+                                      "by the state they were in", labels=["state"])
+        for state, count in f.deleted.items():
+            deleted.add_metric([state], count)
+        yield deleted
+        yield CounterMetricFamily("diarized_jobs_expired", "Finished jobs whose files retention_days removed",
+                                  value=f.tallies.get("expired", 0))
         models = f.by_model()
         yield histogram("diarized_processing_seconds", "Wall time of succeeded jobs", "model",
                         {m: [t.processing_seconds for t in ts] for m, ts in models.items()}, PROCESSING_BUCKETS)

@@ -111,5 +111,14 @@ class PriorityChange(BaseModel):
     priority: str = Field(description="high, normal or low")
 
 
+class Deleted(BaseModel):
+    id: str
+    file: str
+    state: str = Field(description="the state it was in")
+    removed: int = Field(description="files and folders removed (outputs, original, work folder)")
+    bytes: int
+    problems: list[str] = Field(description="paths that could not be removed, and why (the records are gone)")
+
+
 class ErrorOut(BaseModel):
     error: dict[str, str] = Field(description="{code, message}")

@@ -305,6 +305,29 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 
 @click.command()
 @click.argument("job_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, job_id: str, yes: bool) -> None:
+    """Delete a job that is not running: its outputs, its original (in done/ or failed/), its work folder
+    and its records. There is no undo; a running job must be cancelled first."""
+    from diarized import retention
+
+    store, settings = _store(ctx)
+    job = _job(store, job_id)
+    if not yes:
+        click.confirm(f"Delete job {job.id} ({job.source_name}, {job.state}) with its outputs and original?",
+                      abort=True, err=True)
+    try:
+        job, removed = retention.delete(settings, store, job.id)
+    except InvalidTransition as exc:
+        fail(str(exc))
+    except StoreUnavailable as exc:
+        fail(cannot_write(settings, exc))
+    click.echo(f"{job.id} deleted: {removed.describe()}")
+
+
+@click.command()
+@click.argument("job_id")
 @click.argument("level", type=click.Choice(["high", "normal", "low"]))
 @click.pass_context
 def priority(ctx: click.Context, job_id: str, level: str) -> None:
@@ -509,4 +532,4 @@ def logs(ctx: click.Context, job_id: str) -> None:
                 click.echo(line)
 
 
-COMMANDS = (status, list_jobs, show, retry, cancel, priority, submit, stats, logs)
+COMMANDS = (status, list_jobs, show, retry, cancel, priority, delete, submit, stats, logs)
