@@ -32,7 +32,7 @@ def test_env_values_are_typed(tmp_path):
     ("max_memory_gb = 100000\n", "more than this machine's RAM"),
     ("max_memory_gb = 1.5\nmax_workers = 2\n", "at least 1 GiB"),
     ("done_policy = 'shred'\n", "done_policy must be keep or delete"),
-    ("formats = ['json', 'docx']\n", "formats must be a subset"),
+    ("formats = ['json', 'pdf']\n", "formats must be a subset"),
     ("max_workers = [\n", "not valid TOML"),
 ])
 def test_mistakes_are_named(tmp_path, text, message):

@@ -27,7 +27,7 @@ def outputs(tmp_path):
            "segments": [segment("SPEAKER_00", 0.0, WORDS), segment("SPEAKER_01", 2.0, WORDS),
                         segment("SPEAKER_00", 4.0, WORDS)]}
     turns = [{"speaker": s["speaker_id"], "start": s["start_time"], "end": s["end_time"]} for s in doc["segments"]]
-    write_outputs(tmp_path, doc, turns, ("json", "srt", "vtt", "txt", "rttm"), "talk")
+    write_outputs(tmp_path, doc, turns, ("json", "srt", "vtt", "txt", "rttm", "csv", "docx"), "talk")
     return tmp_path
 
 
@@ -44,6 +44,10 @@ def test_rename_rewrites_every_text_output_and_keeps_the_labels(outputs):
     voices = [c.voice for c in webvtt.read(str(outputs / "transcription.vtt"))]
     assert voices == ["Ana Souza", "SPEAKER_01", "Ana Souza"]
     assert "] Ana Souza\n" in (outputs / "transcription.txt").read_text()
+    assert "\n0.000,1.600,Ana Souza," in (outputs / "transcription.csv").read_text()
+    assert not (outputs / "transcription.tsv").exists()  # only the formats the job has
+    import docx
+    assert "[00:00:00 - 00:00:01] Ana Souza" in [p.text for p in docx.Document(str(outputs / "transcription.docx")).paragraphs]
     assert (outputs / "diarization.rttm").read_text() == rttm  # the machine's view keeps its labels
 
 

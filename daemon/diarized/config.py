@@ -24,7 +24,8 @@ import psutil
 
 ENV_PREFIX = "DIARIZED_"
 DEFAULT_CONFIG = Path("/etc/diarized/diarized.toml")
-FORMATS = ("json", "srt", "vtt", "txt", "rttm")
+FORMATS = ("json", "srt", "vtt", "txt", "rttm")  # the default set
+ALL_FORMATS = (*FORMATS, "csv", "tsv", "docx")
 
 # Whisper's languages (faster_whisper.tokenizer._LANGUAGE_CODES): importing faster-whisper
 # here would load CTranslate2 into every process that reads a config.
@@ -364,9 +365,9 @@ def _validate(s: Settings) -> None:
         )
     if s.done_policy not in ("keep", "delete"):
         problems.append(f"done_policy must be keep or delete, not {s.done_policy!r}")
-    bad = [f for f in s.formats if f not in FORMATS]
+    bad = [f for f in s.formats if f not in ALL_FORMATS]
     if bad or not s.formats:
-        problems.append(f"formats must be a subset of {','.join(FORMATS)}; got {bad}")
+        problems.append(f"formats must be a subset of {','.join(ALL_FORMATS)}; got {bad}")
     if s.embedding_pass not in EMBEDDING_PASSES:
         problems.append(f"embedding_pass must be {' or '.join(EMBEDDING_PASSES)}, not {s.embedding_pass!r}")
     if s.diarization_clustering not in CLUSTERINGS:

@@ -33,6 +33,10 @@ def current_umask() -> int:
 
 
 def write_text(path: Path, text: str, mode: int | None = None) -> Path:
+    return write_bytes(path, text.encode("utf-8"), mode)
+
+
+def write_bytes(path: Path, data: bytes, mode: int | None = None) -> Path:
     """Temp file in the same folder, fsync, rename.
 
     The file gets `mode`, or what a plain open() would give (0666 less the umask: 0640
@@ -44,8 +48,8 @@ def write_text(path: Path, text: str, mode: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())

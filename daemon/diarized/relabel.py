@@ -1,6 +1,6 @@
 """Naming a job's speakers after the fact: SPEAKER_00 -> "Ana" in its published outputs.
 
-The JSON, SRT, VTT and TXT are rendered again from final_transcription.json
+The JSON and every format rendered from it (SRT, VTT, TXT, CSV, TSV, DOCX) are rendered again from final_transcription.json
 by the same writers the pipeline used (pipeline/formats.py), each file
 replaced atomically; a reader sees the old file or the new one. The JSON keeps
 every segment's original label (`speaker_label`) and the mapping
@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diarized.files import write_json, write_text
-from diarized.pipeline.formats import FILENAMES, build_cues, render_srt, render_txt, render_vtt
+from diarized.files import write_bytes, write_json
+from diarized.pipeline.formats import FILENAMES, render_document
 
 MAX_NAME = 40
 
@@ -62,13 +62,10 @@ def _apply(output_dir: Path, doc: dict, labels: dict[str, str], shown: dict[str,
         segment["speaker_id"] = shown[original]
     doc["speakers"] = [shown[labels[name]] for name in doc["speakers"]]
     doc["speaker_labels"] = {name: original for original, name in shown.items()}
-    cues = build_cues(doc["segments"])
-    renders = {"srt": lambda: render_srt(cues), "vtt": lambda: render_vtt(cues),
-               "txt": lambda: render_txt(doc["segments"])}
-    for fmt, render in renders.items():  # the text files first: the JSON, written last, is the record
-        path = output_dir / FILENAMES[fmt]
-        if path.exists():
-            write_text(path, render())
+    present = tuple(fmt for fmt, name in FILENAMES.items() if (output_dir / name).exists())
+    title = doc.get("file_path") or output_dir.name
+    for fmt, data in render_document(doc, present, title).items():  # first: the JSON, written last, is the record
+        write_bytes(output_dir / FILENAMES[fmt], data)
     write_json(output_dir / FILENAMES["json"], doc)
 
 

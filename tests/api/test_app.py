@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 
 import pytest
 
@@ -77,6 +79,12 @@ def test_upload_poll_and_download(service, data):
         assert again.json()["state"] == "duplicate" and again.json()["duplicate_of"] == job["id"]
         seed = client.get(f"/status/{again.json()['id']}").json()
         assert seed["status"] == "completed" and seed["job_id"] == again.json()["id"]
+        archive = client.get(done["links"]["archive"])
+        assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+        assert f'jfk-{job["short_id"]}.zip' in archive.headers["content-disposition"]
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+            assert zipped.namelist() == [f"jfk-{job['short_id']}/{n}" for n in names]
+            assert zipped.read(f"jfk-{job['short_id']}/final_transcription.json") == outbox.read_bytes()
 
 
 def test_a_duplicate_answers_with_its_originals_outputs_by_reference(service):
@@ -107,6 +115,8 @@ def test_delete_a_job_but_not_a_running_one(service):
         busy = upload(client, "long.wav", json.dumps({"runs": [{"exit": 0, "seconds": 30}]}).encode()).json()
         wait_state(client, busy["id"], "running")
         assert reader.delete(f"/jobs/{done['id']}").status_code == 403
+        none_yet = client.get(f"/jobs/{busy['id']}/outputs.zip")
+        assert none_yet.status_code == 404 and "no outputs" in none_yet.json()["error"]["message"]
         refused = client.delete(f"/jobs/{busy['id']}")
         assert refused.status_code == 409 and "cancel it first" in refused.json()["error"]["message"]
         gone = client.delete(f"/jobs/{done['short_id']}")

@@ -153,3 +153,28 @@ def test_cues_without_any_room_stay_valid():
     for prev, cue in zip(cues, cues[1:]):
         assert cue.start >= prev.end
     assert all(c.end > c.start for c in cues)
+
+
+def test_csv_tsv_and_docx_carry_every_segment_and_refuse_formulas(tmp_path):
+    import csv
+    import io
+
+    import docx
+
+    segments = [{"speaker_id": "=HYPERLINK(\"http://x\")", "start_time": 0.0, "end_time": 1.5,
+                 "text": "Olá, tudo bem?"},
+                {"speaker_id": "=HYPERLINK(\"http://x\")", "start_time": 1.5, "end_time": 2.0, "text": "-5 graus"},
+                {"speaker_id": "Bob", "start_time": 2.5, "end_time": 4.0, "text": "Tab\there, \"quotes\", commas"}]
+    document = {"file_path": "reunião.mp4", "segments": segments, "speakers": []}
+    written = formats.write_outputs(tmp_path, document, [], ("csv", "tsv", "docx", "json"), "reunião")
+    assert sorted(written) == ["csv", "docx", "json", "tsv"]
+    for fmt, delimiter in (("csv", ","), ("tsv", "\t")):
+        rows = list(csv.reader(io.StringIO(written[fmt].read_text()), delimiter=delimiter))
+        assert rows[0] == ["start", "end", "speaker", "text"] and len(rows) == 4
+        assert rows[1] == ["0.000", "1.500", "'=HYPERLINK(\"http://x\")", "Olá, tudo bem?"]
+        assert rows[2][3] == "'-5 graus" and rows[3][3] == "Tab here, \"quotes\", commas"
+    doc = docx.Document(str(written["docx"]))
+    texts = [p.text for p in doc.paragraphs]
+    assert texts[0] == "reunião.mp4" and doc.core_properties.title == "reunião.mp4"
+    assert texts[1:] == ["[00:00:00 - 00:00:02] =HYPERLINK(\"http://x\")", "Olá, tudo bem? -5 graus",
+                         "[00:00:02 - 00:00:04] Bob", "Tab\there, \"quotes\", commas"]

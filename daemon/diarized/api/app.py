@@ -198,6 +198,13 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         client = clients.get()
         return outputs_of(client, client.get(job_id))
 
+    @app.get("/jobs/{job_id}/outputs.zip", tags=["outputs"], dependencies=[Read],
+             response_class=FileResponse, responses={404: {"model": ErrorOut}})
+    def get_archive(job_id: str) -> FileResponse:
+        """Every published file of the job in one zip, under a folder named after the recording."""
+        opened, name = outputs_archive(clients.get(), job_id)
+        return DescriptorResponse(opened, filename=name, media_type="application/zip")
+
     @app.get("/jobs/{job_id}/outputs/{name:path}", tags=["outputs"], dependencies=[Read],
              response_class=FileResponse, responses={404: {"model": ErrorOut}})
     def get_output(job_id: str, name: str) -> FileResponse:
@@ -384,6 +391,22 @@ def output_file(client: Client, job_id: str, name: str) -> tuple[Opened, Path]:
                        f"it has: {', '.join(files) or 'none (not succeeded)'}") from None
 
 
+def outputs_archive(client: Client, job_id: str) -> tuple[Opened, str]:
+    """The job's files (or its original's, for a duplicate) as a zip, and the zip's file name."""
+    from diarized.api import archive
+
+    job = client.get(job_id)
+    files = client.outputs(job.id)
+    if not files:
+        raise ApiError(404, "no_outputs", f"job {job.id} is {job.state}: it has no outputs to download")
+    top = f"{Path(job.source_name).stem or 'job'}-{job.short_id}"
+    try:
+        return archive.build(client.settings.outbox, files, top), f"{top}.zip"
+    except NotServable:
+        raise ApiError(404, "no_outputs", f"the outputs of job {job.id} changed while they were read; "
+                       "try again") from None
+
+
 def outputs_of(client: Client, job: Job) -> list[OutputOut]:
     """The job's files; a duplicate's are its original's, with the original's URLs (by reference)."""
     owner = client.resolve(job.id)
@@ -440,7 +463,10 @@ def _hints(num: int | None, low: int | None, high: int | None) -> SpeakerHints:
 
 
 MEDIA_TYPES = {".json": "application/json", ".srt": "application/x-subrip", ".vtt": "text/vtt",
-               ".txt": "text/plain; charset=utf-8", ".rttm": "text/plain; charset=utf-8"}
+               ".txt": "text/plain; charset=utf-8", ".rttm": "text/plain; charset=utf-8",
+               ".csv": "text/csv; charset=utf-8", ".tsv": "text/tab-separated-values; charset=utf-8",
+               ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+               ".zip": "application/zip"}
 
 
 def _media_type(path: Path) -> str:

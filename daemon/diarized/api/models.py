@@ -48,6 +48,7 @@ class JobOut(BaseModel):
         links = {"self": f"/jobs/{job.id}"}
         if job.state in ("succeeded", "duplicate"):  # a duplicate's are its original's
             links["outputs"] = f"/jobs/{job.id}/outputs"
+            links["archive"] = f"/jobs/{job.id}/outputs.zip"
         return cls(id=job.id, short_id=job.short_id, file=job.source_name, state=job.state, status=job.status,
                    priority=job.priority_name, stage=job.stage, progress=job.progress,
                    eta_seconds=job.eta_seconds, duration=job.duration, attempts=job.attempts,

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from diarized.cli import CliExit
 from diarized.cli.common import fail, settings_from
-from diarized.config import FORMATS
+from diarized.config import ALL_FORMATS
 
 
 def _progress_hooks(progress: Progress, task, duration: dict):
@@ -44,7 +44,7 @@ def _progress_hooks(progress: Progress, task, duration: dict):
 @click.option("--min-speakers", type=click.IntRange(0, 256), help="A floor on the count.")
 @click.option("--max-speakers", type=click.IntRange(0, 256), help="A ceiling on the count; 0: no limit "
               "(the default).")
-@click.option("--formats", help=f"Comma-separated subset of {','.join(FORMATS)}.")
+@click.option("--formats", help=f"Comma-separated subset of {','.join(ALL_FORMATS)}.")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads (default: all cores).")
 @click.option("--keep-chunks", is_flag=True, default=None, help="Also write chunks/chunk_NNNN.wav.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),

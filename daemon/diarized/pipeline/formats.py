@@ -1,4 +1,4 @@
-"""Writers for the outputs: JSON (the seed's schema), SRT, VTT, TXT and RTTM.
+"""Writers for the outputs: JSON (the seed's schema), SRT, VTT, TXT, RTTM, CSV, TSV and DOCX.
 
 Subtitle cues follow the Netflix Timed Text Style Guide's general rules (the
 usual reference for subtitles): at most two lines of 42 characters (speaker
@@ -8,16 +8,25 @@ neighbour of the same speaker when the two fit one cue, else extended into the
 silence after it (and then before it), as far as the neighbours allow. Cues are
 built once and rendered twice, so SRT and VTT agree. Every file is written
 atomically.
+
+CSV and TSV are one row per segment (start, end, speaker, text) for
+spreadsheets: a cell that a spreadsheet would run as a formula (=, +, -, @
+first) is quoted with a leading apostrophe (OWASP's CSV injection advice), since
+speaker names are typed by users. DOCX (python-docx, imported only when asked
+for) is the TXT's paragraphs per speaker turn, for people who edit in a word
+processor.
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarized.files import write_json, write_text
+from diarized.files import write_bytes, write_json, write_text
 
 MAX_LINE = 42
 MAX_LINES = 2
@@ -31,7 +40,11 @@ FILENAMES = {
     "vtt": "transcription.vtt",
     "txt": "transcription.txt",
     "rttm": "diarization.rttm",
+    "csv": "transcription.csv",
+    "tsv": "transcription.tsv",
+    "docx": "transcription.docx",
 }
+FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -163,20 +176,75 @@ def _annotation(speaker: str) -> str:
     return html.escape(" ".join(speaker.split()), quote=False)
 
 
-def render_txt(segments: list[dict]) -> str:
-    """Paragraphs per speaker turn: consecutive segments of one speaker are joined."""
-    paragraphs: list[tuple[str, float, float, list[str]]] = []
+@dataclass
+class Paragraph:
+    speaker: str
+    start: float
+    end: float
+    text: str
+
+    @property
+    def heading(self) -> str:
+        return f"[{_clock(self.start, '.')[:-4]} - {_clock(self.end, '.')[:-4]}] {self.speaker}"
+
+
+def paragraphs(segments: list[dict]) -> list[Paragraph]:
+    """Speaker turns: consecutive segments of one speaker joined."""
+    found: list[Paragraph] = []
     for seg in segments:
-        if paragraphs and paragraphs[-1][0] == seg["speaker_id"]:
-            speaker, start, _, texts = paragraphs[-1]
-            paragraphs[-1] = (speaker, start, seg["end_time"], texts + [seg["text"]])
+        if found and found[-1].speaker == seg["speaker_id"]:
+            found[-1].end, found[-1].text = seg["end_time"], f"{found[-1].text} {seg['text']}"
         else:
-            paragraphs.append((seg["speaker_id"], seg["start_time"], seg["end_time"], [seg["text"]]))
-    out = []
-    for speaker, start, end, texts in paragraphs:
-        out.append(f"[{_clock(start, '.')[:-4]} - {_clock(end, '.')[:-4]}] {speaker}\n"
-                   + textwrap.fill(" ".join(texts), 80) + "\n")
-    return "\n".join(out)
+            found.append(Paragraph(seg["speaker_id"], seg["start_time"], seg["end_time"], seg["text"]))
+    return found
+
+
+def render_txt(segments: list[dict]) -> str:
+    return "\n".join(f"{p.heading}\n{textwrap.fill(p.text, 80)}\n" for p in paragraphs(segments))
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_FIRST) else value
+
+
+def render_table(segments: list[dict], delimiter: str) -> str:
+    """One row per segment, with a header; seconds with millisecond precision."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["start", "end", "speaker", "text"])
+    for seg in segments:
+        writer.writerow([f"{seg['start_time']:.3f}", f"{seg['end_time']:.3f}", _cell(str(seg["speaker_id"])),
+                         _cell(" ".join(str(seg["text"]).split()))])
+    return out.getvalue()
+
+
+def render_docx(segments: list[dict], title: str) -> bytes:
+    import docx  # python-docx: only where a .docx is asked for
+
+    document = docx.Document()
+    document.core_properties.title = title
+    document.add_heading(title, level=1)
+    for p in paragraphs(segments):
+        heading = document.add_paragraph()
+        heading.add_run(p.heading).bold = True
+        document.add_paragraph(p.text)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def render_document(document: dict, formats: tuple[str, ...], title: str) -> dict[str, bytes]:
+    """Every requested format that is rendered from the JSON's segments (all but json and rttm):
+    the pipeline writes them, and a rename (relabel.py) writes them again by the same code."""
+    segments = document["segments"]
+    cues = build_cues(segments) if {"srt", "vtt"} & set(formats) else []
+    renderers = {
+        "srt": lambda: render_srt(cues).encode(), "vtt": lambda: render_vtt(cues).encode(),
+        "txt": lambda: render_txt(segments).encode(),
+        "csv": lambda: render_table(segments, ",").encode(), "tsv": lambda: render_table(segments, "\t").encode(),
+        "docx": lambda: render_docx(segments, title),
+    }
+    return {fmt: renderers[fmt]() for fmt in formats if fmt in renderers}
 
 
 def to_rttm(turns: list[dict], uri: str) -> str:
@@ -190,15 +258,10 @@ def to_rttm(turns: list[dict], uri: str) -> str:
 def write_outputs(out_dir: Path, document: dict, turns: list[dict], formats: tuple[str, ...],
                   uri: str) -> dict[str, Path]:
     """Write the requested formats; returns {format: path}."""
-    written = {}
-    cues = build_cues(document["segments"]) if {"srt", "vtt"} & set(formats) else []
-    renderers = {
-        "json": lambda p: write_json(p, document),
-        "srt": lambda p: write_text(p, render_srt(cues)),
-        "vtt": lambda p: write_text(p, render_vtt(cues)),
-        "txt": lambda p: write_text(p, render_txt(document["segments"])),
-        "rttm": lambda p: write_text(p, to_rttm(turns, uri)),
-    }
-    for fmt in formats:
-        written[fmt] = renderers[fmt](out_dir / FILENAMES[fmt])
+    written = {fmt: write_bytes(out_dir / FILENAMES[fmt], data)
+               for fmt, data in render_document(document, formats, document.get("file_path") or uri).items()}
+    if "rttm" in formats:
+        written["rttm"] = write_text(out_dir / FILENAMES["rttm"], to_rttm(turns, uri))
+    if "json" in formats:
+        written["json"] = write_json(out_dir / FILENAMES["json"], document)
     return written
