@@ -175,13 +175,16 @@ class ApiServer(Service):
     stop_timeout = 30
 
     def __init__(self, root: Path, tokens: list[str] = (), listen: str | None = None,
-                 descriptors: int | None = None, **settings):
+                 descriptors: int | None = None, config: Path | None = None, **settings):
         self.root = root
+        self.config = config  # a config file (its api_tokens are used, read again when it changes)
         self.descriptors = descriptors  # a hard RLIMIT_NOFILE for the process (a unit without LimitNOFILE)
         self.listen = listen or f"127.0.0.1:{free_port()}"
         self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_API_TOKENS": ",".join(tokens),
                     "DIARIZED_LOG_FORMAT": "json", "XDG_RUNTIME_DIR": str(root.parent / "run")}
         self.env.update({f"DIARIZED_{k.upper()}": str(v) for k, v in settings.items()})
+        if config is not None:
+            del self.env["DIARIZED_API_TOKENS"]
         self.log = root.parent / f"api-{self.listen.replace('/', '_')}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -200,7 +203,7 @@ class ApiServer(Service):
         self.root.mkdir(parents=True, exist_ok=True)
         limit = self.descriptors
         self.spawn([sys.executable, "-m", "diarized.cli.daemon", "api", "--state-dir", str(self.root),
-                    "--listen", self.listen],
+                    "--listen", self.listen, *(["--config", str(self.config)] if self.config else [])],
                    preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))) if limit else None)
         if wait:
             wait_until(self._healthy, 60, lambda: f"the API to answer:\n{self.log.read_text()}")

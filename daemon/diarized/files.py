@@ -32,16 +32,19 @@ def current_umask() -> int:
     return 0o022
 
 
-def write_text(path: Path, text: str, mode: int | None = None) -> Path:
-    return write_bytes(path, text.encode("utf-8"), mode)
+def write_text(path: Path, text: str, mode: int | None = None, owner: tuple[int, int] | None = None) -> Path:
+    return write_bytes(path, text.encode("utf-8"), mode, owner)
 
 
-def write_bytes(path: Path, data: bytes, mode: int | None = None) -> Path:
+def write_bytes(path: Path, data: bytes, mode: int | None = None,
+                owner: tuple[int, int] | None = None) -> Path:
     """Temp file in the same folder, fsync, rename.
 
     The file gets `mode`, or what a plain open() would give (0666 less the umask: 0640
     under the unit's UMask=0027, so the service's group can read transcripts); mkstemp
-    alone would leave every output 0600. Secrets pass mode=0o600.
+    alone would leave every output 0600. Secrets pass mode=0o600. `owner` (uid, gid) is
+    set before the rename: root editing the service's config keeps it readable by the
+    service at every instant.
     """
     mode = (0o666 & ~current_umask()) if mode is None else mode
     path = Path(path)
@@ -51,6 +54,8 @@ def write_bytes(path: Path, data: bytes, mode: int | None = None) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diarized.api import upload as multipart
 from diarized.api import metrics, webhooks
-from diarized.api.auth import Principal, Scope, Tokens
+from diarized.api.auth import Principal, ReloadingTokens, Scope
 from diarized.api.guard import BodyGuard
 from diarized.api.serve import DescriptorResponse, NotServable, open_owned
 from diarized.api.models import (Deleted, ErrorOut, EventOut, JobDetail, JobOut, JobPage, OutputOut, PathSubmission,
@@ -78,11 +78,18 @@ class Clients:
         return client
 
 
-def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: bool = True) -> FastAPI:
-    """require_tokens=False only for a unix socket, whose file permissions are the access control."""
-    from diarized.api.sessions import COOKIE, Sessions, key_path, load_key
+def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: bool = True,
+               config_file: Path | None = None) -> FastAPI:
+    """require_tokens=False only for a unix socket, whose file permissions are the access control.
 
-    tokens = Tokens(settings.api_tokens)
+    api_tokens are read again from `config_file` when it changes, or on SIGHUP (server.py), as at
+    start (the same file and environment): tokens are added and revoked without a restart.
+    """
+    from diarized.api.sessions import COOKIE, Sessions, key_path, load_key
+    from diarized.config import load_settings
+
+    tokens = ReloadingTokens(lambda: load_settings(config_file, {"state_dir": settings.state_dir}).api_tokens
+                             if config_file else settings.api_tokens, config_file)
     clients = Clients(settings)
     sessions = Sessions(load_key(key_path(settings.db_path.parent)), tokens)
 
@@ -101,7 +108,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         "(`diarizectl token new NAME`); read tokens may read, submit tokens may also submit, cancel, "
         "retry and change priorities."), responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
     app.openapi = lambda: openapi_with_bearer(app)
-    app.state.settings, app.state.clients = settings, clients
+    app.state.settings, app.state.clients, app.state.tokens = settings, clients, tokens
     _install_error_handlers(app)
     _install_dashboard(app, clients, sessions)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import stat
 from dataclasses import dataclass
@@ -88,8 +89,9 @@ def check_access(settings: Settings, local_only: bool, where: str) -> bool:
                   "or listen on a unix socket (--listen unix:/run/diarized/api.sock)")
 
 
-def serve(settings: Settings, listen_text: str | None = None) -> None:
-    """Run until SIGTERM/SIGINT (uvicorn handles both and finishes requests in flight)."""
+def serve(settings: Settings, listen_text: str | None = None, config_file: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT (uvicorn handles both and finishes requests in flight); SIGHUP
+    reads api_tokens again (uvicorn leaves it alone; its default action would end the process)."""
     import uvicorn
 
     from diarized.api.app import create_app
@@ -101,7 +103,8 @@ def serve(settings: Settings, listen_text: str | None = None) -> None:
     require = check_access(settings, local_only, str(listen))
     if not sockets:
         sockets = [bind(listen)]
-    app = create_app(settings, require_tokens=require)
+    app = create_app(settings, require_tokens=require, config_file=config_file)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: app.state.tokens.request_reload())
     bound = connection_bound(settings.api_max_connections, raise_descriptor_limit())
     log.info("diarized api on %s (%s; at most %d connections)", listen,
              "tokens required" if require else "unix socket permissions", bound)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarized.api.auth import Principal, Scope, Tokens, token_tag
+from diarized.api.auth import Principal, ReloadingTokens, Scope, Tokens, token_tag
 
 COOKIE = "diarized_session"
 LOGIN_COOKIE = "diarized_login"  # the login form's own CSRF secret, before there is a session
@@ -84,7 +84,7 @@ def load_key(path: Path) -> bytes:
 
 
 class Sessions:
-    def __init__(self, key: bytes, tokens: Tokens, max_age: float = MAX_AGE):
+    def __init__(self, key: bytes, tokens: "Tokens | ReloadingTokens", max_age: float = MAX_AGE):
         self.key, self.tokens, self.max_age = key, tokens, max_age
 
     def open(self, token: str) -> tuple[Session, str] | None:

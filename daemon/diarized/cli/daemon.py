@@ -173,10 +173,10 @@ def api(config: Path | None, state_dir: Path | None, listen: str | None) -> None
     """The HTTP API, webhook delivery and /metrics, on the daemon's job store (never loads a model)."""
     from diarized.api.server import Refused, serve as serve_api
 
-    settings, _ = load(config, state_dir)
+    settings, config_file = load(config, state_dir)
     logs.setup(settings.log_format, settings.log_file)
     try:
-        serve_api(settings, listen)
+        serve_api(settings, listen, config_file)
     except (Refused, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(CliExit.ERROR)
