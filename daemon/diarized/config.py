@@ -150,6 +150,7 @@ class Settings:
     api_listen: str = "127.0.0.1:8787"  # host:port, or unix:/path
     api_tokens: tuple[str, ...] = ()  # "name:scope:sha256 of the token" (`diarizectl token new`)
     api_allowed_roots: tuple[Path, ...] = ()  # folders POST /jobs may take a server-side path from
+    api_public_url: str = ""  # e.g. https://transcripts.example.org: output URLs are absolute under it
     api_header_timeout_seconds: float = 10.0  # a connection must send its request's headers within this
     api_body_idle_seconds: float = 60.0  # a request body may pause this long, no longer
     api_max_connections: int = 1000  # then the longest-waiting idle connection is closed for a new one
@@ -311,6 +312,10 @@ def api_problems(s: "Settings") -> list[str]:
                 or any(c not in "0123456789abcdef" for c in parts[2]):
             problems.append(f"api_tokens: {entry[:40]!r} is not name:scope:sha256 (scope read or submit; "
                             "`diarizectl token new NAME` prints a valid entry)")
+    if s.api_public_url and (not s.api_public_url.startswith(("http://", "https://"))
+                             or any(c in s.api_public_url for c in "?# ")):
+        problems.append(f"api_public_url must be an http:// or https:// address without query or spaces, "
+                        f"like https://transcripts.example.org; not {s.api_public_url!r}")
     for hook in s.webhooks:
         if not hook.url.startswith(("http://", "https://")):
             problems.append(f"webhooks: url {hook.url!r} must start with http:// or https://")

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from diarized import outbox
+from diarized import outbox, summary
 from diarized.config import Settings
 from diarized.files import owner_of
 from diarized.store import Job, JobStore, NotFound, State, storage_trouble
@@ -51,11 +51,21 @@ class Lifecycle:
             where = str(outbox.find_settled(self.settings, job) or "")
         outbox.forget_old_failure(self.settings, source)
         if job.state != State.SUCCEEDED:
+            self._record_summary(job, target)
             job = self.store.mark_succeeded(job.id, str(target), where or None, held(job))
         elif where:
             self.store.set_source(job.id, where)
         outbox.remove_work(self.settings, job.id)
         return self.store.get(job.id)
+
+    def _record_summary(self, job: Job, target: Path) -> None:
+        """What came out, from the published JSON; a job without one (formats without json) has none."""
+        try:
+            found = summary.read(target)
+        except ValueError as exc:
+            log.info("%s: no summary for the job record (%s)", job.id, exc, extra={"job_id": job.id})
+            return
+        self.store.record_summary(job.id, found, held(job))
 
     def repair(self) -> list[str]:
         """At start: finish what a crash left between a final state and its folders.

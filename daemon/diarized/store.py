@@ -40,9 +40,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 from diarized.runtime import pid_alive
+
+if TYPE_CHECKING:
+    from diarized.summary import Summary
 
 
 class State(enum.StrEnum):
@@ -159,9 +162,15 @@ class Job:
     wait_mono: float | None = None  # not_before on the monotonic clock of boot `wait_boot` (clock steps)
     wait_boot: str | None = None
     expired_at: float | None = None  # retention_days removed its files (the row stays, for history)
+    language: str | None = None  # what came out (summary.py), once succeeded
+    language_probability: float | None = None
+    word_count: int | None = None
+    speakers_found: list[dict] | None = None  # [{label, name, seconds}] in order of first speech
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
+        if isinstance(self.speakers_found, str):
+            object.__setattr__(self, "speakers_found", json.loads(self.speakers_found))
 
     @property
     def short_id(self) -> str:
@@ -554,6 +563,9 @@ class JobStore(Protocol):
         """Its files are gone: the paths are cleared (a later job may reuse the names), the row stays
         with an `expired` event. False if it already was."""
 
+    def record_summary(self, job_id: str, summary: "Summary", generation: int | None = None) -> None:
+        """What came out (summary.py): at success, and again after a rename of its speakers."""
+
     def tallies(self) -> dict[str, int]:
         """Counts that outlive their rows: deleted_<outcome> per deleted job, expired per expiry."""
 
@@ -619,7 +631,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 MAX_DEATH_BACKOFF = 3600.0  # the longest a job waits after daemon deaths in a row
 # No wait the service sets (retry backoff, death backoff, webhook retry and lease) is longer
 # than this; one further ahead was written before the wall clock stepped back.
@@ -718,6 +730,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'CREATE INDEX "idx_jobs_expiry" ON "jobs" ("finished_at") WHERE "expired_at" IS NULL',
         # counts that outlive the rows they count (deleted jobs by outcome, expiries): counters only grow
         'CREATE TABLE "tallies" ("name" TEXT PRIMARY KEY, "count" INTEGER NOT NULL)',
+    ),
+    12: (
+        # what came out, as data (summary.py): language, words, speakers with their speech time
+        'ALTER TABLE "jobs" ADD COLUMN "language" TEXT',
+        'ALTER TABLE "jobs" ADD COLUMN "language_probability" REAL',
+        'ALTER TABLE "jobs" ADD COLUMN "word_count" INTEGER',
+        'ALTER TABLE "jobs" ADD COLUMN "speakers_found" TEXT',
     ),
 }
 
@@ -1187,6 +1206,13 @@ class SQLStore:
 
     def tallies(self) -> dict[str, int]:
         return dict(self._fetch("SELECT name, count FROM tallies"))
+
+    def record_summary(self, job_id: str, summary: "Summary", generation: int | None = None) -> None:
+        with self.transaction() as conn:
+            self._require(conn, job_id, generation)
+            self._update(conn, job_id, language=summary.language,
+                         language_probability=summary.language_probability, word_count=summary.word_count,
+                         speakers_found=summary.speakers_json())
 
     def expiring(self, before: float, limit: int) -> list[Job]:
         return self._rows(f"SELECT * FROM jobs WHERE expired_at IS NULL AND finished_at < ? AND state IN "

@@ -31,7 +31,7 @@ def upload(client, name: str, content: bytes, **fields):
 
 
 def wait_state(client, job_id: str, *states: str) -> dict:
-    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json()["job"])["state"] in states and j,
+    return wait_until(lambda: (j := client.get(f"/jobs/{job_id}").json())["state"] in states and j,
                       60, f"job {job_id} to reach {states}")
 
 
@@ -105,6 +105,26 @@ def test_a_duplicate_answers_with_its_originals_outputs_by_reference(service):
         assert fetched.status_code == 200 and fetched.content == client.get(url).content
         seed = client.get(f"/status/{copy['id']}").json()
         assert seed["job_id"] == copy["id"] and seed["duplicate_of"] == first["id"] and seed["status"] == "completed"
+
+
+def test_post_and_get_answer_the_same_job_with_its_results_as_data(make_daemon, make_api):
+    make_daemon(fake_workers=True)
+    api = make_api([READ_ENTRY, SUBMIT_ENTRY], api_public_url="https://transcripts.example.org/")
+    with api.client(SUBMIT) as client:
+        created = upload(client, "talk.wav", b"results as data")
+        posted = created.json()
+        assert set(posted) == set(client.get(f"/jobs/{posted['id']}").json())
+        assert [e["kind"] for e in posted["events"]] == ["recorded", "queued"] and posted["outputs"] == []
+        wait_state(client, posted["id"], "succeeded")
+        job = client.get(f"/jobs/{posted['id']}").json()
+        assert job["language"] == "en" and job["language_probability"] == 0.99 and job["word_count"] == 2
+        assert job["speakers_found"] == [{"label": "SPEAKER_00", "name": "SPEAKER_00", "seconds": 0.8}]
+        assert job["model"] == "tiny.en" and job["duration"] is not None
+        base = f"https://transcripts.example.org/jobs/{job['id']}"
+        assert job["links"] == {"self": base, "outputs": f"{base}/outputs", "archive": f"{base}/outputs.zip"}
+        assert {o["url"] for o in job["outputs"]} >= {f"{base}/outputs/final_transcription.json"}
+        listed = client.get("/jobs").json()["jobs"][0]
+        assert listed["speakers_found"] == job["speakers_found"] and "events" not in listed
 
 
 def test_delete_a_job_but_not_a_running_one(service):
@@ -255,7 +275,7 @@ def test_a_real_recording_through_the_api_and_a_real_daemon(make_daemon, make_ap
         seen = set()
 
         def finished():
-            state = client.get(f"/jobs/{job['id']}").json()["job"]
+            state = client.get(f"/jobs/{job['id']}").json()
             seen.add((state["state"], state["stage"]))
             return state["state"] in ("succeeded", "failed") and state
         done = wait_until(finished, 300, "the job to finish", every=0.5)

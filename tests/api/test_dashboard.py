@@ -106,6 +106,20 @@ def test_a_read_only_session_sees_but_cannot_change(service):
         assert viewer.post(f"/ui/jobs/{job_id}/rename", data={"csrf": csrf, "name:SPEAKER_00": "X"}).status_code == 403
 
 
+def test_a_rename_updates_the_job_record_and_its_timeline(service):
+    daemon, api = service
+    with login(api, SUBMIT) as ana:
+        job_id = ana.post("/ui/upload", files={"file": ("r.wav", b"rename me")},
+                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
+        wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+        answer = ana.post(f"/ui/jobs/{job_id}/rename", data={"csrf": csrf_of(ana), "name:SPEAKER_00": "Ana Souza"})
+        assert answer.status_code == 303
+    job = daemon.store.get(job_id)
+    assert job.speakers_found == [{"label": "SPEAKER_00", "name": "Ana Souza", "seconds": 0.8}]
+    renamed = daemon.store.events(job_id)[-1]
+    assert renamed.kind == "renamed" and renamed.detail == "SPEAKER_00 → Ana Souza (by ana)"
+
+
 def test_no_inline_script_names_are_escaped_and_the_policy_is_sent(service):
     daemon, api = service
     evil = '"><img src=x onerror=alert(1)>.wav'

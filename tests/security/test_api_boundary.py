@@ -54,7 +54,7 @@ def login(api: ApiServer, token: str) -> Iterator[httpx.Client]:
 def finished_job(daemon: Daemon, api: ApiServer, name: str, content: bytes) -> dict:
     with api.client(SUBMIT) as client:
         job = client.post("/jobs", files={"file": (name, content)}).json()
-        return wait_until(lambda: (j := client.get(f"/jobs/{job['id']}").json()["job"])["state"] == "succeeded"
+        return wait_until(lambda: (j := client.get(f"/jobs/{job['id']}").json())["state"] == "succeeded"
                           and j, 30, f"{name} to succeed")
 
 

@@ -51,8 +51,11 @@ def work(store, job, seconds: float, stop: threading.Event) -> bool:
 def write_outputs(out: Path, job, script: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "final_transcription.json").write_text(json.dumps({
-        "file_path": job.source_name, "total_duration": script.get("duration", 1.0),
-        "speakers": ["SPEAKER_00"], "segments": []}))
+        "file_path": job.source_name, "total_duration": script.get("duration", 1.0), "language": "en",
+        "language_probability": 0.99, "speakers": ["SPEAKER_00"],
+        "segments": [{"speaker_id": "SPEAKER_00", "start_time": 0.0, "end_time": 0.8, "text": "Hello there.",
+                      "words": [{"word": "Hello", "start": 0.0, "end": 0.4}, {"word": "there.", "start": 0.4,
+                                                                             "end": 0.8}]}]}))
     (out / "transcription.txt").write_text(f"{job.source_name}\n")
 
 

@@ -155,7 +155,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
             raise ApiError(503, "store_unavailable", f"the job store cannot be read: {exc}")
         return {"status": "ok", "daemon_up": up}
 
-    @app.post("/jobs", status_code=202, response_model=JobOut, tags=["jobs"], dependencies=[Submit],
+    @app.post("/jobs", status_code=202, response_model=JobDetail, tags=["jobs"], dependencies=[Submit],
               openapi_extra={"requestBody": {"content": {
                   "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                       "file": {"type": "string", "format": "binary"},
@@ -177,7 +177,8 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
                                           _hints(body.num_speakers, body.min_speakers, body.max_speakers))
         else:
             job = await take_multipart(request, clients)
-        return JSONResponse(JobOut.of(job).model_dump(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
+        detail = await run_in_threadpool(job_detail, clients.get(), job)
+        return JSONResponse(detail.model_dump(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
     def submit_path(path: str, priority: str, hints: SpeakerHints) -> Job:
         return clients.get().submit(allowed_file(settings, path), _priority(priority), hints)
@@ -188,7 +189,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
                   offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
         """Newest first; filter with one or more `state`; page with `offset` (next_offset)."""
         jobs = clients.get().list(states=state, limit=limit + 1, offset=offset)
-        return JobPage(jobs=[JobOut.of(j) for j in jobs[:limit]], limit=limit, offset=offset,
+        return JobPage(jobs=[job_out(clients.get(), j) for j in jobs[:limit]], limit=limit, offset=offset,
                        next_offset=offset + limit if len(jobs) > limit else None)
 
     @app.get("/jobs/{job_id}", response_model=JobDetail, tags=["jobs"], dependencies=[Read],
@@ -196,9 +197,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
     def get_job(job_id: str) -> JobDetail:
         """State, stage, progress, ETA, the events timeline and the outputs (full or short id)."""
         client = clients.get()
-        job = client.get(job_id)
-        return JobDetail(job=JobOut.of(job), events=[EventOut.of(e) for e in client.events(job.id)],
-                         outputs=outputs_of(client, job))
+        return job_detail(client, client.get(job_id))
 
     @app.get("/jobs/{job_id}/outputs", response_model=list[OutputOut], tags=["outputs"], dependencies=[Read])
     def list_outputs(job_id: str) -> list[OutputOut]:
@@ -222,11 +221,11 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
     @app.post("/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
     def cancel(job_id: str) -> JobOut:
         """A queued job is cancelled at once, a running one at its worker's next check (about a second)."""
-        return JobOut.of(clients.get().cancel(job_id))
+        return job_out(clients.get(), clients.get().cancel(job_id))
 
     @app.post("/jobs/{job_id}/retry", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
     def retry(job_id: str) -> JobOut:
-        return JobOut.of(clients.get().retry(job_id))
+        return job_out(clients.get(), clients.get().retry(job_id))
 
     @app.delete("/jobs/{job_id}", response_model=Deleted, tags=["jobs"], dependencies=[Submit],
                 responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
@@ -243,7 +242,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
 
     @app.post("/jobs/{job_id}/priority", response_model=JobOut, tags=["jobs"], dependencies=[Submit])
     def set_priority(job_id: str, change: PriorityChange) -> JobOut:
-        return JobOut.of(clients.get().set_priority(job_id, _priority(change.priority)))
+        return job_out(clients.get(), clients.get().set_priority(job_id, _priority(change.priority)))
 
     @app.get("/system", tags=["system"], dependencies=[Read])
     def system() -> dict:
@@ -275,7 +274,7 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
         client = clients.get()
         job = client.get(job_id)
         followed = client.resolve(job.id)
-        return JobOut.of(followed).model_dump() | {"job_id": job.id, "status": followed.status,
+        return job_out(client, followed).model_dump() | {"job_id": job.id, "status": followed.status,
                                                    "duplicate_of": job.duplicate_of}
 
     return app
@@ -414,10 +413,24 @@ def outputs_archive(client: Client, job_id: str) -> tuple[Opened, str]:
                        "try again") from None
 
 
+def job_out(client: Client, job: Job) -> JobOut:
+    """The job as the API shows it: links under api_public_url, a duplicate with its original's results."""
+    results = client.resolve(job.id) if job.state == State.DUPLICATE else None
+    return JobOut.of(job, client.settings.api_public_url.rstrip("/"), results)
+
+
+def job_detail(client: Client, job: Job) -> JobDetail:
+    """What POST /jobs and GET /jobs/{id} both answer: the job, its timeline and its files."""
+    return JobDetail(**job_out(client, job).model_dump(), events=[EventOut.of(e) for e in client.events(job.id)],
+                     outputs=outputs_of(client, job))
+
+
 def outputs_of(client: Client, job: Job) -> list[OutputOut]:
-    """The job's files; a duplicate's are its original's, with the original's URLs (by reference)."""
+    """The job's files; a duplicate's are its original's, with the original's URLs (by reference).
+    Absolute under api_public_url when it is set."""
     owner = client.resolve(job.id)
-    return [OutputOut(name=name, size=path.lstat().st_size, url=f"/jobs/{owner.id}/outputs/{name}")
+    base = client.settings.api_public_url.rstrip("/")
+    return [OutputOut(name=name, size=path.lstat().st_size, url=f"{base}/jobs/{owner.id}/outputs/{name}")
             for name, path in client.outputs(owner.id).items()]
 
 

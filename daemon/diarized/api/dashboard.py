@@ -21,8 +21,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from diarized import __version__, relabel
+from diarized import __version__, relabel, summary
 from diarized.api.app import ApiError, Clients, output_file, outputs_of, take_multipart
+from diarized.client import Client
 from diarized.api.serve import DescriptorResponse, NotServable, open_owned
 from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
 from diarized.store import FINAL_STATES, Event, Job, State
@@ -255,16 +256,27 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
 
     @router.post("/jobs/{job_id}/rename")
     async def rename(request: Request, job_id: str) -> Response:
-        _, form = await form_writer(request)
-        job = clients.get().resolve(job_id)
+        session, form = await form_writer(request)
+        client = clients.get()
+        job = client.resolve(job_id)
         names = {key[5:]: str(value) for key, value in form.items() if key.startswith("name:")}
         try:
-            await run_in_threadpool(relabel.rename, Path(job.output_dir or ""), names)
+            await run_in_threadpool(rename_speakers, client, job, names, session.principal.name)
         except relabel.RenameError as exc:
             raise ApiError(400, "bad_rename", str(exc)) from None
         return RedirectResponse(f"/ui/jobs/{quote(job.id)}/transcript", status_code=303)
 
     return router
+
+
+def rename_speakers(client: Client, job: Job, names: dict[str, str], who: str) -> None:
+    """The files first (relabel.py), then the job record's speaker names and a timeline entry."""
+    before = relabel.current_names(Path(job.output_dir or ""))
+    shown = relabel.rename(Path(job.output_dir or ""), names)
+    client.store.record_summary(job.id, summary.read(job.output_dir))
+    changes = [f"{before[label]} → {name}" for label, name in shown.items() if before.get(label) != name]
+    if changes:
+        client.store.event(job.id, "renamed", f"{', '.join(changes)} (by {who})")
 
 
 def transcript_view(job: Job) -> dict:

@@ -15,6 +15,12 @@ class Speakers(BaseModel):
     max: int | None = Field(None, description="ceiling, if given (0: none)")
 
 
+class SpeakerFound(BaseModel):
+    label: str = Field(description="the machine's label (SPEAKER_00); never renamed")
+    name: str = Field(description="the name the transcript shows now")
+    seconds: float = Field(description="speech time")
+
+
 class JobOut(BaseModel):
     id: str
     short_id: str
@@ -40,15 +46,25 @@ class JobOut(BaseModel):
     hint: str | None = Field(description="what to do about the error")
     duplicate_of: str | None
     cancel_requested: bool
-    links: dict[str, str]
+    model: str | None = Field(description="the Whisper model of its last attempt")
+    language: str | None = Field(description="the language transcribed (detected or configured), once succeeded")
+    language_probability: float | None
+    word_count: int | None
+    speakers_found: list[SpeakerFound] | None = Field(
+        description="who spoke, in order of first speech, with speech time and current names; once succeeded")
+    links: dict[str, str] = Field(description="self, and once there are outputs: outputs and archive (a zip); "
+                                  "absolute under api_public_url when it is set")
 
     @classmethod
-    def of(cls, job: Job) -> "JobOut":
+    def of(cls, job: Job, base: str = "", results: Job | None = None) -> "JobOut":
+        """`base`: api_public_url (links become absolute); `results`: the job whose results to show
+        (a duplicate shows its original's)."""
         rtf = job.processing_seconds / job.duration if job.processing_seconds and job.duration else None
-        links = {"self": f"/jobs/{job.id}"}
+        results = results or job
+        links = {"self": f"{base}/jobs/{job.id}"}
         if job.state in ("succeeded", "duplicate"):  # a duplicate's are its original's
-            links["outputs"] = f"/jobs/{job.id}/outputs"
-            links["archive"] = f"/jobs/{job.id}/outputs.zip"
+            links["outputs"] = f"{base}/jobs/{job.id}/outputs"
+            links["archive"] = f"{base}/jobs/{job.id}/outputs.zip"
         return cls(id=job.id, short_id=job.short_id, file=job.source_name, state=job.state, status=job.status,
                    priority=job.priority_name, stage=job.stage, progress=job.progress,
                    eta_seconds=job.eta_seconds, duration=job.duration, attempts=job.attempts,
@@ -57,7 +73,9 @@ class JobOut(BaseModel):
                    real_time_factor=rtf, peak_rss_mb=job.peak_rss_mb,
                    speakers=Speakers(num=job.num_speakers, min=job.min_speakers, max=job.max_speakers),
                    error_type=job.error_type, error=job.error, hint=job.hint, duplicate_of=job.duplicate_of,
-                   cancel_requested=bool(job.cancel_requested), links=links)
+                   cancel_requested=bool(job.cancel_requested), model=results.model, language=results.language,
+                   language_probability=results.language_probability, word_count=results.word_count,
+                   speakers_found=results.speakers_found, links=links)
 
 
 class EventOut(BaseModel):
@@ -77,8 +95,9 @@ class OutputOut(BaseModel):
     url: str
 
 
-class JobDetail(BaseModel):
-    job: JobOut
+class JobDetail(JobOut):
+    """The job with its timeline and files: what POST /jobs and GET /jobs/{id} both answer."""
+
     events: list[EventOut]
     outputs: list[OutputOut]
 

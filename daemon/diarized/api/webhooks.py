@@ -106,10 +106,13 @@ class Sender:
         shown = self.store.resolve(job.id) if note.event == "duplicate" else job
         done = shown.state == "succeeded"
         outputs = list(published_files(shown.output_dir)) if done else []
+        base = self.settings.api_public_url.rstrip("/")
         return json.dumps({
             "event": note.event, "job_id": job.id, "status": shown.status, "file": job.source_name,
             "duplicate_of": job.duplicate_of,
-            "outputs": [{"name": n, "url": f"/jobs/{shown.id}/outputs/{n}"} for n in outputs],
+            "outputs": [{"name": n, "url": f"{base}/jobs/{shown.id}/outputs/{n}"} for n in outputs],
+            "model": shown.model, "language": shown.language, "language_probability": shown.language_probability,
+            "word_count": shown.word_count, "speakers_found": shown.speakers_found,
             "duration": shown.duration, "processing_seconds": shown.processing_seconds,
             "started_at": shown.started_at, "completed_at": shown.finished_at,
             "error": None if done else shown.error, "hint": None if done else shown.hint,

@@ -229,10 +229,16 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     details.add_column(overflow="fold")
     for key in ("id", "source_name", "state", "priority_name", "stage", "attempts", "duration",
                 "processing_seconds", "peak_rss_mb", "num_speakers", "min_speakers", "max_speakers",
-                "error_type", "error", "hint", "source_path", "output_dir", "duplicate_of"):
+                "error_type", "error", "hint", "source_path", "output_dir", "duplicate_of", "model", "language",
+                "word_count"):
         value = getattr(job, key) if key != "priority_name" else job.priority_name
         if value not in (None, ""):
             details.add_row(key, str(round(value, 1) if isinstance(value, float) else value))
+    if job.language_probability is not None:
+        details.add_row("language_probability", f"{job.language_probability:.2f}")
+    for found in job.speakers_found or []:
+        name = found["name"] + (f" ({found['label']})" if found["name"] != found["label"] else "")
+        details.add_row("speaker", f"{name}: {duration_text(found['seconds'])} of speech")
     console.print(details)
     timeline = Table("time", "event", "detail", box=None, pad_edge=False, header_style="bold")
     for e in events:
