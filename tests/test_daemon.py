@@ -35,6 +35,8 @@ def test_a_lone_job_gets_every_core(daemon, data):
     d.drop(data / "en-jfk/jfk.flac")
     job = d.wait_all_final(1)[0]
     assert job.state == "succeeded" and d.store.worker_threads(job.id) == [CORES]
+    rates = json.loads((d.root / "state/stage-rates.json").read_text())["tiny.en"]  # the next ETA's history
+    assert set(rates) == {"decode", "transcribe", "diarize", "write"} and 0 < rates["transcribe"] < 5
 
 
 def _outputs(folder):

@@ -72,24 +72,40 @@ def lease_is_over(job, lease: int | None) -> bool:
 
 
 class Reporter:
-    """Turns runner callbacks into throttled store updates with an ETA (fenced by the lease)."""
+    """Turns runner callbacks into throttled store updates with an ETA from stage rates (eta.py),
+    fenced by the lease."""
 
-    def __init__(self, store, job_id: str, generation: int | None = None):
+    def __init__(self, store, job_id: str, generation: int | None = None, stages: tuple[str, ...] = (),
+                 rates=None, model: str = ""):
+        from diarized.eta import StageClock
+
         self.store, self.job_id, self.generation = store, job_id, generation
-        self.started = time.monotonic()
-        self.first_fraction: float | None = None
+        self.clock = StageClock(stages)
+        self.rates, self.model = rates, model  # eta.StageRates: what each stage took here before
         self.last_write = 0.0
         self.last_stage = ""
 
+    def decoded(self, seconds: float) -> None:
+        """The audio's length is known: record it, and time the stages to come by this machine's history."""
+        self.try_write(self.store.set_duration, self.job_id, seconds)
+        if self.rates is not None:
+            self.clock.expect(self.rates.expected(self.model, seconds))
+
+    def learn(self, result) -> None:
+        """A whole run (nothing resumed) teaches the stage rates; a resumed one would look too quick."""
+        timings, seconds = result.document.get("timings") or {}, result.document.get("total_duration") or 0
+        if self.rates is None or result.units_resumed or not timings:
+            return
+        stages = {s: timings.get(s, 0.0) for s in ("decode", "transcribe", "diarize")}
+        stages["write"] = timings.get("merge", 0.0) + timings.get("write", 0.0)
+        self.rates.learn(self.model, seconds, stages)
+
     def progress(self, stage: str, stage_fraction: float, job_fraction: float) -> None:
         now = time.monotonic()
-        if self.first_fraction is None:
-            self.first_fraction = job_fraction  # a resumed job starts part-way
+        eta = self.clock.update(now, stage, stage_fraction, job_fraction)  # every report: rates need them all
         if stage == self.last_stage and now - self.last_write < PROGRESS_EVERY:
             return
         self.last_write, self.last_stage = now, stage
-        done = job_fraction - self.first_fraction
-        eta = (now - self.started) * (1 - job_fraction) / done if done > 0.02 else None
         self.try_write(self.store.progress, self.job_id, stage, round(job_fraction, 4), eta, self.generation)
 
     def event(self, kind: str, detail: str) -> None:
@@ -163,7 +179,8 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
     from diarized.allocator import keep_freed_memory
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
-    from diarized.pipeline.runner import Hooks, Interrupted, Runner
+    from diarized.eta import StageRates
+    from diarized.pipeline.runner import STAGES, Hooks, Interrupted, Runner
     from diarized.store import StoreUnavailable, storage_trouble
     keep_freed_memory()
     try:
@@ -179,9 +196,10 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=keep_lease, args=(store, job, settings.lease_seconds, beat_stop, stop),
                      daemon=True).start()
-    reporter = Reporter(store, job_id, job.lease_generation)
+    reporter = Reporter(store, job_id, job.lease_generation, STAGES, StageRates(settings.db_path.parent /
+                                                                                "stage-rates.json"), settings.model)
     hooks = Hooks(progress=reporter.progress, event=reporter.event, should_stop=stop.is_set,
-                  decoded=lambda seconds: reporter.try_write(store.set_duration, job_id, seconds))
+                  decoded=reporter.decoded)
     work = settings.jobs_dir / job_id
     if not_plain(Path(job.source_path)):  # the service reads only what intake moved in itself
         store.record_error(job_id, "NotAFile", f"{job.source_name}: {job.source_path} is not a plain file (a "
@@ -192,6 +210,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
                                              display_name=job.source_name)
         for warning in result.warnings:
             reporter.try_write(store.event, job_id, "warning", warning)
+        reporter.learn(result)
         return WorkerExit.OK
     except Interrupted as exc:
         reporter.event("interrupted", str(exc))
