@@ -170,10 +170,24 @@ def test_a_sidecar_gives_its_file_speaker_hints_and_travels_with_it(inbox, data)
     assert sorted(p.name for p in inbox.root.iterdir()) == ["high", "low"]  # the sidecar is no job
 
 
+def test_a_sidecar_gives_its_file_options(inbox, data):
+    (inbox.root / "aula.flac.toml").write_text('language = "pt"\nmodel = "base"\nformats = ["json", "docx"]\n'
+                                                'initial_prompt = "Aula de física, professora Ana."\n')
+    (inbox.root / "aula.flac").write_bytes((data / "en-jfk/jfk.flac").read_bytes())
+    take(inbox, 0.0)
+    job = inbox.store.get(take(inbox, 3.0)[0])
+    assert job.options == {"language": "pt", "model": "base", "formats": ["json", "docx"],
+                           "initial_prompt": "Aula de física, professora Ana."}
+    assert "language 'pt', model 'base', formats json,docx" in inbox.store.events(job.id)[0].detail
+
+
 @pytest.mark.parametrize("text, words", [
     ("min_speakers = 5\nmax_speakers = 2\n", "min_speakers (5) is larger than max_speakers (2)"),
     ("speakers = 3\n", "unknown key(s) speakers"),
     ("num_speakers = [\n", "not valid TOML"),
+    ('model = "large-v9"\n', "model 'large-v9' is not available on this server; it has base, tiny.en"),
+    ('model = "../../etc"\n', "model '../../etc' is not available"),
+    ('language = "pt"\nmodel = "tiny.en"\n', "model tiny.en understands English only"),
 ])
 def test_a_bad_sidecar_sends_both_files_to_failed_with_the_reason(inbox, data, text, words):
     (inbox.root / "talk.flac.toml").write_text(text)

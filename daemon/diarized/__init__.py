@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 # The Python API (client.py): light imports only, no model or media library.
 from diarized.client import Client, JobFailed, Orchestrator  # noqa: E402
-from diarized.store import Priority, SpeakerHints, State  # noqa: E402
+from diarized.options import OptionError  # noqa: E402
+from diarized.store import JobOptions, Priority, SpeakerHints, State  # noqa: E402
 
-__all__ = ["Client", "JobFailed", "Orchestrator", "Priority", "SpeakerHints", "State"]
+__all__ = ["Client", "JobFailed", "JobOptions", "OptionError", "Orchestrator", "Priority", "SpeakerHints", "State"]

@@ -28,8 +28,8 @@ import psutil
 from diarized.config import ConfigError, Settings, default_config_file, load_settings
 from diarized.intake import Intake
 from diarized.outbox import published_files
-from diarized.store import (FINAL_STATES, DaemonStatus, Event, Job, JobStore, Priority, SpeakerHints, State,
-                            open_store)
+from diarized.store import (FINAL_STATES, DaemonStatus, Event, Job, JobOptions, JobStore, Priority, SpeakerHints,
+                            State, open_store)
 
 log = logging.getLogger("diarized.client")
 STALE_SECONDS = 15.0  # a daemon silent this long is down (three missed heartbeats and then some)
@@ -119,11 +119,15 @@ class Client:
 
     # -- jobs ---------------------------------------------------------------------
     def submit(self, source: str | Path | BinaryIO, priority: Priority | str = Priority.NORMAL,
-               speakers: SpeakerHints = SpeakerHints(), name: str | None = None) -> Job:
-        """Copy the file in and record it: a queued job (or a duplicate of an earlier one)."""
+               speakers: SpeakerHints = SpeakerHints(), name: str | None = None,
+               options: JobOptions = JobOptions()) -> Job:
+        """Copy the file in and record it: a queued job (or a duplicate of an earlier one).
+
+        `options` (language, model, formats, initial_prompt, hotwords) are checked now:
+        options.OptionError names what is wrong before anything is recorded."""
         if isinstance(priority, str):
             priority = Priority.parse(priority)
-        return Intake(self.settings, self.store).submit(source, name, priority, speakers)
+        return Intake(self.settings, self.store).submit(source, name, priority, speakers, options)
 
     def get(self, job_id: str) -> Job:
         return self.store.get(job_id)

@@ -49,7 +49,8 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "retry_backoff_seconds": (0, True, None), "min_speaker_duration": (0, True, None),
     "short_speaker_seconds": (0, True, None), "speaker_margin": (0, True, 2.0), "one_voice_distance": (0, True, 2.0),
     "segmentation_step": (0, False, 1.0), "clustering_threshold": (0, False, 2.0),
-    "webhook_retry_seconds": (0, False, None), "retention_days": (0, True, None), "lease_seconds": (10, True, None),
+    "webhook_retry_seconds": (0, False, None), "retention_days": (0, True, None),
+    "api_url_timeout_seconds": (0, False, None), "lease_seconds": (10, True, None),
     "api_header_timeout_seconds": (0, False, None), "api_body_idle_seconds": (0, False, None),
     "api_max_connections": (16, True, None), "webhook_timeout_seconds": (0, False, None),
 }
@@ -151,6 +152,9 @@ class Settings:
     api_tokens: tuple[str, ...] = ()  # "name:scope:sha256 of the token" (`diarizectl token new`)
     api_allowed_roots: tuple[Path, ...] = ()  # folders POST /jobs may take a server-side path from
     api_public_url: str = ""  # e.g. https://transcripts.example.org: output URLs are absolute under it
+    api_url_hosts: tuple[str, ...] = ()  # hosts POST /jobs {"url"} may fetch from (".example.org", "*"); empty: off
+    api_url_allow_private: bool = False  # may a fetched URL resolve to a loopback or private address?
+    api_url_timeout_seconds: float = 600.0  # a whole download, from connecting to the last byte
     api_header_timeout_seconds: float = 10.0  # a connection must send its request's headers within this
     api_body_idle_seconds: float = 60.0  # a request body may pause this long, no longer
     api_max_connections: int = 1000  # then the longest-waiting idle connection is closed for a new one

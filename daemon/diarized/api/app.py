@@ -39,8 +39,11 @@ from diarized.client import Client, seed_system_status
 from diarized.config import Settings
 from diarized.intake import Intake
 from diarized.nofollow import Opened
-from diarized.store import (InvalidTransition, Job, NotFound, Priority, SpeakerHints, State, StoreUnavailable,
-                            open_store)
+from diarized.options import KEYS as OPTION_KEYS
+from diarized.options import OptionError
+from diarized.options import parse as parse_options
+from diarized.store import (InvalidTransition, Job, JobOptions, NotFound, Priority, SpeakerHints, State,
+                            StoreUnavailable, open_store)
 from diarized.uploads import BadName, TooLarge
 
 
@@ -161,27 +164,52 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
                       "file": {"type": "string", "format": "binary"},
                       "priority": {"type": "string", "enum": ["high", "normal", "low"]},
                       "num_speakers": {"type": "integer"}, "min_speakers": {"type": "integer"},
-                      "max_speakers": {"type": "integer"}}}},
+                      "max_speakers": {"type": "integer"},
+                      "language": {"type": "string", "description": "auto, or a Whisper code: pt, en, ..."},
+                      "model": {"type": "string", "description": "a model this server offers (GET /system)"},
+                      "formats": {"type": "string", "description": "comma-separated: json,srt,vtt,txt,rttm,"
+                                                                   "csv,tsv,docx"},
+                      "initial_prompt": {"type": "string"}, "hotwords": {"type": "string"}}}},
                   "application/json": {"schema": PathSubmission.model_json_schema()}}}},
               responses={413: {"model": ErrorOut}, 400: {"model": ErrorOut}})
     async def submit(request: Request) -> JSONResponse:
         """Upload a recording (multipart, streamed to disk, at most max_file_gb), or name a file on this
-        server inside api_allowed_roots (JSON). The job exists when this answers."""
+        server inside api_allowed_roots (JSON). Options (language, model, formats, initial_prompt,
+        hotwords) and speaker hints go with either; they are checked before anything is kept. The job
+        exists when this answers."""
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 body = PathSubmission.model_validate_json(await request.body())
             except ValidationError as exc:
                 raise ApiError(400, "bad_request", "; ".join(
                     f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())) from None
-            job = await run_in_threadpool(submit_path, body.path, body.priority,
-                                          _hints(body.num_speakers, body.min_speakers, body.max_speakers))
+            if (body.path is None) == (body.url is None):
+                raise ApiError(400, "bad_request", "give either `path` (a file on this server) or `url`")
+            hints = _hints(body.num_speakers, body.min_speakers, body.max_speakers)
+            options = parse_options(body.model_dump(include=set(OPTION_KEYS)), settings)
+            if body.url is not None:
+                job = await submit_url(body.url, _priority(body.priority), hints, options)
+            else:
+                job = await run_in_threadpool(submit_path, body.path, body.priority, hints, options)
         else:
             job = await take_multipart(request, clients)
         detail = await run_in_threadpool(job_detail, clients.get(), job)
         return JSONResponse(detail.model_dump(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
-    def submit_path(path: str, priority: str, hints: SpeakerHints) -> Job:
-        return clients.get().submit(allowed_file(settings, path), _priority(priority), hints)
+    async def submit_url(url: str, priority: Priority, hints: SpeakerHints, options: JobOptions) -> Job:
+        """Downloaded here (api/fetch.py), then the same intake as an upload."""
+        from diarized.api.fetch import download
+
+        intake = Intake(settings, clients.get().store)
+        upload = await download(url, settings, intake.new_upload)
+        try:
+            return await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
+                upload, priority, hints, options))
+        finally:
+            upload.close()
+
+    def submit_path(path: str, priority: str, hints: SpeakerHints, options: JobOptions = JobOptions()) -> Job:
+        return clients.get().submit(allowed_file(settings, path), _priority(priority), hints, options=options)
 
     @app.get("/jobs", response_model=JobPage, tags=["jobs"], dependencies=[Read])
     def list_jobs(state: Annotated[list[State] | None, Query()] = None,
@@ -248,8 +276,10 @@ def create_app(settings: Settings, require_tokens: bool = True, send_webhooks: b
     def system() -> dict:
         """The seed's get_system_status(): active_jobs, resource_manager, orchestrator_stats, ..."""
         client = clients.get()
+        from diarized.options import offered_models
+
         return seed_system_status(client.system_status(), settings.max_memory_gb) | {
-            "counts": client.store.counts()}
+            "counts": client.store.counts(), "models": offered_models(settings), "default_model": settings.model}
 
     metrics_registry = metrics.registry(lambda: clients.get().store)
 
@@ -376,8 +406,9 @@ async def take_multipart(request: Request, clients: Clients,
         accept(fields)
         priority = _priority(fields.get("priority", "normal"))
         hints = _hints(*(_int_field(fields, k) for k in ("num_speakers", "min_speakers", "max_speakers")))
+        options = parse_options(fields, settings)
         return await run_in_threadpool(lambda: Intake(settings, clients.get().store).take_upload(
-            received.upload, priority, hints))
+            received.upload, priority, hints, options))
     finally:
         received.upload.close()
 
@@ -500,12 +531,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(_request, exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
+    from diarized.api.fetch import FetchError
+
+    @app.exception_handler(FetchError)
+    async def fetch_error(_request, exc: FetchError):
+        return error_response(exc.status, "fetch_failed", f"{exc}; nothing was kept")
+
     @app.exception_handler(NotFound)
     async def not_found(_request, exc: NotFound):
         return error_response(404, "no_such_job", f"no job {exc.args[0]!r} (GET /jobs lists them)")
 
     # errors whose own message already says what is wrong: (status, code, suffix)
     plain = {InvalidTransition: (409, "invalid_transition", ""), TooLarge: (413, "too_large", "; nothing was kept"),
+             OptionError: (400, "bad_options", "; nothing was kept"),
              BadName: (400, "bad_file_name", ""), multipart.BadUpload: (400, "bad_upload", ""),
              FormParserError: (400, "bad_upload", " (the multipart body cannot be parsed)")}
 

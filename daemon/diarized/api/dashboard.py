@@ -174,7 +174,10 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
     def overview(request: Request) -> Response:
         session = session_of(request)
         data = overview_data()
-        return page("overview.html", session=session, can_submit=session.can_submit, **data)
+        from diarized.options import offered_models
+
+        return page("overview.html", session=session, can_submit=session.can_submit,
+                    models=offered_models(clients.settings), default_model=clients.settings.model, **data)
 
     @router.get("/overview.json")
     def overview_json(request: Request) -> JSONResponse:

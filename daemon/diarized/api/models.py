@@ -41,6 +41,8 @@ class JobOut(BaseModel):
     real_time_factor: float | None
     peak_rss_mb: float | None
     speakers: Speakers
+    options: dict[str, Any] = Field(description="options given with this file: language, model, formats, "
+                                    "initial_prompt, hotwords ({}: the server's configuration)")
     error_type: str | None
     error: str | None
     hint: str | None = Field(description="what to do about the error")
@@ -72,6 +74,7 @@ class JobOut(BaseModel):
                    finished_at=job.finished_at, processing_seconds=job.processing_seconds,
                    real_time_factor=rtf, peak_rss_mb=job.peak_rss_mb,
                    speakers=Speakers(num=job.num_speakers, min=job.min_speakers, max=job.max_speakers),
+                   options=job.options or {},
                    error_type=job.error_type, error=job.error, hint=job.hint, duplicate_of=job.duplicate_of,
                    cancel_requested=bool(job.cancel_requested), model=results.model, language=results.language,
                    language_probability=results.language_probability, word_count=results.word_count,
@@ -110,13 +113,20 @@ class JobPage(BaseModel):
 
 
 class PathSubmission(BaseModel):
-    """POST /jobs with JSON: a file already on this server, inside api_allowed_roots."""
+    """POST /jobs with JSON: a file already on this server, inside api_allowed_roots (`path`), or one
+    this server downloads from a host in api_url_hosts (`url`)."""
 
-    path: str
+    path: str | None = Field(None, description="a file on this server, inside api_allowed_roots")
+    url: str | None = Field(None, max_length=4096, description="an http(s) URL on a host in api_url_hosts")
     priority: str = "normal"
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    language: str | None = Field(None, description="auto, or a Whisper language code (pt, en, ...)")
+    model: str | None = Field(None, description="a Whisper model this server offers (GET /system: models)")
+    formats: list[str] | None = Field(None, description="json, srt, vtt, txt, rttm, csv, tsv, docx")
+    initial_prompt: str | None = Field(None, max_length=1000)
+    hotwords: str | None = Field(None, max_length=1000)
 
 
 class SeedProcess(BaseModel):

@@ -234,6 +234,8 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
         value = getattr(job, key) if key != "priority_name" else job.priority_name
         if value not in (None, ""):
             details.add_row(key, str(round(value, 1) if isinstance(value, float) else value))
+    for key, value in (job.options or {}).items():
+        details.add_row(key, ",".join(value) if isinstance(value, list) else str(value))
     if job.language_probability is not None:
         details.add_row("language_probability", f"{job.language_probability:.2f}")
     for found in job.speakers_found or []:
@@ -348,17 +350,24 @@ def priority(ctx: click.Context, job_id: str, level: str) -> None:
 @click.option("--num-speakers", type=int, help="Exact number of speakers in these files.")
 @click.option("--min-speakers", type=int, help="A floor on the count.")
 @click.option("--max-speakers", type=int, help="A ceiling on the count; 0: no limit.")
+@click.option("--language", help="auto, or a Whisper language code (pt, en, ...) for these files.")
+@click.option("--model", help="A Whisper model this server offers (`diarizectl models`).")
+@click.option("--formats", help="Comma-separated outputs: json,srt,vtt,txt,rttm,csv,tsv,docx.")
+@click.option("--initial-prompt", help="Text the transcription starts from (names, terms, style).")
+@click.option("--hotwords", help="Words to favour (names, jargon).")
 @click.pass_context
 def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers, min_speakers,
-           max_speakers) -> None:
+           max_speakers, **option_values) -> None:
     """Queue files now and print their job ids (the files are copied; yours stay where they are).
 
-    Through the same intake as the inbox: the same dedupe, size limit and speaker hints
-    (kept in the job record, see `diarizectl show`). If you may not write the daemon's
+    Through the same intake as the inbox: the same dedupe, size limit, speaker hints and
+    options (kept in the job record, see `diarizectl show`). If you may not write the daemon's
     state folder (an operator in group diarized), the files are copied into the inbox
-    instead, with the hints in a sidecar <file>.toml, and get their ids when the daemon takes them.
+    instead, with hints and options in a sidecar <file>.toml, and get their ids when the daemon
+    takes them.
     """
     from diarized.config import speaker_hint_problems
+    from diarized.options import OptionError, parse
     from diarized.store import SpeakerHints
 
     problems = speaker_hint_problems(num_speakers, min_speakers, max_speakers)
@@ -366,6 +375,10 @@ def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers
         raise click.UsageError("; ".join(problems))
     hints = SpeakerHints(num_speakers, min_speakers, max_speakers)
     settings = settings_from(ctx)
+    try:
+        options = parse(option_values, settings)
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
     opened = []
     for src in files:  # with the caller's rights (root may read what the service may not)
         try:
@@ -377,7 +390,8 @@ def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers
         click.echo(f"(writing as the service's user {owner}, who owns {settings.db_path.parent})", err=True)
     if not _may_write_state(settings):
         for src, fh in zip(files, opened):
-            click.echo(f"{src} -> {_copy_into_inbox(settings, src, fh, level, hints)} (the daemon will take it)")
+            click.echo(f"{src} -> {_copy_into_inbox(settings, src, fh, level, hints, options)} "
+                       "(the daemon will take it)")
         return
     from diarized.client import Client
     from diarized.uploads import BadName, TooLarge
@@ -386,7 +400,7 @@ def submit(ctx: click.Context, files: tuple[Path, ...], level: str, num_speakers
         for src, fh in zip(files, opened):
             try:
                 with fh:
-                    job = client.submit(fh, level, hints, name=src.name)
+                    job = client.submit(fh, level, hints, name=src.name, options=options)
             except (TooLarge, BadName, OSError) as exc:
                 fail(f"{src}: {exc}")
             note = f"duplicate of {job.duplicate_of}" if job.duplicate_of else str(job.state)
@@ -426,8 +440,10 @@ def _may_write_state(settings: Settings) -> bool:
     return store_ok and os.access(state, os.W_OK | os.X_OK)
 
 
-def _copy_into_inbox(settings: Settings, src: Path, fin, level: str, hints) -> Path:
-    """A hidden temporary name, then a rename: the inbox never sees half a file."""
+def _copy_into_inbox(settings: Settings, src: Path, fin, level: str, hints, options) -> Path:
+    """A hidden temporary name, then a rename: the inbox never sees half a file (its sidecar first)."""
+    import tomlkit
+
     from diarized.files import write_text
 
     folder = settings.inbox / ("" if level == "normal" else level)
@@ -437,9 +453,9 @@ def _copy_into_inbox(settings: Settings, src: Path, fin, level: str, hints) -> P
     while target.exists():
         target = folder / f"{src.stem}-{n}{src.suffix}"
         n += 1
-    if hints.given():
-        write_text(target.with_name(target.name + ".toml"),
-                   "".join(f"{k} = {v}\n" for k, v in hints.given().items()))
+    given = hints.given() | {k: list(v) if isinstance(v, tuple) else v for k, v in options.given().items()}
+    if given:
+        write_text(target.with_name(target.name + ".toml"), tomlkit.dumps(given))
     tmp = folder / f".{target.name}.part"
     with fin, tmp.open("wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
