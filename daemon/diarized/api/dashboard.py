@@ -22,9 +22,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from diarized import __version__, relabel, summary
-from diarized.api.app import ApiError, Clients, output_file, outputs_of, take_multipart
-from diarized.client import Client
+from diarized.api.clients import Clients
+from diarized.api.errors import ApiError
+from diarized.api.job_views import output_file, outputs_of
 from diarized.api.serve import DescriptorResponse, NotServable, open_owned
+from diarized.api.submission import take_multipart
+from diarized.client import Client
 from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
 from diarized.store import FINAL_STATES, Event, Job, State
 
