@@ -97,7 +97,7 @@ def sample_texts(folder: Path) -> dict[str, str]:
 
 def write_rttm(path: Path, uri: str, turns: list[tuple[float, float, str]]) -> Path:
     """A reference RTTM, written by the service's own RTTM writer."""
-    from diarized.pipeline.formats import to_rttm
+    from diarized.formats import to_rttm
 
     path.write_text(to_rttm([{"start": s, "end": e, "speaker": spk} for s, e, spk in sorted(turns)], uri))
     return path

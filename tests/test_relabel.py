@@ -8,7 +8,7 @@ import pytest
 import srt
 import webvtt
 
-from diarized.pipeline.formats import write_outputs
+from diarized.formats import write_outputs
 from diarized.relabel import RenameError, current_names, rename
 
 WORDS = [("Good", 0.0, 0.4), ("morning,", 0.45, 0.9), ("everyone.", 0.95, 1.6)]

@@ -1,7 +1,7 @@
 """Naming a job's speakers after the fact: SPEAKER_00 -> "Ana" in its published outputs.
 
 The JSON and every format rendered from it (SRT, VTT, TXT, CSV, TSV, DOCX) are rendered again from final_transcription.json
-by the same writers the pipeline used (pipeline/formats.py), each file
+by the same writers the pipeline used (formats.py), each file
 replaced atomically; a reader sees the old file or the new one. The JSON keeps
 every segment's original label (`speaker_label`) and the mapping
 (`speaker_labels`: name -> original), so a rename can be undone or redone, and
@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from diarized.files import write_bytes, write_json
-from diarized.pipeline.formats import FILENAMES, render_document
+from diarized.formats import FILENAMES, render_document
 
 MAX_NAME = 40
 

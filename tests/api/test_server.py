@@ -82,11 +82,21 @@ def test_tcp_listeners_say_tcp_so_every_connection_gets_nodelay():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
-def test_the_api_process_never_loads_a_model_or_media_library(make_api):
+def test_the_api_process_never_loads_a_model_or_media_library(make_daemon, make_api):
+    """Also while it renders outputs (formats.py, through a rename) and zips them."""
+    from tests.api.test_dashboard import csrf_of, login
+    from tests.harness import wait_until
+
+    daemon = make_daemon(fake_workers=True)
     api = make_api([ENTRY])
     with api.client(TOKEN) as client:
-        for path in ("/jobs", "/system", "/metrics", "/openapi.json"):
+        job = client.post("/jobs", files={"file": ("a.wav", b"render me")}).json()
+        wait_until(lambda: daemon.store.get(job["id"]).state == "succeeded", 30, "the job")
+        for path in ("/jobs", "/system", "/metrics", "/openapi.json", f"/jobs/{job['id']}/outputs.zip"):
             assert client.get(path).status_code == 200
+    with login(api, TOKEN) as session:
+        renamed = session.post(f"/ui/jobs/{job['id']}/rename", data={"csrf": csrf_of(session), "name:SPEAKER_00": "Ana"})
+        assert renamed.status_code == 303
     maps = open(f"/proc/{api.proc.pid}/maps").read()
     for library in ("libtorch", "ctranslate2", "onnxruntime", "libavcodec", "libavformat", "_multiarray_umath"):
         assert library not in maps, library

@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 from diarized.allocator import CoreShare, HeapTrimmer
 from diarized.config import Settings
 from diarized.models import ModelError, resolve_diarization, resolve_whisper
-from diarized.pipeline import chunking, formats, media, merge
+from diarized import formats
+from diarized.pipeline import chunking, media, merge
 from diarized.files import write_json
 from diarized.pipeline.transcribe import AsrOptions, results_document
 

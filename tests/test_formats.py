@@ -9,7 +9,7 @@ import pytest
 import srt
 import webvtt
 
-from diarized.pipeline import formats
+from diarized import formats
 
 
 def _norm(text: str) -> str:
@@ -90,9 +90,12 @@ def test_overlapping_and_long_words_are_clipped_into_valid_cues():
 
 @pytest.mark.slow  # runs the models once (conftest's sample_run)
 def test_every_output_file_is_written(sample_out):
+    from diarized.config import FORMATS
+
     names = {p.name for p in sample_out.iterdir()}
-    assert set(formats.FILENAMES.values()) | {"whisper_results.json", "diarization_results.json",
-                                              "chunks"} <= names
+    assert {formats.FILENAMES[f] for f in FORMATS} | {"whisper_results.json", "diarization_results.json",
+                                                      "chunks"} <= names
+    assert not {"transcription.csv", "transcription.tsv", "transcription.docx"} & names  # only when asked for
     meta = json.loads((sample_out / "chunks/chunks_metadata.json").read_text())
     assert meta["units"][0]["start"] == 0 and meta["units"][-1]["end"] == pytest.approx(30.0, abs=0.05)
 
