@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 import shutil
 from contextlib import contextmanager
 from html.parser import HTMLParser
@@ -112,12 +113,50 @@ def test_a_rename_updates_the_job_record_and_its_timeline(service):
         job_id = ana.post("/ui/upload", files={"file": ("r.wav", b"rename me")},
                           headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
         wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
-        answer = ana.post(f"/ui/jobs/{job_id}/rename", data={"csrf": csrf_of(ana), "name:SPEAKER_00": "Ana Souza"})
-        assert answer.status_code == 303
+        answer = ana.post(f"/ui/jobs/{job_id}/rename", data={"csrf": csrf_of(ana), "name:SPEAKER_00": "Ana Souza"},
+                          follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].endswith("/transcript?saved=1")
+        assert 'id="rename-saved"' in ana.get(answer.headers["location"]).text
     job = daemon.store.get(job_id)
     assert job.speakers_found == [{"label": "SPEAKER_00", "name": "Ana Souza", "seconds": 0.8}]
     renamed = daemon.store.events(job_id)[-1]
     assert renamed.kind == "renamed" and renamed.detail == "SPEAKER_00 → Ana Souza (by ana)"
+
+
+def test_the_finished_list_tells_the_story_and_a_job_can_be_zipped_and_deleted(service):
+    daemon, api = service
+    with login(api, SUBMIT) as ana:
+        good = ana.post("/ui/upload", files={"file": ("good.wav", b"fine")},
+                        headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
+        bad = ana.post("/ui/upload", files={"file": ("bad.mp4", json.dumps(
+            {"runs": [{"exit": 2, "error": "bad.mp4: not media"}]}).encode())},
+            headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
+        wait_until(lambda: {daemon.store.get(j).state for j in (good, bad)} == {"succeeded", "failed"}, 30, "both")
+        rows = {row["file"]: row for row in ana.get("/ui/overview.json").json()["finished"]}
+        assert rows["good.wav"]["speakers_text"] == "1" and rows["good.wav"]["language"] == "en"
+        assert rows["good.wav"]["short_id"] == good[-6:] and rows["good.wav"]["rtf_text"] != ""
+        assert rows["bad.mp4"]["outcome_text"] == "failed: FakeError" and rows["bad.mp4"]["hint"]
+        page = ana.get("/ui/").text
+        assert "failed: FakeError" in page and f">{good[-6:]}</a>" in page
+        lines = ana.get("/ui/overview.json").json()["samples"]
+        assert all(line["label"].endswith(f"({line['job'][-6:]})") for line in lines)  # named by job, not pid
+        job_page = ana.get(f"/ui/jobs/{good}").text
+        assert 'id="download-all"' in job_page and 'id="delete-button"' in job_page
+        zipped = ana.get(f"/ui/jobs/{good}/outputs.zip")
+        assert zipped.status_code == 200 and zipped.content[:2] == b"PK"
+        confirm = ana.get(f"/ui/jobs/{good}/delete")
+        assert confirm.status_code == 200 and "cannot be undone" in confirm.text and "data-confirm" in confirm.text
+        assert ana.post(f"/ui/jobs/{good}/delete", data={"csrf": "stale"}).status_code == 403
+        gone = ana.post(f"/ui/jobs/{good}/delete", data={"csrf": csrf_of(ana)}, follow_redirects=False)
+        assert gone.status_code == 303 and gone.headers["location"] == "/ui/?deleted=good.wav"
+        assert "good.wav was deleted." in ana.get(gone.headers["location"]).text
+        assert good not in {j.id for j in daemon.jobs()}
+        renamed = ana.post(f"/ui/jobs/{bad}/rename", data={"csrf": csrf_of(ana), "name:SPEAKER_00": "X"},
+                           follow_redirects=False)
+        assert renamed.status_code == 400 and "only a succeeded job" in renamed.text  # nothing to name
+    with login(api, READ) as viewer:
+        assert viewer.get(f"/ui/jobs/{bad}/delete").status_code == 403
+        assert 'id="delete-button"' not in viewer.get(f"/ui/jobs/{bad}").text
 
 
 def test_no_inline_script_names_are_escaped_and_the_policy_is_sent(service):
@@ -217,12 +256,37 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         wait_until(progressed, 300, lambda: f"the job to succeed (progress seen: {sorted(seen)})", every=0.3)
         assert driver.execute_script("return window.notReloaded") is True  # live, no reload
         assert any(0 < v < 1 for v in seen) or len(seen) > 1, seen
+        wait_until(lambda: driver.execute_script(
+            "return document.getElementById('upload-message').textContent") == "", 10, "the upload message to go")
+        legend = driver.execute_script("return document.getElementById('chart-legend').textContent")
+        assert "sample.wav (" in legend, legend  # the worker's line is named by its job
         driver.save_screenshot(str(shots / "3-overview-done.png"))
+        widths = {}
+        for width, theme in ((400, "light"), (400, "dark"), (1280, "dark")):
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+                "features": [{"name": "prefers-color-scheme", "value": theme}]})
+            driver.set_window_size(width, 900)
+            driver.refresh()
+            wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#finished-rows tr[data-job]"), 30, "rows")
+            inner, scroll = driver.execute_script(
+                "return [window.innerWidth, document.documentElement.scrollWidth]")
+            widths[f"{width}-{theme}"] = (inner, scroll)
+            driver.save_screenshot(str(shots / f"3-overview-{width}-{theme}.png"))
+            assert scroll <= inner, f"at {width} px ({theme}) the page is {scroll} px wide"
+        background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(20, 23, 29)", background  # the dark theme is in force
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        driver.set_window_size(1280, 1000)
+        print("overview widths (inner, scroll):", widths)
 
         driver.execute_script("document.querySelector('#finished-rows a').click()")  # no stale reference
         wait_until(lambda: driver.find_elements(By.ID, "transcript-link"), 30, "the job page")
         driver.save_screenshot(str(shots / "4-job.png"))
         job_id = driver.current_url.rsplit("/", 1)[1]
+        driver.find_element(By.ID, "download-all").click()
+        zipped = wait_until(lambda: list((tmp_path / "downloads").glob("sample-*.zip")), 30, "the zip download")
+        wait_until(lambda: zipfile.is_zipfile(zipped[0]) and "sample-" in zipfile.ZipFile(zipped[0]).namelist()[0],
+                   30, "a complete zip")
         doc = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
         driver.find_element(By.ID, "transcript-link").click()
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#paragraphs .para"), 30, "the transcript")
@@ -245,13 +309,24 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         # read by script: during the form's redirect the old page's elements go stale
         wait_until(lambda: "Ana" in driver.execute_script(
             "const p = document.getElementById('paragraphs'); return p ? p.textContent : '';"), 30, "the new name")
+        assert driver.find_element(By.ID, "rename-saved").is_displayed()  # the save says so
         driver.save_screenshot(str(shots / "6-renamed.png"))
+        with api.client(SUBMIT) as client:
+            srt = client.get(f"/jobs/{job_id}/outputs/transcription.srt").text
+        assert "Ana: " in srt and "SPEAKER_00" not in srt
+        saved = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
+        assert "SPEAKER_00" in {s["speaker_label"] for s in saved["segments"]}
+
+        driver.get(api.url + f"/ui/jobs/{job_id}")
+        driver.find_element(By.ID, "delete-button").click()
+        wait_until(lambda: driver.find_elements(By.ID, "confirm-delete"), 30, "the confirmation page")
+        driver.save_screenshot(str(shots / "7-delete.png"))
+        driver.find_element(By.ID, "confirm-delete").click()
+        driver.switch_to.alert.accept()  # the script asks once more
+        wait_until(lambda: "sample.wav was deleted." in driver.page_source, 30, "the overview after the delete")
+        driver.save_screenshot(str(shots / "8-deleted.png"))
     finally:
         driver.quit()
-    with api.client(SUBMIT) as client:
-        srt = client.get(f"/jobs/{job_id}/outputs/transcription.srt").text
-    assert "Ana: " in srt and "SPEAKER_00" not in srt
-    saved = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
-    assert "SPEAKER_00" in {s["speaker_label"] for s in saved["segments"]}
+    assert job_id not in {j.id for j in daemon.jobs()} and not (daemon.outbox / "sample").exists()
     print("screenshots:", shots, sorted(p.name for p in shots.iterdir()))
-    assert len(list(shots.glob("*.png"))) >= 5
+    assert len(list(shots.glob("*.png"))) >= 10

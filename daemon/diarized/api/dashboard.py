@@ -24,12 +24,12 @@ from starlette.concurrency import run_in_threadpool
 from diarized import __version__, relabel, summary
 from diarized.api.clients import Clients
 from diarized.api.errors import ApiError
-from diarized.api.job_views import output_file, outputs_of
+from diarized.api.job_views import output_file, outputs_archive, outputs_of
 from diarized.api.serve import DescriptorResponse, NotServable, open_owned
 from diarized.api.submission import take_multipart
 from diarized.client import Client
 from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
-from diarized.store import FINAL_STATES, Event, Job, State
+from diarized.store import FINAL_STATES, Event, Job, NotFound, State
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -84,18 +84,35 @@ def stages(events: list[Event]) -> list[dict]:
     return found
 
 
+def speakers_text(job: Job) -> str:
+    """Who was found: a count, and the names an operator gave (machine labels say nothing)."""
+    found = job.speakers_found or []
+    named = [s["name"] for s in found if s["name"] != s["label"]]
+    return str(len(found)) + (f" ({', '.join(named)})" if named else "") if found else "-"
+
+
+def outcome_text(job: Job) -> str:
+    """The state, and for a failure its error type: what went wrong at a glance (the hint is the title)."""
+    if job.state in (State.FAILED, State.CANCELLED) and job.error_type:
+        return f"{job.state}: {job.error_type}"
+    return str(job.state)
+
+
 def job_row(job: Job) -> dict:
     """What the overview script shows for one job (already formatted: one place formats)."""
-    return {"id": job.id, "file": job.source_name, "state": str(job.state), "priority": job.priority_name,
-            "stage": job.stage, "progress": job.progress, "eta_text": eta(job), "audio_text": clock(job.duration),
-            "took_text": clock(job.processing_seconds), "rtf_text": rtf(job), "ended_text": when(job.finished_at)}
+    return {"id": job.id, "short_id": job.short_id, "file": job.source_name, "state": str(job.state),
+            "priority": job.priority_name, "stage": job.stage, "progress": job.progress, "eta_text": eta(job),
+            "audio_text": clock(job.duration), "took_text": clock(job.processing_seconds), "rtf_text": rtf(job),
+            "ended_text": when(job.finished_at), "outcome_text": outcome_text(job), "hint": job.hint or "",
+            "speakers_text": speakers_text(job), "language": job.language or "-",
+            "duplicate_of": job.duplicate_of}
 
 
 def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
     settings = clients.settings
     env = Environment(loader=PackageLoader("diarized.api", "templates"), autoescape=select_autoescape(["html"]))
     env.globals.update(static=lambda name: f"/ui/static/{name}?v={__version__}", clock=clock, when=when, rtf=rtf,
-                       eta=eta)
+                       eta=eta, outcome_text=outcome_text, speakers_text=speakers_text)
     router = APIRouter(prefix="/ui", include_in_schema=False)
 
     def page(name: str, status: int = 200, **values) -> HTMLResponse:
@@ -107,11 +124,15 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
             raise LoginRequired()
         return session
 
-    def writer(request: Request, form_csrf: str | None = None) -> Session:
-        """A submit session whose request carries its CSRF secret (header or form field)."""
+    def submit_session(request: Request) -> Session:
         session = session_of(request)
         if not session.can_submit:
             raise Forbidden(f"{session.name} may only look (a read token); log in with a submit token to change jobs")
+        return session
+
+    def writer(request: Request, form_csrf: str | None = None) -> Session:
+        """A submit session whose request carries its CSRF secret (header or form field)."""
+        session = submit_session(request)
         if not same(request.headers.get("x-csrf-token") or form_csrf, session.csrf):
             raise Forbidden("this form is stale or was not sent by this dashboard: reload the page and try again")
         return session
@@ -174,13 +195,26 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
                 "samples": store.samples(time.time() - SAMPLE_WINDOW)}
 
     @router.get("/")
-    def overview(request: Request) -> Response:
-        session = session_of(request)
-        data = overview_data()
+    def overview(request: Request, deleted: str | None = None) -> Response:
         from diarized.options import offered_models
 
+        session = session_of(request)
+        data = overview_data()
+        message = {"message": f"{deleted[:200]} was deleted.", "message_kind": "ok"} if deleted else {}
         return page("overview.html", session=session, can_submit=session.can_submit,
-                    models=offered_models(clients.settings), default_model=clients.settings.model, **data)
+                    models=offered_models(clients.settings), default_model=clients.settings.model, **message, **data)
+
+    def client_names(samples) -> dict[str, str]:
+        """Each sampled job's label for the chart: its file name and short id."""
+        store = clients.get().store
+        names = {}
+        for job_id in {s.job_id for s in samples}:
+            try:
+                job = store.get(job_id)
+                names[job_id] = f"{job.source_name} ({job.short_id})"
+            except NotFound:
+                names[job_id] = f"deleted job {job_id[-6:]}"
+        return names
 
     @router.get("/overview.json")
     def overview_json(request: Request) -> JSONResponse:
@@ -191,8 +225,7 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
             "running": [job_row(j) for j in data["running"]],
             "queued": [job_row(j) for j in data["queued"]], "waiting": data["waiting"],
             "finished": [job_row(j) for j in data["finished"]],
-            "samples": {label: [[s.at, s.rss_mb, s.cpu_percent] for s in points]
-                        for label, points in _by_worker(data["samples"]).items()}})
+            "samples": _by_job(client_names(data["samples"]), data["samples"])})
 
     @router.post("/upload", status_code=202)
     async def upload(request: Request) -> JSONResponse:
@@ -254,11 +287,12 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
         return DescriptorResponse(opened, filename=job.source_name, content_disposition_type="inline")
 
     @router.get("/jobs/{job_id}/transcript")
-    def transcript(request: Request, job_id: str) -> Response:
+    def transcript(request: Request, job_id: str, saved: bool = False) -> Response:
         session = session_of(request)
         job = clients.get().resolve(job_id)
         view = transcript_view(job)
-        return page("transcript.html", session=session, can_submit=session.can_submit, job=job, **view)
+        return page("transcript.html", session=session, can_submit=session.can_submit, job=job, saved=saved,
+                    **view)
 
     @router.post("/jobs/{job_id}/rename")
     async def rename(request: Request, job_id: str) -> Response:
@@ -270,7 +304,30 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
             await run_in_threadpool(rename_speakers, client, job, names, session.principal.name)
         except relabel.RenameError as exc:
             raise ApiError(400, "bad_rename", str(exc)) from None
-        return RedirectResponse(f"/ui/jobs/{quote(job.id)}/transcript", status_code=303)
+        return RedirectResponse(f"/ui/jobs/{quote(job.id)}/transcript?saved=1", status_code=303)
+
+    @router.get("/jobs/{job_id}/outputs.zip")
+    def download_all(request: Request, job_id: str) -> FileResponse:
+        session_of(request)
+        opened, name = outputs_archive(clients.get(), job_id)
+        return DescriptorResponse(opened, filename=name, media_type="application/zip")
+
+    @router.get("/jobs/{job_id}/delete")
+    def delete_page(request: Request, job_id: str) -> Response:
+        """The confirmation step, a page of its own: it works without the script too."""
+        session = submit_session(request)
+        client = clients.get()
+        job = client.get(job_id)
+        return page("delete.html", session=session, job=job, outputs=len(client.outputs(job.id)))
+
+    @router.post("/jobs/{job_id}/delete")
+    async def delete(request: Request, job_id: str) -> Response:
+        from diarized import retention
+
+        await form_writer(request)
+        client = clients.get()
+        job, _ = await run_in_threadpool(retention.delete, settings, client.store, job_id)
+        return RedirectResponse(f"/ui/?deleted={quote(job.source_name)}", status_code=303)
 
     return router
 
@@ -316,8 +373,9 @@ def _local(target) -> str:
     return text if text.startswith("/ui/") and not text.startswith("//") and "\\" not in text else "/ui/"
 
 
-def _by_worker(samples) -> dict[str, list]:
+def _by_job(names: dict[str, str], samples) -> list[dict]:
+    """The chart's lines: one per job (a worker's pid said nothing to an operator), oldest first."""
     groups: dict[str, list] = {}
     for s in samples:
-        groups.setdefault(f"{s.pid}", []).append(s)
-    return groups
+        groups.setdefault(s.job_id, []).append([s.at, s.rss_mb, s.cpu_percent])
+    return [{"job": job_id, "label": names.get(job_id, job_id), "points": points} for job_id, points in groups.items()]

@@ -37,46 +37,67 @@ function setShare(bar, share) {
   bar.classList.toggle("high", share > 0.85);
 }
 
+function jobHref(id) {
+  return "/ui/jobs/" + encodeURIComponent(id);
+}
+
 function jobLink(job) {
-  return el("td", {}, [el("a", {href: "/ui/jobs/" + encodeURIComponent(job.id), text: job.file})]);
+  return el("td", {"data-label": "file", "class": "file"}, [el("a", {href: jobHref(job.id), text: job.file})]);
+}
+
+function cell(label, text, extra) {
+  return el("td", Object.assign({"data-label": label, text: text}, extra || {}));
 }
 
 function queueRow(job) {
   const bar = el("progress", {"class": "job-progress", max: "1", value: String(job.progress)});
   return el("tr", {"data-job": job.id}, [
-    jobLink(job), el("td", {text: job.priority}), el("td", {"class": "state-" + job.state, text: job.state}),
-    el("td", {text: job.stage || ""}),
-    el("td", {}, [bar, el("span", {"class": "pct", text: " " + Math.floor(job.progress * 100) + "%"})]),
-    el("td", {text: job.eta_text})]);
+    jobLink(job), cell("priority", job.priority), cell("state", job.state, {"class": "state-" + job.state}),
+    cell("stage", job.stage || ""),
+    el("td", {"data-label": "progress"}, [bar, el("span", {"class": "pct", text: " " + Math.floor(job.progress * 100) + "%"})]),
+    cell("ETA", job.eta_text)]);
 }
 
 function finishedRow(job) {
+  const outcome = cell("outcome", job.outcome_text, {"class": "state-" + job.state});
+  if (job.hint) outcome.setAttribute("title", "What to do: " + job.hint);
   return el("tr", {"data-job": job.id}, [
-    jobLink(job), el("td", {"class": "state-" + job.state, text: job.state}), el("td", {text: job.audio_text}),
-    el("td", {text: job.took_text}), el("td", {text: job.rtf_text}), el("td", {text: job.ended_text})]);
+    el("td", {"data-label": "job"}, [el("a", {href: jobHref(job.id), text: job.short_id, "class": "mono"})]),
+    jobLink(job), outcome, cell("speakers", job.speakers_text), cell("language", job.language),
+    cell("audio", job.audio_text), cell("RTF", job.rtf_text), cell("ended", job.ended_text)]);
 }
 
-function fillRows(tbody, rows, empty) {
+function fillRows(tbody, rows, empty, columns) {
   tbody.replaceChildren(...(rows.length ? rows : [el("tr", {"class": "empty"}, [
-    el("td", {colspan: "6", text: empty})])]));
+    el("td", {colspan: String(columns), text: empty})])]));
 }
 
-function drawChart(chart, samples) {
-  // viewBox 1000 x 200: the last hour left to right, 0 at y = 185, the highest value at y = 20
+function drawChart(chart, series) {
+  // viewBox 1000 x 200: the last hour left to right, 0 at y = 185, the highest value at y = 20;
+  // one colour per job, named in the legend below and at the end of its memory line
   chart.replaceChildren();
-  const series = Object.entries(samples);
+  const legend = document.getElementById("chart-legend");
   const now = Date.now() / 1000, start = now - 3600;
-  const maxMem = Math.max(1, ...series.flatMap(([, points]) => points.map(p => p[1] / 1024)));
-  const maxCpu = Math.max(100, ...series.flatMap(([, points]) => points.map(p => p[2])));
+  const maxMem = Math.max(1, ...series.flatMap(line => line.points.map(p => p[1] / 1024)));
+  const maxCpu = Math.max(100, ...series.flatMap(line => line.points.map(p => p[2])));
   const x = t => Math.max(0, (t - start) / 3600 * 1000).toFixed(1);
   const y = share => (185 - share * 165).toFixed(1);
-  series.forEach(([pid, points], i) => {
+  const entries = [];
+  series.forEach((line, i) => {
     const colour = COLOURS[i % COLOURS.length];
-    const mem = points.map(p => x(p[0]) + "," + y(p[1] / 1024 / maxMem)).join(" ");
-    const cpu = points.map(p => x(p[0]) + "," + y(p[2] / maxCpu)).join(" ");
-    chart.appendChild(svg("polyline", {points: mem, "class": "mem", stroke: colour, "data-pid": pid}));
+    const mem = line.points.map(p => x(p[0]) + "," + y(p[1] / 1024 / maxMem)).join(" ");
+    const cpu = line.points.map(p => x(p[0]) + "," + y(p[2] / maxCpu)).join(" ");
+    const memLine = svg("polyline", {points: mem, "class": "mem", stroke: colour, "data-job": line.job});
+    const title = svg("title", {});
+    title.textContent = line.label;
+    memLine.appendChild(title);
+    chart.appendChild(memLine);
     chart.appendChild(svg("polyline", {points: cpu, "class": "cpu", stroke: colour}));
+    const swatch = el("span", {"class": "swatch"});
+    swatch.style.background = colour;
+    entries.push(el("li", {"data-job": line.job}, [swatch, el("a", {href: jobHref(line.job), text: line.label})]));
   });
+  if (legend) legend.replaceChildren(...entries);
   const labels = [[6, 14, series.length ? `top: ${maxMem.toFixed(1)} GiB · ${maxCpu.toFixed(0)} % CPU`
                                           : "no worker ran in the last hour", "start"],
                   [6, 198, "1 hour ago", "start"], [994, 198, "now", "end"]];
@@ -98,9 +119,31 @@ async function refreshOverview() {
     data.daemon.memory_used_gb.toFixed(1) + " / " + data.daemon.memory_budget_gb.toFixed(1) + " GiB";
   setShare(document.getElementById("memory-bar"), data.memory_share);
   document.getElementById("queued-count").textContent = String(data.waiting);
-  fillRows(document.getElementById("queue-rows"), data.running.concat(data.queued).map(queueRow), "Nothing queued.");
-  fillRows(document.getElementById("finished-rows"), data.finished.map(finishedRow), "No finished jobs yet.");
+  fillRows(document.getElementById("queue-rows"), data.running.concat(data.queued).map(queueRow), "Nothing queued.", 6);
+  fillRows(document.getElementById("finished-rows"), data.finished.map(finishedRow), "No finished jobs yet.", 8);
   drawChart(document.getElementById("chart"), data.samples);
+  settleUploadMessage(data.finished);
+}
+
+// The upload message names its job; once that job has finished it is in the list below, so it goes.
+let uploadedJob = null;
+
+function settleUploadMessage(finished) {
+  if (uploadedJob && finished.some(job => job.id === uploadedJob)) {
+    uploadedJob = null;
+    document.getElementById("upload-message").replaceChildren();
+  }
+}
+
+function uploadMessage(message, body) {
+  const parts = [el("a", {href: jobHref(body.id), text: body.file}), document.createTextNode(" is " + body.state)];
+  if (body.duplicate_of) {
+    parts.push(document.createTextNode(": the same recording as "),
+               el("a", {href: jobHref(body.duplicate_of), text: "job " + body.duplicate_of}),
+               document.createTextNode(", whose transcript it shares"));
+  }
+  message.replaceChildren(...parts);
+  uploadedJob = body.duplicate_of ? null : body.id;
 }
 
 function upload(form) {
@@ -117,7 +160,7 @@ function upload(form) {
     try { body = JSON.parse(request.responseText); } catch (e) { body = {}; }
     if (request.status === 202) {
       message.className = "ok";
-      message.textContent = `${body.file} is ${body.state}` + (body.duplicate_of ? ` (same as ${body.duplicate_of})` : "");
+      uploadMessage(message, body);
       form.reset();
       refreshOverview();
     } else {
@@ -193,7 +236,15 @@ function startTranscript() {
   });
 }
 
+// A form with data-confirm asks first (the server side has its own confirmation page too).
+function confirmForms() {
+  document.querySelectorAll("form[data-confirm]").forEach(form => {
+    form.addEventListener("submit", e => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  confirmForms();
   const page = document.body.dataset.page;
   if (page === "overview") startOverview();
   if (page === "job") startJob();
