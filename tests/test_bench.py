@@ -46,6 +46,20 @@ def test_the_api_load_bench_writes_its_numbers(tmp_path):
     assert "| GET /jobs/{id} |" in proc.stdout
 
 
+def test_the_search_scale_bench_times_every_page_and_explains_its_plans_on_both_stores(tmp_path):
+    out = tmp_path / "search.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.search_scale", "--jobs", "400", "--requests", "3",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["backends"]) == {"sqlite", "postgresql"}
+    for found in result["backends"].values():
+        assert len(found["pages"]) == 6 and all(p["p95_ms"] > 0 for p in found["pages"].values())
+        assert found["plans"]["search, a rare word"]  # the EXPLAIN output is kept
+    assert any("job_text" in line for line in result["backends"]["sqlite"]["plans"]["search, a rare word"])
+    assert any("CTE hits" in line for line in result["backends"]["postgresql"]["plans"]["search, a rare word"])
+
+
 def test_the_capacity_model_answers_and_more_volume_never_needs_fewer_nodes(tmp_path):
     out = tmp_path / "capacity.json"
     proc = subprocess.run([sys.executable, "-m", "bench.capacity", "--days", "4", "--volumes", "50,300,900",

@@ -99,6 +99,46 @@ def test_delete_expire_and_tallies_that_outlive_the_rows(store, tmp_path):
     assert store.tallies() == {"expired": 1, "deleted_succeeded": 1}
 
 
+def test_search_finds_words_in_names_speakers_and_transcripts_with_filters_and_pages(store, tmp_path):
+    """The one contract both backends keep (FTS5 on SQLite, tsvector on PostgreSQL)."""
+    from diarized.store import JobQuery
+    from diarized.summary import SpeakerTime, Summary
+
+    def finished(name: str, sha: str, text: str, speakers: list[str], language: str, at: float):
+        job = store.claim(_queued(store, tmp_path, name, sha).id)
+        store.set_worker(job.id, 1, 1, "base" if language == "pt" else "tiny.en")
+        store.record_summary(job.id, Summary(language, 0.9, len(text.split()),
+                                             [SpeakerTime(f"SPEAKER_0{i}", n, 10.0) for i, n in enumerate(speakers)],
+                                             text), job.lease_generation)
+        store.mark_succeeded(job.id, str(tmp_path / "outbox" / name), None, job.lease_generation)
+        with store.transaction() as conn:  # a known creation time, for the date filter and the order
+            store._x(conn, "UPDATE jobs SET created_at = ? WHERE id = ?", [at, job.id])
+        return job.id
+
+    board = finished("board-meeting-2024.mp4", "a", "The budget for the new library was approved",
+                     ["Ana Souza", "SPEAKER_01"], "en", 1000.0)
+    aula = finished("aula de física.wav", "b", "Hoje vamos falar sobre energia e trabalho", ["Bruno"], "pt", 2000.0)
+    interview = finished("interview.flac", "c", "We talked about the library and the budget", ["Carla"], "en",
+                         3000.0)
+    waiting = _queued(store, tmp_path, "budget-notes.mp3", "d").id
+
+    def found(**query) -> list[str]:
+        return [j.id for j in store.search(JobQuery(**query))]
+
+    assert found(text="budget") == [waiting, interview, board]  # names and transcripts, newest first
+    assert found(text="library budget", sort="oldest") == [board, interview]  # every word must be there
+    assert found(text="BOARD meeting") == [board] and found(text="energia") == [aula]
+    assert found(text="budget", states=("queued",)) == [waiting]
+    assert found(text="Souza") == [board] and found(speaker="ana s") == [board]
+    assert found(language="pt") == [aula] and found(model="tiny.en") == [interview, board]
+    assert found(since=1500.0, until=3000.0) == [aula]
+    assert found(text="nothing-like-this") == [] and found(text="'\" OR 1=1 --") == []
+    assert found(speaker="100%_") == []
+    assert found(limit=2) == [waiting, interview] and found(limit=2, offset=2) == [aula, board]
+    store.delete(board)
+    assert found(text="library") == [interview]
+
+
 # -- reads -------------------------------------------------------------------------------------
 def test_get_by_full_or_short_id_and_not_found(store, tmp_path):
     job = _queued(store, tmp_path)

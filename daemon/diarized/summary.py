@@ -27,6 +27,7 @@ class Summary:
     language_probability: float | None = None
     word_count: int = 0
     speakers: list[SpeakerTime] = field(default_factory=list)
+    text: str = ""  # the transcript's words, for search (job_text)
 
     def speakers_json(self) -> str:
         return json.dumps([{"label": s.label, "name": s.name, "seconds": s.seconds} for s in self.speakers],
@@ -36,14 +37,16 @@ class Summary:
 def summarize(doc: dict) -> Summary:
     labels = doc.get("speaker_labels") or {}
     seconds: dict[str, float] = {name: 0.0 for name in doc.get("speakers", [])}
-    words = 0
+    words, texts = 0, []
     for seg in doc.get("segments", []):
         name = seg["speaker_id"]
         seconds[name] = seconds.get(name, 0.0) + max(0.0, seg["end_time"] - seg["start_time"])
         words += len(seg.get("words") or seg.get("text", "").split())
+        texts.append(seg.get("text", ""))
     probability = doc.get("language_probability")
     return Summary(doc.get("language"), round(probability, 4) if probability is not None else None, words,
-                   [SpeakerTime(labels.get(name, name), name, round(total, 2)) for name, total in seconds.items()])
+                   [SpeakerTime(labels.get(name, name), name, round(total, 2)) for name, total in seconds.items()],
+                   " ".join(texts))
 
 
 def read(output_dir: str | Path) -> Summary:

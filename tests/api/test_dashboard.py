@@ -159,6 +159,36 @@ def test_the_finished_list_tells_the_story_and_a_job_can_be_zipped_and_deleted(s
         assert 'id="delete-button"' not in viewer.get(f"/ui/jobs/{bad}").text
 
 
+def test_any_job_is_found_by_a_word_it_said_through_the_page_the_api_and_the_cli(service, tmp_path):
+    from click.testing import CliRunner
+
+    from diarized.cli.ctl import cli
+
+    daemon, api = service
+    words = ["orchard", "lantern", "harbour", "meadow", "quartz"]
+    with api.client(SUBMIT) as client:
+        for n in range(25):
+            said = f"we spoke about the {words[n % 5]} number {n}"
+            client.post("/jobs", files={"file": (f"talk-{n:02d}.wav", json.dumps(
+                {"runs": [{"exit": 0, "seconds": 0.05, "text": said}], "n": n}).encode())})
+        wait_until(lambda: len(daemon.jobs("succeeded")) == 25, 60, "25 jobs")
+        found = client.get("/jobs", params={"q": "lantern number", "sort": "name"}).json()["jobs"]
+        assert [j["file"] for j in found] == [f"talk-{n:02d}.wav" for n in range(1, 25, 5)]
+        assert client.get("/jobs", params={"q": "talk 07"}).json()["jobs"][0]["file"] == "talk-07.wav"
+        first = client.get("/jobs", params={"limit": 10}).json()
+        assert first["next_offset"] == 10 and len(first["jobs"]) == 10
+    with login(api, READ) as viewer:
+        page = viewer.get("/ui/jobs", params={"q": "quartz", "sort": "oldest"}).text
+        assert page.count('data-job="') == 5 and page.index("talk-04.wav") < page.index("talk-24.wav")
+        assert 'value="quartz"' in page and 'id="next-page"' not in page
+        paged = viewer.get("/ui/jobs", params={"offset": 0}).text
+        assert paged.count('data-job="') == 25
+        assert "No job matches." in viewer.get("/ui/jobs", params={"q": "zeppelin"}).text
+    listed = CliRunner().invoke(cli, ["--state-dir", str(daemon.root), "list", "--search", "meadow 13", "--json"],
+                                env={"DIARIZED_CONFIG": ""})
+    assert [j["source_name"] for j in json.loads(listed.stdout)] == ["talk-13.wav"]
+
+
 def test_no_inline_script_names_are_escaped_and_the_policy_is_sent(service):
     daemon, api = service
     evil = '"><img src=x onerror=alert(1)>.wav'

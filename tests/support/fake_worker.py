@@ -7,7 +7,7 @@ that say how their worker behaves:
     {"runs": [{"exit": 1}, {"exit": 0}]}   one entry per worker start (the last repeats)
     entry keys: exit (a WorkerExit), seconds (work time, with progress), hang (no progress,
     no heartbeat), allocate_mb (then sleep), ignore_term (SIGTERM does nothing),
-    duration (audio seconds to report), error (message for record_error)
+    duration (audio seconds to report), error (message for record_error), text (what was "said")
 
 A file that is not such a script succeeds after a short while.
 """
@@ -53,7 +53,8 @@ def write_outputs(out: Path, job, script: dict) -> None:
     (out / "final_transcription.json").write_text(json.dumps({
         "file_path": job.source_name, "total_duration": script.get("duration", 1.0), "language": "en",
         "language_probability": 0.99, "speakers": ["SPEAKER_00"],
-        "segments": [{"speaker_id": "SPEAKER_00", "start_time": 0.0, "end_time": 0.8, "text": "Hello there.",
+        "segments": [{"speaker_id": "SPEAKER_00", "start_time": 0.0, "end_time": 0.8,
+                      "text": script.get("text", "Hello there."),
                       "words": [{"word": "Hello", "start": 0.0, "end": 0.4}, {"word": "there.", "start": 0.4,
                                                                              "end": 0.8}]}]}))
     (out / "transcription.txt").write_text(f"{job.source_name}\n")

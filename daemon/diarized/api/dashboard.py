@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -29,12 +29,13 @@ from diarized.api.serve import DescriptorResponse, NotServable, open_owned
 from diarized.api.submission import take_multipart
 from diarized.client import Client
 from diarized.api.sessions import COOKIE, LOGIN_COOKIE, Session, Sessions, same
-from diarized.store import FINAL_STATES, Event, Job, NotFound, State
+from diarized.store import FINAL_STATES, SORTS, Event, Job, JobQuery, NotFound, State
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 QUEUE_ROWS = 100
 FINISHED_ROWS = 20
+JOBS_PAGE = 50
 SAMPLE_WINDOW = 3600.0
 
 
@@ -216,6 +217,26 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
                 names[job_id] = f"deleted job {job_id[-6:]}"
         return names
 
+    @router.get("/jobs")
+    def jobs_page(request: Request, q: str = "", state: str = "", language: str = "", model: str = "",
+                  speaker: str = "", since: str = "", until: str = "", sort: str = "newest",
+                  offset: int = 0) -> Response:
+        """Any job among all of them: words and filters, one page at a time (the store's search)."""
+        session = session_of(request)
+        form = {"q": q[:500], "state": state if state in set(State) else "", "language": language[:10],
+                "model": model[:100], "speaker": speaker[:100], "since": since, "until": until,
+                "sort": sort if sort in SORTS else "newest"}
+        query = JobQuery(text=form["q"], states=(form["state"],) if form["state"] else (),
+                         language=form["language"] or None, model=form["model"] or None,
+                         speaker=form["speaker"] or None, since=_day_start(since), until=_day_start(until, 1),
+                         sort=form["sort"], limit=JOBS_PAGE + 1, offset=max(0, min(offset, 1_000_000)))
+        found = clients.get().store.search(query)
+        link = lambda at: "/ui/jobs?" + urlencode({**{k: v for k, v in form.items() if v}, "offset": at})  # noqa
+        return page("jobs.html", session=session, jobs=found[:JOBS_PAGE], form=form, states=[str(s) for s in State],
+                    sorts=list(SORTS), offset=query.offset, day=day,
+                    next=link(query.offset + JOBS_PAGE) if len(found) > JOBS_PAGE else None,
+                    previous=link(max(0, query.offset - JOBS_PAGE)) if query.offset else None)
+
     @router.get("/overview.json")
     def overview_json(request: Request) -> JSONResponse:
         session_of(request)
@@ -365,6 +386,18 @@ def transcript_view(job: Job) -> dict:
     duration = float(doc.get("total_duration") or max((p["end"] for p in paragraphs), default=1.0)) or 1.0
     audio = bool(job.source_path and Path(job.source_path).is_file())
     return {"speakers": list(speakers.values()), "paragraphs": paragraphs, "duration": duration, "audio": audio}
+
+
+def day(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at else "-"
+
+
+def _day_start(text: str, plus_days: int = 0) -> float | None:
+    """A date from the form (YYYY-MM-DD) as the unix time its day starts here; "to" days are included."""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%d")) + plus_days * 86400
+    except ValueError:
+        return None
 
 
 def _local(target) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -19,7 +19,7 @@ from diarized.api.submission import parse_hints, parse_priority, take_multipart,
 from diarized.client import Client
 from diarized.options import KEYS as OPTION_KEYS
 from diarized.options import parse as parse_options
-from diarized.store import State
+from diarized.store import JobQuery, State
 
 router = APIRouter()
 
@@ -67,11 +67,21 @@ async def submit(request: Request) -> JSONResponse:
 
 @router.get("/jobs", response_model=JobPage, tags=["jobs"], dependencies=[Read])
 def list_jobs(client: Annotated[Client, Depends(client_of)],
+              q: Annotated[str, Query(max_length=500, description="words in file names, speaker names and "
+                                                                 "transcripts (all of them)")] = "",
               state: Annotated[list[State] | None, Query()] = None,
+              language: str | None = None, model: str | None = None,
+              speaker: Annotated[str | None, Query(max_length=100)] = None,
+              since: Annotated[float | None, Query(description="created at or after (unix time)")] = None,
+              until: Annotated[float | None, Query(description="created before (unix time)")] = None,
+              sort: Annotated[Literal["newest", "oldest", "longest", "name"], Query()] = "newest",
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
-    """Newest first; filter with one or more `state`; page with `offset` (next_offset)."""
-    jobs = client.list(states=state, limit=limit + 1, offset=offset)
+              offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> JobPage:
+    """Find jobs: `q` searches file names, speaker names and transcripts; filter by `state` (repeatable),
+    `language`, `model`, `speaker`, `since`/`until`; `sort`; page with `offset` (next_offset)."""
+    query = JobQuery(text=q, states=tuple(state or ()), language=language, model=model, speaker=speaker,
+                     since=since, until=until, sort=sort, limit=limit + 1, offset=offset)
+    jobs = client.store.search(query)
     return JobPage(jobs=[job_out(client, j) for j in jobs[:limit]], limit=limit, offset=offset,
                    next_offset=offset + limit if len(jobs) > limit else None)
 

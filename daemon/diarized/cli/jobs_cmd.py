@@ -186,13 +186,24 @@ def unreadable_status(settings: Settings, exc: StoreUnavailable, as_json: bool) 
 @click.command("list")
 @click.option("--state", "states", multiple=True,
               type=click.Choice([str(s) for s in State]))
+@click.option("--search", "text", default="", help="Words in file names, speaker names and transcripts.")
+@click.option("--language", help="Only jobs transcribed in this language (pt, en, ...).")
+@click.option("--model", help="Only jobs run with this Whisper model.")
+@click.option("--speaker", help="Only jobs with a speaker whose name contains this.")
+@click.option("--sort", type=click.Choice(["newest", "oldest", "longest", "name"]), default="newest",
+              show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, help="Skip this many (the next page).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def list_jobs(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool) -> None:
-    """Jobs, newest first."""
+def list_jobs(ctx: click.Context, states: tuple[str, ...], text: str, language: str | None, model: str | None,
+              speaker: str | None, sort: str, limit: int, offset: int, as_json: bool) -> None:
+    """Jobs, newest first; --search and the filters find any of them (the same search as GET /jobs?q=)."""
+    from diarized.store import JobQuery
+
     store, _ = _store(ctx)
-    jobs = store.jobs(states=states or None, limit=limit)
+    jobs = store.search(JobQuery(text=text, states=states, language=language, model=model, speaker=speaker,
+                                 sort=sort, limit=limit, offset=offset))
     if as_json:
         _emit_json([j.to_dict() for j in jobs])
         return
