@@ -189,10 +189,10 @@ class Paragraph:
 
 
 def paragraphs(segments: list[dict]) -> list[Paragraph]:
-    """Speaker turns: consecutive segments of one speaker joined."""
+    """Speaker turns: consecutive segments of one speaker joined, unless an editor split them ("break")."""
     found: list[Paragraph] = []
     for seg in segments:
-        if found and found[-1].speaker == seg["speaker_id"]:
+        if found and found[-1].speaker == seg["speaker_id"] and not seg.get("break"):
             found[-1].end, found[-1].text = seg["end_time"], f"{found[-1].text} {seg['text']}"
         else:
             found.append(Paragraph(seg["speaker_id"], seg["start_time"], seg["end_time"], seg["text"]))

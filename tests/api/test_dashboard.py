@@ -189,6 +189,32 @@ def test_any_job_is_found_by_a_word_it_said_through_the_page_the_api_and_the_cli
     assert [j["source_name"] for j in json.loads(listed.stdout)] == ["talk-13.wav"]
 
 
+def test_transcript_edits_are_saved_with_a_timeline_entry_and_refused_when_stale(service):
+    daemon, api = service
+    with login(api, SUBMIT) as ana:
+        job_id = ana.post("/ui/upload", files={"file": ("e.wav", b"edit me")},
+                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
+        wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+        page = ana.get(f"/ui/jobs/{job_id}/transcript").text
+        assert 'data-version="0"' in page and 'id="undo-button" disabled' in page
+        edits = {"version": 0, "edits": [{"op": "text", "paragraph": 0, "text": "Hello over there."}]}
+        assert ana.post(f"/ui/jobs/{job_id}/edit", json=edits).status_code == 403  # no CSRF header
+        saved = ana.post(f"/ui/jobs/{job_id}/edit", json=edits, headers={"X-CSRF-Token": csrf_of(ana)})
+        assert saved.status_code == 200 and saved.json() == {"version": 1, "done": ["paragraph 1: words"]}
+        stale = ana.post(f"/ui/jobs/{job_id}/edit", json=edits, headers={"X-CSRF-Token": csrf_of(ana)})
+        assert stale.status_code == 409 and "reload it" in stale.json()["error"]["message"]
+        bad = ana.post(f"/ui/jobs/{job_id}/edit", json={"version": 1, "edits": []},
+                       headers={"X-CSRF-Token": csrf_of(ana)})
+        assert bad.status_code == 400
+        page = ana.get(f"/ui/jobs/{job_id}/transcript").text
+        assert "Hello over there." in page and 'data-version="1"' in page and "Last edited" in page
+    job = daemon.store.get(job_id)
+    assert job.word_count == 3 and daemon.store.events(job_id)[-1].detail == "by ana: paragraph 1: words"
+    with login(api, READ) as viewer:
+        refused = viewer.post(f"/ui/jobs/{job_id}/edit", json=edits, headers={"X-CSRF-Token": csrf_of(viewer)})
+        assert refused.status_code == 403
+
+
 def test_no_inline_script_names_are_escaped_and_the_policy_is_sent(service):
     daemon, api = service
     evil = '"><img src=x onerror=alert(1)>.wav'
@@ -252,6 +278,8 @@ def browser(downloads: Path):
 @pytest.mark.skipif(not shutil.which("chromedriver"), reason="chromium-driver (make system-deps installs it)")
 def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     daemon = make_daemon()  # tiny.en, the real worker
     api = make_api([SUBMIT_ENTRY])
@@ -347,16 +375,49 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         saved = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
         assert "SPEAKER_00" in {s["speaker_label"] for s in saved["segments"]}
 
+        # correct a word with the keyboard: Enter opens the editor, Enter saves
+        first = driver.find_element(By.CSS_SELECTOR, "#paragraphs .para[data-index='0']")
+        words = first.find_element(By.CSS_SELECTOR, ".text").text.split()
+        first.send_keys(Keys.ENTER)
+        editor = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#paragraphs textarea.editor"), 10,
+                            "the editor")[0]
+        editor.clear()
+        editor.send_keys(" ".join(["Zanzibar"] + words[1:]))
+        driver.save_screenshot(str(shots / "7-editing.png"))
+        editor.send_keys(Keys.ENTER)
+        wait_until(lambda: "Saved: paragraph 1: words" in driver.execute_script(
+            "const m = document.getElementById('edit-message'); return m ? m.textContent : '';"), 30, "the save")
+        driver.save_screenshot(str(shots / "8-edited.png"))
+        with api.client(SUBMIT) as client:
+            assert "Zanzibar" in client.get(f"/jobs/{job_id}/outputs/transcription.srt").text
+        # give the second paragraph to the other speaker, then undo it
+        second_speaker = driver.execute_script(
+            "return document.querySelector(\"#paragraphs .para[data-index='1'] .who\").textContent")
+        other = "Ana" if second_speaker != "Ana" else "SPEAKER_01"
+        Select(driver.find_element(By.CSS_SELECTOR, "#paragraphs .para[data-index='1'] select.move")).select_by_value(other)
+        wait_until(lambda: "→ " + other in driver.execute_script(
+            "const m = document.getElementById('edit-message'); return m ? m.textContent : '';"), 30, "the move")
+        driver.save_screenshot(str(shots / "9-moved.png"))
+        assert driver.execute_script(
+            "return document.querySelector(\"#paragraphs .para[data-index='1'] .who\").textContent") == other
+        driver.find_element(By.ID, "undo-button").click()
+        wait_until(lambda: "undid" in driver.execute_script(
+            "const m = document.getElementById('edit-message'); return m ? m.textContent : '';"), 30, "the undo")
+        assert driver.execute_script(
+            "return document.querySelector(\"#paragraphs .para[data-index='1'] .who\").textContent") == second_speaker
+        edited = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())
+        assert edited["version"] == 3 and edited["machine_segments"][0]["text"] != edited["segments"][0]["text"]
+
         driver.get(api.url + f"/ui/jobs/{job_id}")
         driver.find_element(By.ID, "delete-button").click()
         wait_until(lambda: driver.find_elements(By.ID, "confirm-delete"), 30, "the confirmation page")
-        driver.save_screenshot(str(shots / "7-delete.png"))
+        driver.save_screenshot(str(shots / "10-delete.png"))
         driver.find_element(By.ID, "confirm-delete").click()
         driver.switch_to.alert.accept()  # the script asks once more
         wait_until(lambda: "sample.wav was deleted." in driver.page_source, 30, "the overview after the delete")
-        driver.save_screenshot(str(shots / "8-deleted.png"))
+        driver.save_screenshot(str(shots / "11-deleted.png"))
     finally:
         driver.quit()
     assert job_id not in {j.id for j in daemon.jobs()} and not (daemon.outbox / "sample").exists()
     print("screenshots:", shots, sorted(p.name for p in shots.iterdir()))
-    assert len(list(shots.glob("*.png"))) >= 10
+    assert len(list(shots.glob("*.png"))) >= 14

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from diarized import __version__, relabel, summary
+from diarized import __version__, editing, relabel, summary
 from diarized.api.clients import Clients
 from diarized.api.errors import ApiError
 from diarized.api.job_views import output_file, outputs_archive, outputs_of
@@ -327,6 +327,24 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
             raise ApiError(400, "bad_rename", str(exc)) from None
         return RedirectResponse(f"/ui/jobs/{quote(job.id)}/transcript?saved=1", status_code=303)
 
+    @router.post("/jobs/{job_id}/edit")
+    async def edit(request: Request, job_id: str) -> JSONResponse:
+        """Edits from the transcript page (JSON: version, edits); the script reloads the page after."""
+        session = writer(request)
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("edits"), list) or not 0 < len(body["edits"]) <= 20:
+            raise ApiError(400, "bad_edit", "send {version, edits: [1 to 20 edits]}")
+        client = clients.get()
+        job = client.resolve(job_id)
+        try:
+            doc, notes = await run_in_threadpool(edit_transcript, client, job, body["edits"], body.get("version"),
+                                                 session.principal.name)
+        except editing.Stale as exc:
+            raise ApiError(409, "stale", str(exc)) from None
+        except editing.EditError as exc:
+            raise ApiError(400, "bad_edit", str(exc)) from None
+        return JSONResponse({"version": doc["version"], "done": notes})
+
     @router.get("/jobs/{job_id}/outputs.zip")
     def download_all(request: Request, job_id: str) -> FileResponse:
         session_of(request)
@@ -363,6 +381,16 @@ def rename_speakers(client: Client, job: Job, names: dict[str, str], who: str) -
         client.store.event(job.id, "renamed", f"{', '.join(changes)} (by {who})")
 
 
+def edit_transcript(client: Client, job: Job, edits: list, version, who: str) -> tuple[dict, list[str]]:
+    """The files (editing.py), then the job record's summary and a timeline entry."""
+    if job.state != State.SUCCEEDED or not job.output_dir:
+        raise editing.EditError(f"{job.source_name} has no transcript to edit (it is {job.state})")
+    doc, notes = editing.edit(Path(job.output_dir), [e for e in edits if isinstance(e, dict)], version, who)
+    client.store.record_summary(job.id, summary.summarize(doc))
+    client.store.event(job.id, "edited", f"by {who}: " + "; ".join(notes))
+    return doc, notes
+
+
 def transcript_view(job: Job) -> dict:
     """Speakers with their lanes, and paragraphs (consecutive segments of one speaker joined)."""
     import json
@@ -373,19 +401,19 @@ def transcript_view(job: Job) -> dict:
     labels = relabel.labels_of(doc)
     speakers = {name: {"name": name, "label": labels[name], "index": i, "colour": i % 8, "turns": []}
                 for i, name in enumerate(doc["speakers"])}
-    paragraphs: list[dict] = []
     for seg in doc["segments"]:
-        speaker = speakers[seg["speaker_id"]]
-        speaker["turns"].append((seg["start_time"], seg["end_time"]))
-        if paragraphs and paragraphs[-1]["name"] == seg["speaker_id"]:
-            paragraphs[-1]["end"] = seg["end_time"]
-            paragraphs[-1]["text"] += " " + seg["text"]
-        else:
-            paragraphs.append({"name": seg["speaker_id"], "colour": speaker["colour"], "start": seg["start_time"],
-                               "end": seg["end_time"], "text": seg["text"]})
+        speakers[seg["speaker_id"]]["turns"].append((seg["start_time"], seg["end_time"]))
+    segments = doc["segments"]
+    paragraphs = [{"name": span.speaker, "colour": speakers[span.speaker]["colour"],
+                   "start": segments[span.first]["start_time"], "end": segments[span.last - 1]["end_time"],
+                   "text": " ".join(s["text"] for s in segments[span.first:span.last]),
+                   "edited": any(s.get("edited") for s in segments[span.first:span.last])}
+                  for span in editing.spans(segments)]
     duration = float(doc.get("total_duration") or max((p["end"] for p in paragraphs), default=1.0)) or 1.0
     audio = bool(job.source_path and Path(job.source_path).is_file())
-    return {"speakers": list(speakers.values()), "paragraphs": paragraphs, "duration": duration, "audio": audio}
+    return {"speakers": list(speakers.values()), "paragraphs": paragraphs, "duration": duration, "audio": audio,
+            "version": doc.get("version", 0), "edits": len(doc.get("edits") or []),
+            "edited_at": doc.get("edited_at")}
 
 
 def day(at: float | None) -> str:

@@ -207,6 +207,99 @@ function startJob() {
   }, 2000);
 }
 
+// -- correcting the transcript --------------------------------------------------------------------
+async function sendEdits(edits) {
+  const message = document.getElementById("edit-message");
+  const answer = await fetch("/ui/jobs/" + encodeURIComponent(document.body.dataset.job) + "/edit", {
+    method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf()},
+    body: JSON.stringify({version: parseInt(document.body.dataset.version, 10), edits: edits})});
+  let body = {};
+  try { body = await answer.json(); } catch (e) { body = {}; }
+  if (answer.ok) {
+    sessionStorage.setItem("edit-done", body.done.join("; "));
+    window.location.reload();
+    return true;
+  }
+  message.className = "error";
+  message.textContent = (body.error && body.error.message) || `the edit was not saved (HTTP ${answer.status})`;
+  return false;
+}
+
+function openEditor(para, player) {
+  if (para.querySelector("textarea")) return;
+  const text = para.querySelector(".text");
+  const editor = el("textarea", {"class": "editor", rows: "3", "aria-label": "the words of this paragraph"});
+  editor.value = text.textContent.trim();
+  text.hidden = true;
+  para.insertBefore(editor, text.nextSibling);
+  editor.focus();
+  const close = () => { editor.remove(); text.hidden = false; para.focus(); };
+  const save = async () => {
+    if (editor.value.trim() === text.textContent.trim()) return true;
+    return sendEdits([{op: "text", paragraph: parseInt(para.dataset.index, 10), text: editor.value}]);
+  };
+  const split = () => {  // at the caret: the words before it stay, the rest become a new paragraph
+    const index = parseInt(para.dataset.index, 10);
+    const at = editor.value.slice(0, editor.selectionStart).split(/\s+/).filter(Boolean).length;
+    const edits = editor.value.trim() === text.textContent.trim() ? [] : [{op: "text", paragraph: index, text: editor.value}];
+    return sendEdits(edits.concat([{op: "split", paragraph: index, word: at}]));
+  };
+  editor.addEventListener("keydown", async e => {
+    if (e.key === "Enter" && e.ctrlKey) { e.preventDefault(); split(); }
+    else if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); if (await save()) close(); }
+    else if (e.key === "Escape") { e.preventDefault(); close(); }
+    else if (e.key === "Tab" && !e.shiftKey) {
+      e.preventDefault();
+      if (editor.value.trim() !== text.textContent.trim()) { sessionStorage.setItem("edit-next", para.dataset.index); save(); return; }
+      close();
+      const next = para.nextElementSibling;
+      if (next && next.classList.contains("para")) openEditor(next, player);
+    }
+    else if (e.key === "p" && e.altKey && player) { e.preventDefault(); playFrom(player, para); }
+  });
+}
+
+function playFrom(player, para) {
+  player.currentTime = parseFloat(para.dataset.start);
+  player.play().catch(() => {});
+}
+
+function startEditing(paragraphs, player) {
+  if (window.location.search.includes("saved=1")) {  // "Names saved" once, not after every later reload
+    window.history.replaceState(null, "", window.location.pathname);
+  }
+  const done = sessionStorage.getItem("edit-done");
+  if (done) {
+    sessionStorage.removeItem("edit-done");
+    const message = document.getElementById("edit-message");
+    message.className = "ok";
+    message.textContent = "Saved: " + done;
+  }
+  paragraphs.forEach(para => {
+    para.addEventListener("dblclick", () => openEditor(para, player));
+    para.addEventListener("keydown", e => {
+      if (e.target !== para) return;
+      if (e.key === "Enter") { e.preventDefault(); openEditor(para, player); }
+      else if (e.key === "p" && e.altKey && player) { e.preventDefault(); playFrom(player, para); }
+    });
+    const move = para.querySelector("select.move");
+    if (move) move.addEventListener("change", () =>
+      sendEdits([{op: "speaker", paragraph: parseInt(para.dataset.index, 10), speaker: move.value}]));
+    const merge = para.querySelector("button.merge");
+    if (merge) merge.addEventListener("click", () =>
+      sendEdits([{op: "merge", paragraph: parseInt(para.dataset.index, 10)}]));
+  });
+  const next = sessionStorage.getItem("edit-next");
+  if (next !== null) {
+    sessionStorage.removeItem("edit-next");
+    const following = paragraphs.find(p => p.dataset.index === String(parseInt(next, 10) + 1));
+    if (following) openEditor(following, player);
+  }
+  const undo = document.getElementById("undo-button");
+  if (undo) undo.addEventListener("click", () => sendEdits([{op: "undo"}]));
+}
+
 // -- the transcript -----------------------------------------------------------------------------
 function startTranscript() {
   const player = document.getElementById("player");
@@ -214,15 +307,16 @@ function startTranscript() {
   const playhead = document.getElementById("playhead");
   const lanes = document.getElementById("lanes");
   const duration = parseFloat(lanes.dataset.duration || "0");
+  const editable = document.body.dataset.editable === "yes";
   paragraphs.forEach(p => {
-    const seek = () => {
-      if (!player) return;
-      player.currentTime = parseFloat(p.dataset.start);
-      player.play().catch(() => {});
+    const seek = e => {
+      if (!player || e.target.closest("textarea, select, button")) return;
+      playFrom(player, p);
     };
     p.addEventListener("click", seek);
-    p.addEventListener("keydown", e => { if (e.key === "Enter") seek(); });
+    if (!editable) p.addEventListener("keydown", e => { if (e.key === "Enter") seek(e); });
   });
+  if (editable) startEditing(paragraphs, player);
   if (!player) return;
   player.addEventListener("timeupdate", () => {
     const t = player.currentTime;
