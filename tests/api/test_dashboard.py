@@ -138,6 +138,7 @@ def test_the_finished_list_tells_the_story_and_a_job_can_be_zipped_and_deleted(s
         assert rows["bad.mp4"]["outcome_text"] == "failed: FakeError" and rows["bad.mp4"]["hint"]
         page = ana.get("/ui/").text
         assert "failed: FakeError" in page and f">{good[-6:]}</a>" in page
+        assert f'<span class="row-hint">{daemon.store.get(bad).hint}</span>' in page  # what to do, at a glance
         lines = ana.get("/ui/overview.json").json()["samples"]
         assert all(line["label"].endswith(f"({line['job'][-6:]})") for line in lines)  # named by job, not pid
         job_page = ana.get(f"/ui/jobs/{good}").text
@@ -337,7 +338,31 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         driver.set_window_size(1280, 1000)
         print("overview widths (inner, scroll):", widths)
 
-        driver.execute_script("document.querySelector('#finished-rows a').click()")  # no stale reference
+        # find it among 50 by a word it said: 49 more finished jobs, talking of other things
+        from bench.search_scale import fill
+        from diarized.store import open_store
+
+        writer = open_store(daemon.store_location)
+        fill(writer, 49)
+        writer.close()
+        said = json.loads((daemon.outbox / "sample/final_transcription.json").read_text())["segments"][0]["text"]
+        word = max(re.findall(r"\w+", said), key=len)
+        driver.find_element(By.ID, "jobs-link").click()
+        wait_until(lambda: driver.find_elements(By.ID, "search-q"), 30, "the jobs page")
+        assert driver.execute_script("return document.querySelectorAll('#results tr[data-job]').length") == 50
+        driver.find_element(By.ID, "search-q").send_keys(word + Keys.ENTER)
+        wait_until(lambda: driver.execute_script(
+            "return document.querySelectorAll('#results tr[data-job]').length") == 1, 30, f"one job saying {word!r}")
+        driver.save_screenshot(str(shots / "3-search.png"))
+        driver.find_element(By.CSS_SELECTOR, "#results td.file a").click()
+        wait_until(lambda: driver.find_elements(By.ID, "transcript-link"), 30, "the found job's page")
+        assert "sample.wav" in driver.find_element(By.TAG_NAME, "h1").text
+        driver.get(api.url + "/ui/")
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#finished-rows a"), 30, "the overview again")
+
+        driver.execute_script(
+            "Array.from(document.querySelectorAll('#finished-rows td.file a')).find(a => a.textContent === 'sample.wav')"
+            ".click()")  # by script: no stale reference
         wait_until(lambda: driver.find_elements(By.ID, "transcript-link"), 30, "the job page")
         driver.save_screenshot(str(shots / "4-job.png"))
         job_id = driver.current_url.rsplit("/", 1)[1]
@@ -359,6 +384,11 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
             f"currentTime to reach {start}")
         assert moved
         driver.save_screenshot(str(shots / "5-transcript.png"))
+        driver.set_window_size(400, 900)  # the transcript and its lanes on a phone
+        inner, scroll = driver.execute_script("return [window.innerWidth, document.documentElement.scrollWidth]")
+        driver.save_screenshot(str(shots / "5-transcript-400.png"))
+        assert scroll <= inner, f"the transcript is {scroll} px wide at {inner}"
+        driver.set_window_size(1280, 1000)
 
         field = driver.find_element(By.ID, "rename-SPEAKER_00")
         field.clear()
@@ -420,4 +450,4 @@ def test_the_dashboard_in_a_real_browser(make_daemon, make_api, data, tmp_path):
         driver.quit()
     assert job_id not in {j.id for j in daemon.jobs()} and not (daemon.outbox / "sample").exists()
     print("screenshots:", shots, sorted(p.name for p in shots.iterdir()))
-    assert len(list(shots.glob("*.png"))) >= 14
+    assert len(list(shots.glob("*.png"))) >= 16

@@ -59,8 +59,10 @@ function queueRow(job) {
 }
 
 function finishedRow(job) {
-  const outcome = cell("outcome", job.outcome_text, {"class": "state-" + job.state});
-  if (job.hint) outcome.setAttribute("title", "What to do: " + job.hint);
+  const outcome = el("td", {"data-label": "outcome"}, [el("span", {"class": "state-" + job.state, text: job.outcome_text})]);
+  if (job.hint && (job.state === "failed" || job.state === "cancelled")) {
+    outcome.appendChild(el("span", {"class": "row-hint", text: job.hint}));
+  }
   return el("tr", {"data-job": job.id}, [
     el("td", {"data-label": "job"}, [el("a", {href: jobHref(job.id), text: job.short_id, "class": "mono"})]),
     jobLink(job), outcome, cell("speakers", job.speakers_text), cell("language", job.language),
@@ -323,7 +325,7 @@ function startTranscript() {
     paragraphs.forEach(p => p.classList.toggle("now",
       parseFloat(p.dataset.start) <= t && t < parseFloat(p.dataset.end)));
     if (duration > 0) {
-      const x = (160 + 840 * Math.min(1, t / duration)).toFixed(1);
+      const x = (1000 * Math.min(1, t / duration)).toFixed(1);
       playhead.setAttribute("x1", x);
       playhead.setAttribute("x2", x);
     }
