@@ -33,13 +33,17 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert "ours / bare sum (wall)" in proc.stdout and "two at once / one at a time" in proc.stdout
 
 
-def test_the_api_load_bench_writes_its_numbers(tmp_path):
-    out = tmp_path / "api.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.api_load", "--jobs", "30", "--requests", "60",
-                           "--concurrency", "3", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def run_bench(module: str, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m bench.<module> ... --out out`, which must succeed; its output and its JSON."""
+    proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_the_api_load_bench_writes_its_numbers(tmp_path):
+    proc, result = run_bench("api_load", tmp_path / "api.json", "--jobs", "30", "--requests", "60",
+                             "--concurrency", "3")
     assert set(result["routes"]) == {"GET /healthz", "GET /jobs/{id}", "GET /jobs?limit=50"}
     for route in result["routes"].values():
         assert route["requests"] == 60 and route["errors"] == 0 and route["rps"] > 0
@@ -47,11 +51,7 @@ def test_the_api_load_bench_writes_its_numbers(tmp_path):
 
 
 def test_the_search_scale_bench_times_every_page_and_explains_its_plans_on_both_stores(tmp_path):
-    out = tmp_path / "search.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.search_scale", "--jobs", "400", "--requests", "3",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    _, result = run_bench("search_scale", tmp_path / "search.json", "--jobs", "400", "--requests", "3")
     assert set(result["backends"]) == {"sqlite", "postgresql"}
     for found in result["backends"].values():
         assert len(found["pages"]) == 6 and all(p["p95_ms"] > 0 for p in found["pages"].values())
@@ -61,11 +61,7 @@ def test_the_search_scale_bench_times_every_page_and_explains_its_plans_on_both_
 
 
 def test_the_capacity_model_answers_and_more_volume_never_needs_fewer_nodes(tmp_path):
-    out = tmp_path / "capacity.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.capacity", "--days", "4", "--volumes", "50,300,900",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    proc, report = run_bench("capacity", tmp_path / "capacity.json", "--days", "4", "--volumes", "50,300,900")
     for pattern, items in report["results"].items():
         needed = [item["nodes_needed"] for item in items]
         assert all(needed) and needed == sorted(needed), (pattern, needed)

@@ -63,6 +63,14 @@ def service(make_daemon, make_api):
     return daemon, api
 
 
+def uploaded(session: httpx.Client, daemon, name: str, content: bytes) -> str:
+    """Upload through the dashboard's form script path; the job id once the fake worker is done."""
+    job_id = session.post("/ui/upload", files={"file": (name, content)},
+                          headers={"X-CSRF-Token": csrf_of(session)}).json()["id"]
+    wait_until(lambda: daemon.store.get(job_id).state in ("succeeded", "failed"), 30, f"the job {name}")
+    return job_id
+
+
 def test_pages_need_a_session_and_forms_need_its_csrf(service):
     _, api = service
     with api.client() as anonymous:
@@ -93,9 +101,7 @@ def test_pages_need_a_session_and_forms_need_its_csrf(service):
 def test_a_read_only_session_sees_but_cannot_change(service):
     daemon, api = service
     with login(api, SUBMIT) as ana:
-        job_id = ana.post("/ui/upload", files={"file": ("a.wav", b"x")},
-                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
-    wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+        job_id = uploaded(ana, daemon, "a.wav", b"x")
     with login(api, READ) as viewer:
         page = viewer.get("/ui/").text
         assert 'id="upload-form"' not in page and "a.wav" in page
@@ -110,9 +116,7 @@ def test_a_read_only_session_sees_but_cannot_change(service):
 def test_a_rename_updates_the_job_record_and_its_timeline(service):
     daemon, api = service
     with login(api, SUBMIT) as ana:
-        job_id = ana.post("/ui/upload", files={"file": ("r.wav", b"rename me")},
-                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
-        wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+        job_id = uploaded(ana, daemon, "r.wav", b"rename me")
         answer = ana.post(f"/ui/jobs/{job_id}/rename", data={"csrf": csrf_of(ana), "name:SPEAKER_00": "Ana Souza"},
                           follow_redirects=False)
         assert answer.status_code == 303 and answer.headers["location"].endswith("/transcript?saved=1")
@@ -126,12 +130,8 @@ def test_a_rename_updates_the_job_record_and_its_timeline(service):
 def test_the_finished_list_tells_the_story_and_a_job_can_be_zipped_and_deleted(service):
     daemon, api = service
     with login(api, SUBMIT) as ana:
-        good = ana.post("/ui/upload", files={"file": ("good.wav", b"fine")},
-                        headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
-        bad = ana.post("/ui/upload", files={"file": ("bad.mp4", json.dumps(
-            {"runs": [{"exit": 2, "error": "bad.mp4: not media"}]}).encode())},
-            headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
-        wait_until(lambda: {daemon.store.get(j).state for j in (good, bad)} == {"succeeded", "failed"}, 30, "both")
+        good = uploaded(ana, daemon, "good.wav", b"fine")
+        bad = uploaded(ana, daemon, "bad.mp4", json.dumps({"runs": [{"exit": 2, "error": "bad.mp4: not media"}]}).encode())
         rows = {row["file"]: row for row in ana.get("/ui/overview.json").json()["finished"]}
         assert rows["good.wav"]["speakers_text"] == "1" and rows["good.wav"]["language"] == "en"
         assert rows["good.wav"]["short_id"] == good[-6:] and rows["good.wav"]["rtf_text"] != ""
@@ -193,9 +193,7 @@ def test_any_job_is_found_by_a_word_it_said_through_the_page_the_api_and_the_cli
 def test_transcript_edits_are_saved_with_a_timeline_entry_and_refused_when_stale(service):
     daemon, api = service
     with login(api, SUBMIT) as ana:
-        job_id = ana.post("/ui/upload", files={"file": ("e.wav", b"edit me")},
-                          headers={"X-CSRF-Token": csrf_of(ana)}).json()["id"]
-        wait_until(lambda: daemon.store.get(job_id).state == "succeeded", 30, "the job")
+        job_id = uploaded(ana, daemon, "e.wav", b"edit me")
         page = ana.get(f"/ui/jobs/{job_id}/transcript").text
         assert 'data-version="0"' in page and 'id="undo-button" disabled' in page
         edits = {"version": 0, "edits": [{"op": "text", "paragraph": 0, "text": "Hello over there."}]}
