@@ -60,3 +60,29 @@ def test_one_node_holds_the_inbox_until_its_session_ends(postgres_server):
     finally:
         first.close()
         second.close()
+
+
+def test_a_store_that_cannot_be_used_says_why_and_the_commands_give_up_quickly(postgres_server, tmp_path):
+    """Before: every failure read "restore diarized.db from a backup", and a refused login was a silent
+    30-s pool timeout. Each case is bounded by the subprocess timeout, never by a timed assert."""
+    import os
+
+    import pytest
+
+    from diarized.store import StoreUnavailable, open_store
+
+    cases = {postgres_server.dsn("no_such_db"): "does not exist; create it (createdb)",
+             postgres_server.dsn().replace("postgres@", "ghost@"): "refused the user or password",
+             "postgresql://postgres@127.0.0.1:1/postgres": "cannot reach the PostgreSQL server"}
+    for dsn, words in cases.items():
+        with pytest.raises(StoreUnavailable, match=words.replace("(", r"\(").replace(")", r"\)")):
+            open_store(dsn, readonly=True)
+    env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_STORE": "postgresql://postgres@127.0.0.1:1/postgres",
+           "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    status = subprocess.run([sys.executable, "-m", "diarized.cli.ctl", "--state-dir", str(tmp_path / "var"),
+                             "status"], env=env, capture_output=True, text=True, timeout=20)
+    assert status.returncode == 1 and "cannot reach the PostgreSQL server" in status.stderr
+    run = subprocess.run([sys.executable, "-m", "diarized.cli.daemon", "run", "--state-dir", str(tmp_path / "var")],
+                         env={**env, "DIARIZED_STORE": postgres_server.dsn("no_such_db")}, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 1 and "create it (createdb)" in run.stderr and "restore" not in run.stderr

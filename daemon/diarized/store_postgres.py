@@ -33,6 +33,21 @@ WAIT_SECONDS = 5.0  # for a pooled connection: a server that is down pauses a ti
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
              "connect_timeout": 5}
 _PLACEHOLDER = re.compile(r"\?")
+PROBE_SECONDS = 5  # one plain connection first: its error is the server's own, in seconds, not a pool's timeout
+
+
+def explain(dsn: str, exc: Exception) -> str:
+    """What a failed connection means, for an operator: the server's words and what to do."""
+    where = safe_location(dsn)
+    said = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    text = str(exc).lower()
+    if "password" in text or "authentication" in text or ("role" in text and "does not exist" in text):
+        return (f"{where}: the server refused the user or password in `store` ({said}); fix the user and "
+                "password in the postgresql:// URL (or the server's pg_hba.conf)")
+    if "database" in text and "does not exist" in text:
+        return f"{where}: {said}; create it (createdb) or fix the database name in the postgresql:// URL"
+    return (f"{where}: cannot reach the PostgreSQL server ({said}); is it running, and can this host reach it "
+            "(host, port, firewall)?")
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -57,12 +72,16 @@ class PostgresStore(SQLStore):
         self._node: str | None = None
         self._inbox = False  # the inbox lock is held on that session
         try:
-            self.pool.open(wait=True, timeout=30)
+            psycopg.connect(dsn, connect_timeout=PROBE_SECONDS, autocommit=True).close()
+        except psycopg.Error as exc:  # a wrong password used to be a silent 30-s pool timeout
+            raise StoreUnavailable(explain(dsn, exc)) from exc
+        try:
+            self.pool.open(wait=True, timeout=PROBE_SECONDS if readonly else 30)
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"{safe_location(dsn)}: {exc}") from exc
+            raise StoreUnavailable(explain(dsn, exc)) from exc
         except Exception as exc:  # the pool reports a server it cannot reach as a timeout
             self.pool.close()
-            raise StoreUnavailable(f"{safe_location(dsn)}: cannot connect ({exc})") from exc
+            raise StoreUnavailable(explain(dsn, exc)) from exc
         if not readonly or 0 < self.schema_version() < len(migrations()):
             self.migrate()
 

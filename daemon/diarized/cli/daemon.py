@@ -72,6 +72,10 @@ def open_checked_store(settings: Settings, config: Path | None = None, notifier=
 
 
 def refuse_store(settings: Settings, exc: Exception):
+    if not settings.store_is_file:  # a server's error says what to fix; there is no file to restore
+        click.echo(f"error: the job store cannot be used: {exc}\n"
+                   f"  `diarizectl --state-dir {settings.state_dir} doctor` checks it again.", err=True)
+        sys.exit(CliExit.ERROR)
     click.echo(f"error: the job store cannot be used: {exc}\n"
                f"  `diarizectl --state-dir {settings.state_dir} doctor` checks it. To recover: stop "
                f"every diarized on this state root, restore {settings.db_path} from a backup, or move "

@@ -95,6 +95,9 @@ def check_store(s: Settings) -> list[Check]:
         result = store.integrity_check()
         pending = store.pending_work()
     except (sqlite3.Error, SchemaError, StoreUnavailable) as exc:
+        if not s.store_is_file:
+            return [Check("job store", "fail", str(exc), "fix what the message names in `store` or on the "
+                          "PostgreSQL server, then start the daemon")]
         return [Check("job store", "fail", str(exc), "stop the daemon, then check permissions, or restore "
                       f"{s.db_path} from a backup (or move it aside for an empty queue)")]
     checks = [Check("job store", "ok" if result == "ok" else "fail", f"integrity_check: {result}",
