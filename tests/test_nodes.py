@@ -159,3 +159,24 @@ def test_a_20_second_database_outage_pauses_nodes_and_loses_nothing(two_nodes, p
         assert "paused: cannot write the store" in text and "resumed" in text, text[-3000:]
     print(f"\noutage: {len(alive)} of {len(workers)} workers kept working through 20 s without the database")
     assert all(d.stop() == 0 for d in nodes.values())
+
+
+def test_every_node_is_visible_in_system_metrics_and_each_job(two_nodes, make_api):
+    """Before: GET /system had one merged row ("node": "a,b") and a job did not say where it ran."""
+    from diarized.api.auth import new_token
+
+    token, entry = new_token("ops", "read")
+    nodes = two_nodes(fake_workers=True, max_workers=1)
+    (nodes["a"].inbox / "talk.wav").write_text(json.dumps({"runs": [{"seconds": 0.2}]}))
+    job = nodes["a"].wait_all_final(1, timeout=60)[0]
+    api = make_api([entry], store=nodes["a"].store_location)
+    with api.client(token) as client:
+        system = client.get("/system").json()
+        assert sorted(n["node"] for n in system["nodes"]) == ["a", "b"] and all(n["up"] for n in system["nodes"])
+        assert sum(n["inbox"] for n in system["nodes"]) == 1
+        assert client.get(f"/jobs/{job.id}").json()["node"] == job.node in NODES
+        metrics = client.get("/metrics").text
+    for node in NODES:
+        assert f'diarized_node_up{{node="{node}"}} 1.0' in metrics
+        assert f'diarized_node_workers_max{{node="{node}"}} 1.0' in metrics
+    assert metrics.count("diarized_node_inbox{") == 2

@@ -25,6 +25,7 @@ class Figures:
     daemon: DaemonStatus
     deliveries: dict[str, int] = field(default_factory=dict)  # webhook deliveries by state
     tallies: dict[str, int] = field(default_factory=dict)  # deleted_<outcome>, expired (store.tallies)
+    nodes: list[DaemonStatus] = field(default_factory=list)  # each node's last heartbeat
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -50,7 +51,7 @@ def gather(store: JobStore) -> Figures:
     return Figures(states=store.counts(), timings=store.timings(),
                    worker_rss_mb={j.id: j.peak_rss_mb or 0.0 for j in running},
                    daemon=store.daemon(STALE_SECONDS), deliveries=store.delivery_counts(),
-                   tallies=store.tallies())
+                   tallies=store.tallies(), nodes=store.nodes(STALE_SECONDS))
 
 
 def percentile(values: list[float], share: float) -> float | None:

@@ -72,6 +72,16 @@ class StoreCollector:
         yield GaugeMetricFamily("diarized_workers_busy", "Worker processes running", value=f.daemon.workers_busy)
         yield GaugeMetricFamily("diarized_workers_max", "max_workers", value=f.daemon.workers_total)
         yield GaugeMetricFamily("diarized_daemon_up", "1 if the daemon's heartbeat is fresh", value=int(f.daemon.up))
+        per_node = {"up": ("1 if the node's heartbeat is fresh", lambda n: int(n.up)),
+                    "workers_busy": ("Worker processes running on the node", lambda n: n.workers_busy),
+                    "workers_max": ("max_workers of the node", lambda n: n.workers_total),
+                    "memory_used_bytes": ("Memory the node's workers use now", lambda n: n.memory_used_gb * 2**30),
+                    "inbox": ("1 on the node that scans the inbox", lambda n: int(n.inbox))}
+        for name, (doc, value) in per_node.items():
+            family = GaugeMetricFamily(f"diarized_node_{name}", doc, labels=["node"])
+            for node in f.nodes:
+                family.add_metric([node.node or "-"], value(node))
+            yield family
         deliveries = GaugeMetricFamily("diarized_webhook_deliveries", "Webhook deliveries by outcome",
                                        labels=["outcome"])
         for state in ("pending", "delivered", "failed"):

@@ -49,6 +49,7 @@ class JobOut(BaseModel):
     duplicate_of: str | None
     cancel_requested: bool
     model: str | None = Field(description="the Whisper model of its last attempt")
+    node: str | None = Field(description="the node that runs it, or ran its last attempt")
     language: str | None = Field(description="the language transcribed (detected or configured), once succeeded")
     language_probability: float | None
     word_count: int | None
@@ -76,7 +77,8 @@ class JobOut(BaseModel):
                    speakers=Speakers(num=job.num_speakers, min=job.min_speakers, max=job.max_speakers),
                    options=job.options or {},
                    error_type=job.error_type, error=job.error, hint=job.hint, duplicate_of=job.duplicate_of,
-                   cancel_requested=bool(job.cancel_requested), model=results.model, language=results.language,
+                   cancel_requested=bool(job.cancel_requested), model=results.model, node=job.node,
+                   language=results.language,
                    language_probability=results.language_probability, word_count=results.word_count,
                    speakers_found=results.speakers_found, links=links)
 

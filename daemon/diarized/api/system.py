@@ -35,7 +35,8 @@ def system(client: Annotated[Client, Depends(client_of)]) -> dict:
 
     settings = client.settings
     return seed_system_status(client.system_status(), settings.max_memory_gb) | {
-        "counts": client.store.counts(), "models": offered_models(settings), "default_model": settings.model}
+        "counts": client.store.counts(), "models": offered_models(settings), "default_model": settings.model,
+        "nodes": [n.to_dict() for n in client.store.nodes(15.0)]}
 
 
 @router.get("/metrics", dependencies=[Read], response_class=Response)
