@@ -48,15 +48,19 @@ def work(store, job, seconds: float, stop: threading.Event) -> bool:
     return True
 
 
+def document(name: str, script: dict) -> dict:
+    """The final_transcription.json a fake run writes (tests compare against it)."""
+    text = script.get("text", "Hello there.")
+    return {"file_path": name, "total_duration": script.get("duration", 1.0), "language": "en",
+            "language_probability": 0.99, "speakers": ["SPEAKER_00"],
+            "segments": [{"speaker_id": "SPEAKER_00", "start_time": 0.0, "end_time": 0.8, "text": text,
+                          "words": [{"word": "Hello", "start": 0.0, "end": 0.4},
+                                    {"word": "there.", "start": 0.4, "end": 0.8}]}]}
+
+
 def write_outputs(out: Path, job, script: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "final_transcription.json").write_text(json.dumps({
-        "file_path": job.source_name, "total_duration": script.get("duration", 1.0), "language": "en",
-        "language_probability": 0.99, "speakers": ["SPEAKER_00"],
-        "segments": [{"speaker_id": "SPEAKER_00", "start_time": 0.0, "end_time": 0.8,
-                      "text": script.get("text", "Hello there."),
-                      "words": [{"word": "Hello", "start": 0.0, "end": 0.4}, {"word": "there.", "start": 0.4,
-                                                                             "end": 0.8}]}]}))
+    (out / "final_transcription.json").write_text(json.dumps(document(job.source_name, script)))
     (out / "transcription.txt").write_text(f"{job.source_name}\n")
 
 
