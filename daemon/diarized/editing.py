@@ -1,7 +1,7 @@
 """Correcting a transcript after the machine's pass: paragraph edits applied to final_transcription.json.
 
 A paragraph is a run of segments of one speaker, up to the next segment marked
-`"break": true` (a split). Four edits: new words for a paragraph, the paragraph
+`"break": true` (a split): formats.spans, the rule every writer uses too. Four edits: new words for a paragraph, the paragraph
 to another speaker, a split at a word, a merge with the next paragraph; and undo.
 Words that did not change keep their timings (difflib aligns old and new); new
 ones share the time between their unchanged neighbours. The machine's segments
@@ -22,12 +22,11 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from diarized.files import write_bytes, write_json
-from diarized.formats import FILENAMES, render_document
+from diarized.formats import FILENAMES, render_document, spans
 
 MAX_UNDO = 50
 MAX_TEXT = 20_000  # characters of one paragraph's words
@@ -39,25 +38,6 @@ class EditError(ValueError):
 
 class Stale(EditError):
     """The transcript changed since the editor loaded it."""
-
-
-@dataclass(frozen=True)
-class Span:
-    """A paragraph: segments[first:last] of one speaker."""
-
-    first: int
-    last: int
-    speaker: str
-
-
-def spans(segments: list[dict]) -> list[Span]:
-    found: list[Span] = []
-    for i, seg in enumerate(segments):
-        if found and found[-1].speaker == seg["speaker_id"] and not seg.get("break"):
-            found[-1] = Span(found[-1].first, i + 1, found[-1].speaker)
-        else:
-            found.append(Span(i, i + 1, seg["speaker_id"]))
-    return found
 
 
 def words_of(segments: list[dict]) -> list[dict]:

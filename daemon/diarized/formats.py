@@ -176,6 +176,27 @@ def _annotation(speaker: str) -> str:
     return html.escape(" ".join(speaker.split()), quote=False)
 
 
+@dataclass(frozen=True)
+class Span:
+    """A paragraph's place: segments[first:last], all of one speaker."""
+
+    first: int
+    last: int
+    speaker: str
+
+
+def spans(segments: list[dict]) -> list[Span]:
+    """Speaker turns: consecutive segments of one speaker, unless an editor split them ("break").
+    The one rule for paragraphs: the TXT and DOCX writers, the transcript page and its editor."""
+    found: list[Span] = []
+    for i, seg in enumerate(segments):
+        if found and found[-1].speaker == seg["speaker_id"] and not seg.get("break"):
+            found[-1] = Span(found[-1].first, i + 1, found[-1].speaker)
+        else:
+            found.append(Span(i, i + 1, seg["speaker_id"]))
+    return found
+
+
 @dataclass
 class Paragraph:
     speaker: str
@@ -189,14 +210,9 @@ class Paragraph:
 
 
 def paragraphs(segments: list[dict]) -> list[Paragraph]:
-    """Speaker turns: consecutive segments of one speaker joined, unless an editor split them ("break")."""
-    found: list[Paragraph] = []
-    for seg in segments:
-        if found and found[-1].speaker == seg["speaker_id"] and not seg.get("break"):
-            found[-1].end, found[-1].text = seg["end_time"], f"{found[-1].text} {seg['text']}"
-        else:
-            found.append(Paragraph(seg["speaker_id"], seg["start_time"], seg["end_time"], seg["text"]))
-    return found
+    """Each span's segments joined: its speaker, start, end and text."""
+    return [Paragraph(span.speaker, segments[span.first]["start_time"], segments[span.last - 1]["end_time"],
+                      " ".join(s["text"] for s in segments[span.first:span.last])) for span in spans(segments)]
 
 
 def render_txt(segments: list[dict]) -> str:

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from diarized import __version__, editing, relabel, summary
+from diarized import __version__, editing, formats, relabel, summary
 from diarized.api.clients import Clients
 from diarized.api.errors import ApiError
 from diarized.api.job_views import output_file, outputs_archive, outputs_of
@@ -408,7 +408,7 @@ def transcript_view(job: Job) -> dict:
                    "start": segments[span.first]["start_time"], "end": segments[span.last - 1]["end_time"],
                    "text": " ".join(s["text"] for s in segments[span.first:span.last]),
                    "edited": any(s.get("edited") for s in segments[span.first:span.last])}
-                  for span in editing.spans(segments)]
+                  for span in formats.spans(segments)]
     duration = float(doc.get("total_duration") or max((p["end"] for p in paragraphs), default=1.0)) or 1.0
     audio = bool(job.source_path and Path(job.source_path).is_file())
     return {"speakers": list(speakers.values()), "paragraphs": paragraphs, "duration": duration, "audio": audio,
