@@ -69,3 +69,20 @@ def test_bad_renames_change_nothing(outputs, names, words):
     with pytest.raises(RenameError, match=words):
         rename(outputs, names)
     assert {p.name: p.read_bytes() for p in outputs.iterdir()} == before
+
+
+def test_a_rename_waits_for_an_edit_saving_the_same_transcript(outputs):
+    """Before: a rename and an editor's save both read, changed and rewrote final_transcription.json
+    unlocked, so one could overwrite the other's change."""
+    import threading
+
+    from diarized.files import folder_lock
+
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (rename(outputs, {"SPEAKER_01": "Bruno"}), done.set()))
+    with folder_lock(outputs):  # what editing.edit holds while it saves
+        worker.start()
+        worker.join(0.3)
+        assert not done.is_set()  # it cannot get past the lock while it is held
+    worker.join(10)
+    assert done.is_set() and current_names(outputs)["SPEAKER_01"] == "Bruno"

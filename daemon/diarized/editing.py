@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import copy
 import difflib
-import fcntl
 import json
-import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from diarized.files import write_bytes, write_json
+from diarized.files import folder_lock, write_bytes, write_json
 from diarized.formats import FILENAMES, render_document, spans
 
 MAX_UNDO = 50
@@ -162,22 +158,11 @@ def _label_of(doc: dict, name: str) -> str:
     return (doc.get("speaker_labels") or {}).get(name, name)
 
 
-@contextmanager
-def locked(output_dir: Path) -> Iterator[None]:
-    """One edit at a time per job (two tabs saving at once), across the API's threads and processes."""
-    fd = os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def edit(output_dir: Path, edits: list[dict], version: int | None, who: str) -> tuple[dict, list[str]]:
     """Apply edits to a published transcript and write every format it has again; returns (doc, notes)."""
     output_dir = Path(output_dir)
     path = output_dir / FILENAMES["json"]
-    with locked(output_dir):
+    with folder_lock(output_dir):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:

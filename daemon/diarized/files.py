@@ -10,11 +10,13 @@ and a rename is durable only once its folder is fsynced.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import itertools
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -243,3 +245,15 @@ def size_text(count: float) -> str:
             return f"{count:.0f} {unit}" if unit in ("B", "KiB") else f"{count:.1f} {unit}"
         count /= 1024
     return f"{count:.1f} TiB"
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """One writer at a time in a folder (flock on the folder itself), across threads and processes:
+    a published transcript is rewritten by renames (relabel.py) and edits (editing.py), never both."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diarized.files import write_bytes, write_json
+from diarized.files import folder_lock, write_bytes, write_json
 from diarized.formats import FILENAMES, render_document
 
 MAX_NAME = 40
@@ -37,8 +37,25 @@ def current_names(output_dir: Path) -> dict[str, str]:
 
 def rename(output_dir: Path, names: dict[str, str]) -> dict[str, str]:
     """Give speakers new names (keys: original labels or current names); returns label -> name."""
-    doc = _load(output_dir)
-    labels = labels_of(doc)  # shown name -> original
+    return renamed(output_dir, names)[2]
+
+
+def renamed(output_dir: Path, names: dict[str, str]) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """rename(), under the folder's lock (an edit may be saving), reading the JSON once; returns the
+    document as written, label -> name before, and label -> name now."""
+    if not Path(output_dir).is_dir():
+        _load(output_dir)  # says which file is missing, and why
+    with folder_lock(Path(output_dir)):
+        doc = _load(output_dir)
+        labels = labels_of(doc)
+        before = {original: name for name, original in labels.items()}
+        shown = _new_names(doc, labels, names)
+        _apply(output_dir, doc, labels, shown)
+    return doc, before, shown
+
+
+def _new_names(doc: dict, labels: dict[str, str], names: dict[str, str]) -> dict[str, str]:
+    """label -> name after the rename; RenameError names what cannot be."""
     shown = {original: name for name, original in labels.items()}
     for key, new in names.items():
         original = key if key in shown else labels.get(key)
@@ -50,7 +67,6 @@ def rename(output_dir: Path, names: dict[str, str]) -> dict[str, str]:
         shown[original] = new
     if len(set(shown.values())) != len(shown):
         raise RenameError("two speakers cannot share a name (that would merge them in the transcript)")
-    _apply(output_dir, doc, labels, shown)
     return shown
 
 

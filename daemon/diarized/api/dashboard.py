@@ -373,9 +373,8 @@ def create_router(clients: Clients, sessions: Sessions) -> APIRouter:
 
 def rename_speakers(client: Client, job: Job, names: dict[str, str], who: str) -> None:
     """The files first (relabel.py), then the job record's speaker names and a timeline entry."""
-    before = relabel.current_names(Path(job.output_dir or ""))
-    shown = relabel.rename(Path(job.output_dir or ""), names)
-    client.store.record_summary(job.id, summary.read(job.output_dir))
+    doc, before, shown = relabel.renamed(Path(job.output_dir or ""), names)
+    client.store.record_summary(job.id, summary.summarize(doc))
     changes = [f"{before[label]} → {name}" for label, name in shown.items() if before.get(label) != name]
     if changes:
         client.store.event(job.id, "renamed", f"{', '.join(changes)} (by {who})")
