@@ -1,6 +1,6 @@
 """The daemon on a real PostgreSQL server (`store = "postgresql://…"`), and its one-supervisor-per-node guard.
 
-The store contract itself is tests/test_store.py, run on both backends. Here: the
+The store contract itself is tests/store/test_contract.py, run on both backends. Here: the
 real daemon (fake workers) keeps its queue in PostgreSQL, diarizectl reads it
 there, and a second daemon under the same node name refuses to start, even from
 another state folder (two recoveries would requeue each other's running jobs).
@@ -46,7 +46,7 @@ def test_the_daemon_keeps_its_queue_in_postgresql(postgres_server, models_cache,
 
 def test_one_node_holds_the_inbox_until_its_session_ends(postgres_server):
     from diarized.store import open_store
-    from diarized.store_postgres import INBOX_LOCK
+    from diarized.store.postgres import INBOX_LOCK
 
     dsn = postgres_server.new_database()
     first, second = open_store(dsn), open_store(dsn)

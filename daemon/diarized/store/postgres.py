@@ -5,7 +5,7 @@ from a psycopg pool, PostgreSQL's placeholders, row locks (FOR UPDATE) where
 SQLite relied on its one writer, an advisory lock per content hash so two nodes
 taking the same file at once make one job and one duplicate, and migrations from
 frozen SQL files applied under an advisory lock so nodes starting together do not
-race. tests/test_store.py runs the same conformance suite on it against a real
+race. tests/store/test_contract.py runs the same conformance suite on it against a real
 server (tests/support/postgres.py starts one).
 
 Needs the optional extra: pip install 'diarized[postgres]'.
@@ -21,7 +21,8 @@ from typing import Iterator
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from diarized.store import SchemaError, SQLStore, StoreUnavailable, safe_location
+from diarized.store.model import SchemaError, StoreUnavailable, safe_location
+from diarized.store.sql import SQLStore
 
 MIGRATION_LOCK = 0x6469_6172  # "diar": one advisory lock id for schema changes
 INBOX_LOCK = 0x6469_6173  # held by the one node that scans the shared inbox
@@ -52,7 +53,7 @@ def explain(dsn: str, exc: Exception) -> str:
 
 def migrations() -> list[tuple[int, str]]:
     """(version, SQL) from migrations/postgres/NNNN_name.sql, in order."""
-    folder = resources.files("diarized") / "migrations" / "postgres"
+    folder = resources.files("diarized.store") / "migrations" / "postgres"
     found = sorted((int(f.name.split("_", 1)[0]), f.read_text()) for f in folder.iterdir()
                    if f.name.endswith(".sql"))
     assert [v for v, _ in found] == list(range(1, len(found) + 1)), "migrations must be numbered 1, 2, …"
