@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -149,3 +150,17 @@ def sample_run(data, models_cache, tmp_path_factory):
 @pytest.fixture(scope="session")
 def sample_out(sample_run) -> Path:
     return sample_run["root"] / "out"
+
+
+CLOCKSTEP_SOURCE = Path(__file__).parent / "support" / "clockstep.c"
+
+
+@pytest.fixture(scope="session")
+def clockstep(tmp_path_factory) -> Path:
+    """tests/support/clockstep.c built: LD_PRELOAD it with CLOCKSTEP_FILE to shift a process tree's wall clock."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("a C compiler (cc) is needed to build tests/support/clockstep.c (make system-deps)")
+    library = tmp_path_factory.mktemp("clockstep") / "clockstep.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(CLOCKSTEP_SOURCE), "-ldl"], check=True)
+    return library

@@ -10,6 +10,8 @@ The fake-worker test runs in seconds; the real-model ones (tiny.en) are slow.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,9 +29,12 @@ def two_nodes(postgres_server, models_cache, tmp_path):
     """Start nodes a and b on one state root and a fresh database; any still running is killed at the end."""
     started: list[Daemon] = []
 
-    def start(**settings) -> dict[str, Daemon]:
+    def start(env: dict[str, dict] | None = None, **settings) -> dict[str, Daemon]:
+        """env: extra environment per node name (a skewed clock for one of them)."""
         dsn, root = postgres_server.new_database(), tmp_path / "var"
         nodes = {n: Daemon(root, models_cache, store=dsn, node_id=n, **settings) for n in NODES}
+        for name, extra in (env or {}).items():
+            nodes[name].env.update(extra)
         for daemon in nodes.values():
             started.append(daemon.start())
         return nodes
@@ -180,3 +185,78 @@ def test_every_node_is_visible_in_system_metrics_and_each_job(two_nodes, make_ap
         assert f'diarized_node_up{{node="{node}"}} 1.0' in metrics
         assert f'diarized_node_workers_max{{node="{node}"}} 1.0' in metrics
     assert metrics.count("diarized_node_inbox{") == 2
+
+
+def events_of(daemon: Daemon) -> str:
+    return "\n".join(f"{j.source_name} {j.state} a{j.attempts}: {e.kind} {e.detail}"
+                     for j in daemon.jobs() for e in daemon.store.events(j.id))
+
+
+def test_a_paused_inbox_holder_loses_the_inbox_and_its_jobs_and_takes_nothing_back(two_nodes):
+    """SIGSTOP of the inbox holder for longer than the leases. Before: the role was a session
+    advisory lock the stopped process kept, so new files sat in the inbox and only the holder
+    requeued expired leases. Now: the other node takes the inbox once the role's lease is past
+    the server's clock, takes over the stopped node's job, and on SIGCONT the stopped node
+    neither scans the inbox nor publishes what its worker left."""
+    nodes = two_nodes(fake_workers=True, lease_seconds=10, max_workers=1)
+    any_node = nodes["a"]
+    holder = wait_until(lambda: inbox_holder(any_node), 30, "a node to take the inbox")
+    other = other_node(holder)
+    (any_node.inbox / "before.wav").write_text(json.dumps({"runs": [{"seconds": 2}]}))
+    wait_until(lambda: running_on(any_node, holder) or running_on(any_node, other), 30, "the first job to run")
+    os.kill(nodes[holder].proc.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        (any_node.inbox / "during.wav").write_text(json.dumps({"runs": [{"seconds": 0.5}]}))
+        wait_until(lambda: inbox_holder(nodes[other]) == other, 30, lambda: f"node {other} to take the inbox")
+        took_inbox = time.monotonic() - stopped
+        wait_until(lambda: {j.state for j in any_node.jobs()} == {"succeeded"} and len(any_node.jobs()) == 2,
+                   60, lambda: f"both files done by node {other}\n{events_of(any_node)}")
+        done = time.monotonic() - stopped
+    finally:
+        os.kill(nodes[holder].proc.pid, signal.SIGCONT)
+    time.sleep(4)  # the stopped node's ticks after SIGCONT: nothing may change
+    jobs = assert_each_file_once(nodes[other], 2)
+    assert inbox_holder(nodes[other]) == other
+    assert all(j.attempts == 1 for j in jobs), events_of(any_node)
+    print(f"\npaused holder: inbox taken over {took_inbox:.1f} s after SIGSTOP, both files done after {done:.1f} s")
+    assert all(d.stop() == 0 for d in nodes.values())
+
+
+def test_a_node_whose_clock_is_five_minutes_ahead_takes_over_nothing(two_nodes, clockstep, tmp_path):
+    """Before: leases were written and compared on each node's clock, and a node 5 minutes ahead
+    took over every job the other claimed within 0.5 s. Now every lease is the server's now()."""
+    offset = tmp_path / "offset"
+    offset.write_text("300")
+    skewed = {"LD_PRELOAD": str(clockstep), "CLOCKSTEP_FILE": str(offset)}
+    nodes = two_nodes(fake_workers=True, lease_seconds=10, max_workers=1, env={"a": skewed})
+    assert inbox_holder(nodes["b"]) == "a"  # started first; the node that looked after leases (before)
+    for i in range(4):
+        (nodes["a"].inbox / f"talk{i}.wav").write_text(json.dumps({"runs": [{"seconds": 3}], "n": i}))
+    jobs = nodes["a"].wait_all_final(4, timeout=120)
+    text = events_of(nodes["a"])
+    assert "stopped renewing its lease" not in text and all(j.attempts == 1 for j in jobs), text
+    assert {j.node for j in jobs} == {"a", "b"}, text  # both nodes worked
+    assert_each_file_once(nodes["a"], 4)
+    assert all(d.stop() == 0 for d in nodes.values())
+
+
+def test_a_node_on_another_state_root_refuses_to_start(postgres_server, models_cache, tmp_path):
+    """Before: node b with its own state_dir on the same database started, took jobs into its own
+    outbox and, once it held the inbox role, left the real inbox unread. Now it refuses to start."""
+    dsn = postgres_server.new_database()
+    a = Daemon(tmp_path / "var", models_cache, fake_workers=True, store=dsn, node_id="a").start()
+    b = Daemon(tmp_path / "elsewhere", models_cache, fake_workers=True, store=dsn, node_id="b").start(wait=False)
+    try:
+        assert b.proc.wait(timeout=60) == 1
+        text = b.log.read_text()
+        assert f"state_dir {tmp_path / 'elsewhere'} is not the state root of the job store" in text, text
+        assert "Set state_dir to the shared folder the other nodes use" in text
+        assert [n.node for n in a.store.nodes()] == ["a"]  # b never registered
+        (a.inbox / "talk.wav").write_text(json.dumps({"runs": [{"seconds": 0.2}]}))
+        assert a.wait_all_final(1, timeout=60)[0].state == "succeeded"
+        assert a.stop() == 0
+    finally:
+        for daemon in (a, b):
+            if daemon.proc.poll() is None:
+                daemon.kill9()

@@ -31,7 +31,7 @@ from typing import Callable
 
 import psutil
 
-from diarized import outbox, retention
+from diarized import outbox, retention, state_root
 from diarized.config import Settings, settings_to_json
 from diarized.files import describe_space, remove_temporaries, space_problem, write_text
 from diarized.inbox import Inbox
@@ -54,6 +54,8 @@ WORKER_GB_PER_AUDIO_HOUR = 0.4
 MAX_BACKOFF_SECONDS = 3600.0
 START_RETRY_SECONDS = 2.0  # a start refused by a full disk is tried again this often
 COUNT_SECONDS = 5.0  # the queue's length in status and sd_notify is this fresh
+ROLE_TRUST_SECONDS = 2.0  # a renewal of the inbox role (a 10-s lease) is trusted this long
+EXPIRY_CHECK_SECONDS = 2.0  # how often each node looks for other nodes' expired job leases
 # Until its worker has decoded a file, its duration is unknown (the supervisor
 # never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
 # and uncompressed audio are larger per second, so this over-estimates them),
@@ -175,6 +177,8 @@ class Supervisor:
         self._lock = None
         self._counted: tuple[int, float] = (0, float("-inf"))  # (queued, when counted)
         self._swept = float("-inf")  # when retention last looked (monotonic)
+        self._inbox_renewed = float("-inf")  # when the inbox role was last asked for (monotonic)
+        self._expiry_checked = float("-inf")  # when other nodes' leases were last looked at (monotonic)
 
     # -- start ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -183,6 +187,7 @@ class Supervisor:
             folder.mkdir(parents=True, exist_ok=True)
         if self._lock is None:
             self.lock_state_dir()
+            state_root.check(self.settings, self.store)
         remove_temporaries(self.settings_file.parent)
         write_text(self.settings_file, settings_to_json(self.settings), mode=0o600)
 
@@ -240,11 +245,30 @@ class Supervisor:
 
     def take_inbox(self) -> list[str]:
         """Hold the inbox role if it is free; on taking it, finish what the last holder left."""
+        asked = time.monotonic()
         held, self.inbox_held = self.inbox_held, self.store.hold_inbox(self.node)
+        self._inbox_renewed = asked
         if held or not self.inbox_held:
             return []
         log.info("node %s now scans the inbox %s", self.node, self.settings.inbox)
         return self.inbox.intake.reconcile()
+
+    def holds_inbox(self) -> bool:
+        """Held at its last renewal, and that renewal is recent by this machine's monotonic clock.
+
+        A node stopped (SIGSTOP, a VM pause) past the role's lease resumes mid-tick: another
+        node may hold the inbox by then, so it does not scan until it has renewed again.
+        """
+        return self.inbox_held and time.monotonic() - self._inbox_renewed < ROLE_TRUST_SECONDS
+
+    def look_for_expired_leases(self) -> None:
+        """Every node, every few seconds: a node that stopped renewing is taken over by whoever sees it
+        first (each take-over is fenced by the lease generation, so two nodes seeing it at once make one)."""
+        now = time.monotonic()
+        if now - self._expiry_checked < EXPIRY_CHECK_SECONDS:
+            return
+        self._expiry_checked = now
+        self.take_over_expired(self.store.expired_leases())
 
     def take_over_expired(self, expired: list[Job]) -> None:
         """Requeue (or finish publishing) the running jobs of other nodes whose leases ran out."""
@@ -316,11 +340,11 @@ class Supervisor:
         if not self.paused:
             for note in self.take_inbox():
                 log.info("inbox take-over: %s", note)
-        if not self.paused and self.inbox_held:
+        if not self.paused and self.holds_inbox():
             self.inbox.tick()
-            if not self.settings.store_is_file:  # other nodes' expired leases (one node per SQLite store)
-                self.take_over_expired(self.store.expired_leases())
             self.sweep_retention()
+        if not self.paused and not self.settings.store_is_file:
+            self.look_for_expired_leases()
         self.handle_cancellations()
         self.reap()
         self.enforce_limits()

@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.harness import Daemon, script, wait_until
-
-SOURCE = Path(__file__).parents[1] / "support" / "clockstep.c"
-
-
-@pytest.fixture(scope="module")
-def clockstep(tmp_path_factory) -> Path:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.fail("a C compiler (cc) is needed to build tests/support/clockstep.c (make system-deps)")
-    library = tmp_path_factory.mktemp("clockstep") / "clockstep.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(SOURCE), "-ldl"], check=True)
-    return library
-
 
 @pytest.fixture
 def stepped(tmp_path, models_cache, clockstep):

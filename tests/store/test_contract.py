@@ -321,6 +321,7 @@ def test_daemon_status_is_up_only_while_fresh_and_alive(store):
     row = dict(host=socket.gethostname(), pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time(),
                workers_busy=1, workers_total=2, memory_used_gb=1.5, memory_budget_gb=20.0, queued=3,
                state="running", inbox=True)
+    assert store.claim_node("a") and store.hold_inbox("a")  # the inbox flag is the role (PostgreSQL: its lease)
     store.set_daemon("a", **row)
     status = store.daemon(15)
     assert status.up and status.workers_busy == 1 and status.queued == 3 and status.node == "a" and status.inbox
@@ -339,6 +340,7 @@ def test_several_nodes_are_listed_and_summed(store):
                workers_busy=1, workers_total=2, memory_used_gb=1.5, memory_budget_gb=20.0, queued=3,
                state="running", inbox=False)
     store.set_daemon("b", **row)
+    assert store.claim_node("a") and store.hold_inbox("a")
     store.set_daemon("a", **{**row, "inbox": True, "workers_busy": 2})
     store.set_daemon("c", **{**row, "state": "stopped"})
     assert [(n.node, n.up, n.inbox) for n in store.nodes(15)] == [

@@ -44,22 +44,31 @@ def test_the_daemon_keeps_its_queue_in_postgresql(postgres_server, models_cache,
             daemon.kill9()
 
 
-def test_one_node_holds_the_inbox_until_its_session_ends(postgres_server):
+def test_the_inbox_role_is_a_lease_on_the_servers_clock(postgres_server):
+    """One holder at a time; it keeps the role by renewing, loses it once the lease is past the
+    server's now() (a paused or cut-off holder), and gives it back at once when it closes."""
+    import psycopg
+
     from diarized.store import open_store
-    from diarized.store.postgres import INBOX_LOCK
 
     dsn = postgres_server.new_database()
-    first, second = open_store(dsn), open_store(dsn)
+    first, second, third = open_store(dsn), open_store(dsn), open_store(dsn)
     try:
-        assert first.claim_node("a") and second.claim_node("b")
+        assert first.claim_node("a") and second.claim_node("b") and third.claim_node("c")
         assert [first.hold_inbox("a") for _ in range(3)] == [True] * 3
         assert second.hold_inbox("b") is False
-        # asked three times, granted once: one unlock frees it (a reentrant count would not)
-        assert first._locks.execute("SELECT pg_advisory_unlock(%s)", [INBOX_LOCK]).fetchone()[0]
+        with psycopg.connect(dsn, autocommit=True) as conn:  # a holder that stopped renewing 11 s ago
+            conn.execute("UPDATE roles SET expires_at = now() - interval '1 second'")
         assert second.hold_inbox("b") is True
+        assert first.hold_inbox("a") is False  # it learns at its next renewal
+        assert third.hold_inbox("c") is False
+        second.close()  # a stop: the role is free at once, not after the lease
+        assert third.hold_inbox("c") is True
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT node FROM roles").fetchall() == [("c",)]
     finally:
-        first.close()
-        second.close()
+        for store in (first, second, third):
+            store.close()
 
 
 def test_a_store_that_cannot_be_used_says_why_and_the_commands_give_up_quickly(postgres_server, tmp_path):

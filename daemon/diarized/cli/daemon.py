@@ -22,6 +22,7 @@ def serve(settings: Settings, config: Path | None, worker_command=None) -> None:
     `worker_command` replaces the real worker (tests run the real daemon with fake workers).
     """
     from diarized import runtime, systemd
+    from diarized.state_root import WrongStateRoot
     from diarized.supervisor import AlreadyRunning, Notifier, Supervisor
 
     journald = settings.log_format == "auto" and systemd.under_journald()
@@ -42,7 +43,7 @@ def serve(settings: Settings, config: Path | None, worker_command=None) -> None:
             return
         published = runtime.publish(settings.state_dir, config)
         supervisor.run_forever()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, WrongStateRoot) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(CliExit.ERROR)
     finally:

@@ -271,8 +271,19 @@ class JobStore(Protocol):
     def hold_inbox(self, node: str) -> bool:
         """Whether this node is the one that scans the inbox now; take the role if it is free.
 
-        Called every tick: the role passes to another node within a tick or two of its holder's
-        death (its database session ends). SQLite: always True, one node per store.
+        Called every tick, it renews the role. PostgreSQL: a lease on the server's clock that
+        any node takes once it has run out (a holder that died, was paused or cut off), and
+        that close() gives back at once. SQLite: always True, one node per store.
+        """
+
+    def state_root(self) -> str | None:
+        """The id of the state root this store serves (state_root.py), None before a node recorded one."""
+
+    def bind_root(self, root_id: str) -> str:
+        """Record `root_id` as the store's state root unless one is recorded; return the recorded one.
+
+        Atomic: of nodes starting together on a fresh store, the first to commit wins and the
+        others get its id back (and refuse to start if theirs differs).
         """
 
     def integrity_check(self) -> str:

@@ -354,11 +354,12 @@ def boot_id() -> str:
         return ""
 
 
-def _wait(seconds: float | None) -> dict[str, Any]:
-    """A job's not-before `seconds` from now on both clocks (see JobStore.claimable); None: due at once."""
+def _wait(seconds: float | None, now: float = 0.0) -> dict[str, Any]:
+    """A job's not-before `seconds` from `now` (the store's clock) and on this boot's monotonic clock
+    (see JobStore.claimable); None: due at once."""
     if seconds is None:
         return {"not_before": 0.0, "wait_mono": None, "wait_boot": None}
-    return {"not_before": time.time() + seconds, "wait_mono": time.monotonic() + seconds, "wait_boot": boot_id()}
+    return {"not_before": now + seconds, "wait_mono": time.monotonic() + seconds, "wait_boot": boot_id()}
 
 
 def _node_up(row: dict[str, Any], stale_seconds: float) -> bool:

@@ -1,7 +1,8 @@
 """The PostgreSQL backend of the JobStore contract (store = "postgresql://…"), for several nodes.
 
-The job logic is store.SQLStore's, unchanged: this module supplies connections
-from a psycopg pool, PostgreSQL's placeholders, row locks (FOR UPDATE) where
+The job logic is store.sql's, unchanged: this module supplies connections
+from a psycopg pool, PostgreSQL's placeholders, the server's clock for every
+lease and wait, the inbox role as a lease row, row locks (FOR UPDATE) where
 SQLite relied on its one writer, an advisory lock per content hash so two nodes
 taking the same file at once make one job and one duplicate, and migrations from
 frozen SQL files applied under an advisory lock so nodes starting together do not
@@ -25,7 +26,7 @@ from diarized.store.model import SchemaError, StoreUnavailable, safe_location
 from diarized.store.sql import SQLStore
 
 MIGRATION_LOCK = 0x6469_6172  # "diar": one advisory lock id for schema changes
-INBOX_LOCK = 0x6469_6173  # held by the one node that scans the shared inbox
+INBOX_LEASE_SECONDS = 10.0  # the inbox role (roles table): renewed every tick, any node's once past
 CONTENT_LOCK_SPACE = 0x6A6F  # advisory locks (space, hash) serialise dedupe per sha256
 NODE_LOCK_SPACE = 0x6E6F  # advisory locks (space, hash of the name): one supervisor per node name
 WAIT_SECONDS = 5.0  # for a pooled connection: a server that is down pauses a tick, not the watchdog
@@ -63,6 +64,10 @@ def migrations() -> list[tuple[int, str]]:
 class PostgresStore(SQLStore):
     FOR_UPDATE = " FOR UPDATE"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    # who scans the inbox is the role's lease, not what a node last wrote of itself (a stopped
+    # holder's row still says so)
+    NODES = ("SELECT nodes.*, (roles.node IS NOT NULL)::int AS inbox FROM nodes LEFT JOIN roles ON "
+             "roles.role = 'inbox' AND roles.node = nodes.node AND roles.expires_at > now() ORDER BY node")
 
     def __init__(self, dsn: str, readonly: bool = False, pool_size: int = 4):
         self.dsn = dsn
@@ -71,7 +76,7 @@ class PostgresStore(SQLStore):
                                    check=ConnectionPool.check_connection)
         self._locks: psycopg.Connection | None = None  # the session holding the node and inbox locks
         self._node: str | None = None
-        self._inbox = False  # the inbox lock is held on that session
+        self._inbox = False  # this node held the inbox role at its last renewal
         try:
             psycopg.connect(dsn, connect_timeout=PROBE_SECONDS, autocommit=True).close()
         except psycopg.Error as exc:  # a wrong password used to be a silent 30-s pool timeout
@@ -87,9 +92,19 @@ class PostgresStore(SQLStore):
             self.migrate()
 
     def close(self) -> None:
+        """Give the inbox role back at once (a stop, not a death: no node waits for the lease)."""
+        if self._inbox and self._node:
+            try:
+                with self.transaction() as conn:
+                    conn.execute("DELETE FROM roles WHERE role = 'inbox' AND node = %s", [self._node])
+            except (StoreUnavailable, psycopg.Error):
+                pass  # the lease runs out by itself
         if self._locks is not None:
             self._locks.close()
         self.pool.close()
+
+    def _clock(self, conn) -> float:
+        return conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()[0]
 
     def _x(self, conn, sql: str, params: list | tuple = ()):
         return conn.execute(_PLACEHOLDER.sub("%s", sql), params)
@@ -166,25 +181,24 @@ class PostgresStore(SQLStore):
         return self._lock_session() is not None
 
     def hold_inbox(self, node: str) -> bool:
-        """The inbox lock on the same session; a session the server lost is replaced first.
+        """Renew (or take, once expired) the inbox role: one row, one statement, the server's clock.
 
-        After a database restart every session lock is gone: the first node back takes the
-        inbox, and each node takes its own node lock again (None: another process has it).
-        Session advisory locks are reentrant: once held, it is not asked for again (each
-        grant would stack another count on the session, twice a second for months).
+        The node's own session is checked first: after a database restart the node takes its
+        name again (None: another process has it meanwhile). A holder paused past the lease,
+        or cut off from the server, loses the role to the first node that asks; it learns so
+        at its next renewal (the supervisor trusts a renewal for a moment only).
         """
-        conn = self._lock_session()
-        if conn is None:
+        if self._lock_session() is None:
             raise StoreUnavailable(f"{safe_location(self.dsn)}: node {node!r} was taken by another "
                                    "process while the database was away")
-        if self._inbox:
-            return True
-        try:
-            self._inbox = conn.execute("SELECT pg_try_advisory_lock(%s)", [INBOX_LOCK]).fetchone()[0]
-            return self._inbox
-        except psycopg.OperationalError as exc:
-            self._drop_lock_session()
-            raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc
+        with self.transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO roles AS r (role, node, expires_at) VALUES ('inbox', %s, now() + %s * interval '1 second') "
+                "ON CONFLICT (role) DO UPDATE SET node = EXCLUDED.node, expires_at = EXCLUDED.expires_at "
+                "WHERE r.node = EXCLUDED.node OR r.expires_at < now() RETURNING node",
+                [node, INBOX_LEASE_SECONDS]).fetchone()
+        self._inbox = row is not None
+        return self._inbox
 
     def _lock_session(self) -> psycopg.Connection | None:
         """The live lock session, reconnected (and the node lock taken again) if it died."""
@@ -211,7 +225,7 @@ class PostgresStore(SQLStore):
                 self._locks.close()
             except psycopg.Error:
                 pass
-        self._locks, self._inbox = None, False
+        self._locks = None
 
     def integrity_check(self) -> str:
         """PostgreSQL checks its own pages; here: the schema is current and the tables answer."""

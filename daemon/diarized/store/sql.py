@@ -39,6 +39,7 @@ class SQLStore:
     """
 
     FOR_UPDATE = ""
+    NODES = "SELECT * FROM nodes ORDER BY node"  # PostgreSQL: the inbox flag from its role's lease
     SKIP_LOCKED = ""  # PostgreSQL: rows another transaction holds are skipped, not waited for
 
     def _x(self, conn, sql: str, params: list | tuple = ()):
@@ -46,6 +47,15 @@ class SQLStore:
 
     def _lock_content(self, conn, sha256: str) -> None:
         """Serialise record_incoming calls for one content (SQLite: the write lock does it)."""
+
+    def _clock(self, conn) -> float:
+        """The store's time, which every lease and wait is written and compared in.
+
+        SQLite: this machine's clock, the only one that reads the file. PostgreSQL: the
+        server's now(), so a node whose clock is minutes off neither takes over the jobs
+        of others early nor keeps its own past their time.
+        """
+        return time.time()
 
     def _row(self, conn, sql: str, params: list) -> Job | None:
         cur = self._x(conn, sql, params)
@@ -145,12 +155,13 @@ class SQLStore:
         return PendingWork(int(jobs), int(size), float(seconds))
 
     def claimable(self, now: float | None = None, limit: int | None = None) -> list[Job]:
-        now = time.time() if now is None else now
-        # due by the wall clock, or by the monotonic one of this boot (a wait set before the wall
-        # clock stepped back ends on time; a step forward merely ends it early)
-        return self._rows("SELECT * FROM jobs WHERE state = 'queued' AND (not_before <= ? OR "
-                          "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id"
-                          + (f" LIMIT {int(limit)}" if limit else ""), [now, boot_id(), time.monotonic()])
+        with self.reading() as conn:
+            now = self._clock(conn) if now is None else now
+            # due by the store's clock, or by the monotonic one of this boot (a wait set before the
+            # wall clock stepped back ends on time; a step forward merely ends it early)
+            return self._records(conn, "SELECT * FROM jobs WHERE state = 'queued' AND (not_before <= ? OR "
+                                 "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id"
+                                 + (f" LIMIT {int(limit)}" if limit else ""), [now, boot_id(), time.monotonic()])
 
     def queue(self, limit: int) -> list[Job]:
         incoming = self._rows("SELECT * FROM jobs WHERE state = 'incoming' ORDER BY priority, created_at, id "
@@ -163,16 +174,17 @@ class SQLStore:
         return self._rows("SELECT * FROM jobs WHERE cancel_requested = 1 AND state = 'queued'", [])
 
     def expired_leases(self, now: float | None = None) -> list[Job]:
-        now = time.time() if now is None else now
-        return self._rows("SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ? "
-                          "ORDER BY started_at", [now])
+        with self.reading() as conn:
+            now = self._clock(conn) if now is None else now
+            return self._records(conn, "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ? "
+                                 "ORDER BY started_at", [now])
 
     def worker_threads(self, job_id: str) -> list[int]:
         return [e.data["threads"] for e in self.events(job_id) if e.kind == "worker_started"]
 
     def nodes(self, stale_seconds: float = 15.0) -> list[DaemonStatus]:
         with self.reading() as conn:
-            cur = self._x(conn, "SELECT * FROM nodes ORDER BY node")
+            cur = self._x(conn, self.NODES)
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, row)) for row in cur.fetchall()]
         return [DaemonStatus(up=_node_up(r, stale_seconds), **{**_shown(r), "inbox": bool(r["inbox"])})
@@ -249,8 +261,8 @@ class SQLStore:
 
     # -- the supervisor side ---------------------------------------------------------
     def claim(self, job_id: str, node: str | None = None, lease_seconds: float = 120.0) -> Job | None:
-        now = time.time()
         with self.transaction() as conn:
+            now = self._clock(conn)
             # SKIP LOCKED: a row another node is claiming right now is skipped, not waited for
             job = self._row(conn, "SELECT * FROM jobs WHERE id = ? AND state = 'queued'" + self.SKIP_LOCKED,
                             [job_id])
@@ -286,7 +298,7 @@ class SQLStore:
                 self._notify(conn, job_id, State.FAILED)
             else:
                 self._update(conn, job_id, state=State.QUEUED, attempts=attempts, worker_pid=None,
-                             stage=None, supervisor_deaths=0, **_wait(backoff))
+                             stage=None, supervisor_deaths=0, **_wait(backoff, self._clock(conn)))
                 self._event(conn, job_id, "requeued", reason + (
                     f"; retry in {backoff:.0f} s" if backoff else "") + (
                     "" if spend_attempt else "; attempt not counted"))
@@ -301,7 +313,7 @@ class SQLStore:
             deaths = job.supervisor_deaths + 1
             wait = 0.0 if deaths < 2 else min(MAX_DEATH_BACKOFF, backoff_base * 2 ** min(deaths - 2, 20))
             self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
-                         worker_pid=None, stage=None, supervisor_deaths=deaths, **_wait(wait))
+                         worker_pid=None, stage=None, supervisor_deaths=deaths, **_wait(wait, self._clock(conn)))
             self._event(conn, job_id, "requeued", f"{reason}; attempt not counted (daemon death {deaths} in a "
                                                   "row" + (f"; waits {wait:.0f} s)" if wait else ")"))
             return self._require(conn, job_id)
@@ -322,8 +334,8 @@ class SQLStore:
 
     def mark_succeeded(self, job_id: str, output_dir: str, source_path: str | None,
                        generation: int | None = None) -> Job:
-        now = time.time()
         with self.transaction() as conn:
+            now = self._clock(conn)  # started_at is on the store's clock too
             job = self._require(conn, job_id, generation)
             processing = now - job.started_at if job.started_at else None
             self._update(conn, job_id, state=State.SUCCEEDED, finished_at=now, output_dir=output_dir,
@@ -387,8 +399,8 @@ class SQLStore:
                          [stage, progress, eta, now, now, now, job_id, *params])
 
     def heartbeat(self, job_id: str, generation: int, lease_seconds: float) -> bool:
-        now = time.time()
         with self.transaction() as conn:
+            now = self._clock(conn)
             cur = self._x(conn, "UPDATE jobs SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ? "
                                 "AND state = 'running' AND lease_generation = ?",
                           [now, now + lease_seconds, job_id, generation])
@@ -613,6 +625,16 @@ class SQLStore:
 
     def delivery_counts(self) -> dict[str, int]:
         return dict(self._fetch("SELECT state, COUNT(*) FROM deliveries GROUP BY state"))
+
+    def state_root(self) -> str | None:
+        found = self._fetch("SELECT value FROM meta WHERE key = 'state_root'")
+        return found[0][0] if found else None
+
+    def bind_root(self, root_id: str) -> str:
+        with self.transaction() as conn:
+            self._x(conn, "INSERT INTO meta (key, value) VALUES ('state_root', ?) ON CONFLICT (key) DO NOTHING",
+                    [root_id])
+            return self._x(conn, "SELECT value FROM meta WHERE key = 'state_root'").fetchone()[0]
 
     def stats(self) -> dict[str, Any]:
         count = "SUM(CASE WHEN state = '{}' THEN 1 ELSE 0 END)".format
