@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+
+import pytest
 
 from tests.harness import Daemon
 
@@ -95,3 +98,33 @@ def test_a_store_that_cannot_be_used_says_why_and_the_commands_give_up_quickly(p
                          env={**env, "DIARIZED_STORE": postgres_server.dsn("no_such_db")}, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 1 and "create it (createdb)" in run.stderr and "restore" not in run.stderr
+
+
+@pytest.mark.timeout(60)  # before, the held lock below was waited for without end
+def test_every_connection_has_timeouts_so_no_node_hangs_in_a_call(postgres_server):
+    """Before: a partitioned supervisor hung in a database call with no timeout, and the server kept a
+    cut-off node's session (and its node lock) for TCP's two hours."""
+    import psycopg
+
+    from diarized.store import StoreUnavailable, open_store
+
+    dsn = postgres_server.new_database()
+    store = open_store(dsn)
+    try:
+        assert store.claim_node("a")
+        pooled = store.pool.getconn()
+        for conn in (pooled, store._locks):
+            shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                     for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")}
+            assert shown == {"statement_timeout": "30s", "lock_timeout": "10s",
+                             "idle_in_transaction_session_timeout": "1min"}
+            assert conn.info.get_parameters()["tcp_user_timeout"] == "15000"  # libpq's end
+        store.pool.putconn(pooled)
+        with psycopg.connect(dsn, autocommit=True) as other, other.transaction():
+            other.execute("LOCK TABLE roles IN ACCESS EXCLUSIVE MODE")  # a node stuck holding a lock
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="lock timeout"):
+                store.hold_inbox("a")
+            print(f"\nwaited {time.monotonic() - started:.1f} s for a held lock, then gave up")
+    finally:
+        store.close()

@@ -30,10 +30,17 @@ INBOX_LEASE_SECONDS = 10.0  # the inbox role (roles table): renewed every tick, 
 CONTENT_LOCK_SPACE = 0x6A6F  # advisory locks (space, hash) serialise dedupe per sha256
 NODE_LOCK_SPACE = 0x6E6F  # advisory locks (space, hash of the name): one supervisor per node name
 WAIT_SECONDS = 5.0  # for a pooled connection: a server that is down pauses a tick, not the watchdog
-# The lock session notices a dead server or network within about this (TCP keepalive), so
-# another node takes the inbox over in seconds, not after the kernel's two-hour default.
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
-             "connect_timeout": 5}
+# Every connection, both ends: a dead server or network is noticed within ~15 s (TCP keepalives,
+# and tcp_user_timeout for data the peer never acknowledges) instead of the kernel's two-hour
+# default; on the server, the same settings end the session of a node cut off from it (and free
+# its node lock), and no statement, lock wait or forgotten transaction holds a node longer than
+# the timeouts below (a supervisor in a database call is not ticking, and its watchdog fires).
+SERVER_SETTINGS = {"statement_timeout": "30s", "lock_timeout": "10s",
+                   "idle_in_transaction_session_timeout": "60s", "tcp_keepalives_idle": "5",
+                   "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3", "tcp_user_timeout": "15000"}
+CONNECTION = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+              "tcp_user_timeout": 15000, "connect_timeout": 5,
+              "options": " ".join(f"-c {name}={value}" for name, value in SERVER_SETTINGS.items())}
 _PLACEHOLDER = re.compile(r"\?")
 PROBE_SECONDS = 5  # one plain connection first: its error is the server's own, in seconds, not a pool's timeout
 
@@ -72,7 +79,7 @@ class PostgresStore(SQLStore):
     def __init__(self, dsn: str, readonly: bool = False, pool_size: int = 4):
         self.dsn = dsn
         self.pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=False, timeout=WAIT_SECONDS,
-                                   kwargs={"autocommit": True, "connect_timeout": 5},
+                                   kwargs={"autocommit": True, **CONNECTION},
                                    check=ConnectionPool.check_connection)
         self._locks: psycopg.Connection | None = None  # the session holding the node and inbox locks
         self._node: str | None = None
@@ -164,6 +171,8 @@ class PostgresStore(SQLStore):
         """Apply the SQL files not yet applied, under one advisory lock, each in its own transaction."""
         known = migrations()
         with self.transaction() as conn:
+            conn.execute("SET LOCAL statement_timeout = 0")  # an index on a large table may take a while
+            conn.execute("SET LOCAL lock_timeout = 0")  # nodes starting together wait for the first
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
             conn.execute("CREATE TABLE IF NOT EXISTS diarized_schema "
                          "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
@@ -209,7 +218,7 @@ class PostgresStore(SQLStore):
             except psycopg.OperationalError:
                 self._drop_lock_session()
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, **KEEPALIVE)
+            conn = psycopg.connect(self.dsn, autocommit=True, **CONNECTION)
             if conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                             [NODE_LOCK_SPACE, self._node]).fetchone()[0]:
                 self._locks = conn
