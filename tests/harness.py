@@ -86,6 +86,7 @@ class Daemon(Service):
         self.fake_workers = fake_workers
         self.user = user  # (uid, gid) to run as; None: as the test runner
         self.chaos = chaos  # fake_daemon.py --chaos SEED:PROBABILITY:LOG
+        self.delay_publication: Path | None = None  # fake_daemon.py --delay-publication FILE
         node = settings.get("node_id")
         self.env = {**os.environ, "DIARIZED_CONFIG": "", "DIARIZED_CACHE_DIR": str(cache),
                     "DIARIZED_MODEL": "tiny.en", "DIARIZED_SETTLE_SECONDS": "1",
@@ -108,6 +109,8 @@ class Daemon(Service):
             [sys.executable, "-m", "diarized.cli.daemon", "run"]
         if self.chaos:
             command += ["--chaos", self.chaos]
+        if self.delay_publication:
+            command += ["--delay-publication", str(self.delay_publication)]
         uid, gid = self.user or (None, None)
         self.spawn([*command, "--state-dir", str(self.root)], user=uid, group=gid,
                    extra_groups=[] if uid is not None else None)

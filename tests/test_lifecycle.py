@@ -27,7 +27,7 @@ def env(make_settings):
         source.write_bytes(b"abc")
         store.mark_queued(job.id, 1.0)
         job = store.claim(job.id)
-        out = outbox.job_dir(settings, job.id) / "out"
+        out = outbox.outputs_of(settings, job.id, job.lease_generation)
         out.mkdir()
         (out / "final_transcription.json").write_text('{"segments": []}')
         return job
@@ -55,10 +55,10 @@ def test_crash_between_rename_and_store_update_publishes_once(env):
     job = finished_job("talk.mp4", "1")
     target = settings.outbox / "talk"
     # what publish() does up to the crash: record the target, rename, then die
-    (outbox.job_dir(settings, job.id) / "out" / "job.json").write_text(json.dumps({"job_id": job.id}))
+    (outbox.outputs_of(settings, job.id, job.lease_generation) / "job.json").write_text(json.dumps({"job_id": job.id}))
     store.set_output_dir(job.id, str(target))
     settings.outbox.mkdir(parents=True, exist_ok=True)
-    os.rename(outbox.job_dir(settings, job.id) / "out", target)
+    os.rename(outbox.outputs_of(settings, job.id, job.lease_generation), target)
     notes = Supervisor(settings, store).recover()
     assert any("published before the crash" in n for n in notes)
     done = store.get(job.id)
@@ -87,7 +87,7 @@ def test_retried_job_leaves_failed_and_publishes(env):
     folder = Path(failed.source_path).parent
     store.request_retry(job.id)
     job = store.claim(job.id)
-    out = outbox.job_dir(settings, job.id) / "out"
+    out = outbox.outputs_of(settings, job.id, job.lease_generation)
     out.mkdir(parents=True)
     (out / "final_transcription.json").write_text("{}")
     done = Lifecycle(settings, store).succeed(job)

@@ -13,6 +13,7 @@ from pathlib import Path, PurePath
 import psutil
 import pytest
 
+from diarized import outbox
 from diarized.intake import Intake
 from diarized.nofollow import Entry
 from diarized.store import Job, State, open_store
@@ -244,7 +245,7 @@ def test_recovery_finishes_a_publication_cut_short(make_supervisor):
     sup = make_supervisor()
     job = submit(sup, "talk.wav", {"exit": 0})
     job = sup.store.claim(job.id)
-    out = sup.settings.jobs_dir / job.id / "out"
+    out = outbox.outputs_of(sup.settings, job.id, job.lease_generation)
     out.mkdir(parents=True)
     (out / "final_transcription.json").write_text("{}")
     (out / "job.json").write_text(json.dumps({"job_id": job.id}))

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diarized import outbox, summary
 from diarized.config import Settings
 from diarized.files import owner_of
-from diarized.store import Job, JobStore, NotFound, State, storage_trouble
+from diarized.store import Job, JobStore, LeaseLost, NotFound, State, storage_trouble
 
 log = logging.getLogger("diarized.lifecycle")
 
@@ -39,12 +39,19 @@ class Lifecycle:
     store: JobStore
 
     def succeed(self, job: Job) -> Job:
-        """Publish the outputs (once), settle the original, then mark succeeded (once)."""
+        """Publish the outputs (once), settle the original, then mark succeeded (once).
+
+        The fence before the rename is a check, and the rename may come long after it (a hard
+        NFS mount, a paused node): the lease is checked again before the original moves, so a
+        node that lost the job while it published leaves the original, and the store, to the
+        holder, which finds the published folder and records the success (converge()).
+        """
         target = Path(job.output_dir) if job.output_dir else outbox.output_target(self.settings, job)
         if not outbox.owned_by(target, job.id):
             # recorded before the rename (crash-safe), and the fence: a node whose lease is over stops here
             self.store.set_output_dir(job.id, str(target), held(job))
             outbox.publish_outputs(self.settings, job, target)
+        self._still_held(job, f"published to {target}, then")
         source = Path(job.source_path) if job.source_path else None
         where = outbox.settle_original(self.settings, source, job.source_name, job.short_id)
         if not where and self.settings.done_policy == "keep":  # moved before a crash: find it
@@ -57,6 +64,26 @@ class Lifecycle:
             self.store.set_source(job.id, where)
         outbox.remove_work(self.settings, job.id)
         return self.store.get(job.id)
+
+    def _still_held(self, job: Job, what: str) -> None:
+        """LeaseLost unless the generation `job` ran under still holds it (nothing to check once final)."""
+        generation = held(job)
+        if generation is None:
+            return
+        now = self.store.get(job.id)
+        if not now.runs_under(generation):
+            raise LeaseLost(f"{what} found lease generation {generation} over (the job is {now.state}, generation "
+                            f"{now.lease_generation} on node {now.node}): the original is left to that node")
+
+    def converged(self, job: Job) -> Job | None:
+        """The job's published folder (job.json with its id), whichever generation wrote it, means
+        success: recorded now by whoever finds it, instead of a failure or another run."""
+        now = self.store.get(job.id)
+        if now.output_dir and outbox.owned_by(Path(now.output_dir), job.id):
+            log.info("%s: already published to %s (by an earlier lease); recording its success", job.id,
+                     now.output_dir, extra={"job_id": job.id})
+            return self.succeed(replace(job, output_dir=now.output_dir))  # under the caller's own lease
+        return None
 
     def _record_summary(self, job: Job, target: Path) -> None:
         """What came out, from the published JSON; a job without one (formats without json) has none."""
@@ -122,15 +149,17 @@ class Lifecycle:
         return bool(job.output_dir) and outbox.owned_by(Path(job.output_dir), job.id)
 
     def fail(self, job: Job, error_type: str, error: str, hint: str) -> Job:
-        """-> failed now (bad input, no attempts left): original and error.json to failed/."""
-        return self.quarantine(self.store.fail(job.id, error_type, error, hint, held(job)))
+        """-> failed now (bad input, no attempts left): original and error.json to failed/; but a job
+        an earlier lease published has succeeded."""
+        return self.converged(job) or self.quarantine(self.store.fail(job.id, error_type, error, hint, held(job)))
 
     def cancel(self, job: Job) -> Job:
         return self.quarantine(self.store.mark_cancelled(job.id, job.source_path, held(job)))
 
     def retry_or_fail(self, job: Job, reason: str, spend_attempt: bool, backoff: float = 0.0) -> Job:
-        """Back to the queue; when that spends the last attempt, failed with error.json."""
-        return self._quarantine_if_failed(
+        """Back to the queue; when that spends the last attempt, failed with error.json; but a job an
+        earlier lease published has succeeded."""
+        return self.converged(job) or self._quarantine_if_failed(
             self.store.requeue(job.id, reason, spend_attempt, backoff, held(job)))
 
     def orphaned(self, job: Job, reason: str) -> Job:

@@ -51,6 +51,12 @@ def job_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id
 
 
+def outputs_of(settings: Settings, job_id: str, generation: int) -> Path:
+    """Where the worker of one lease generation writes its outputs: its own folder, so a node
+    that lost the job, publishing late, never renames away what the new holder is writing."""
+    return job_dir(settings, job_id) / f"out.{generation}"
+
+
 def output_target(settings: Settings, job: Job) -> Path:
     """outbox/<stem>/, or <stem>-<short id>/, <stem>-<short id>-2/ ... when the name is taken.
 
@@ -76,7 +82,7 @@ def publish_outputs(settings: Settings, job: Job, target: Path) -> Path:
     """Rename the job's fsynced out/ folder to `target`; a no-op when it is already there."""
     if owned_by(target, job.id):
         return target
-    out = job_dir(settings, job.id) / "out"
+    out = outputs_of(settings, job.id, job.lease_generation)
     if not out.is_dir():
         raise FileNotFoundError(f"job {job.id}: no outputs in {out} and none published at {target}")
     remove_temporaries(out, recursive=True)  # a worker or daemon killed mid-write left them

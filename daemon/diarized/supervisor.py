@@ -545,8 +545,8 @@ class Supervisor:
         return job
 
     def drop(self, run: Running, exc: LeaseLost) -> None:
-        """Another node took the job over while this one ran it: its result is not ours to publish."""
-        log.warning("%s: dropped without publishing: %s", run.job.id, exc, extra={"job_id": run.job.id})
+        """Another node took the job over while this one ran or published it: the rest is that node's."""
+        log.warning("%s: left to the node that holds it now: %s", run.job.id, exc, extra={"job_id": run.job.id})
         self.guarded(run.job.id, "noting the lost lease",
                      lambda: self.store.event(run.job.id, "lease_lost", f"node {self.node}: {exc}"))
 

@@ -28,7 +28,7 @@ PROGRESS_EVERY = 1.0
 class WorkerExit(enum.IntEnum):
     """What a worker's exit code tells the supervisor to do next."""
 
-    OK = 0  # outputs are in the job's out/: publish
+    OK = 0  # outputs are in the job's out.<lease generation>/: publish
     FAILED = 1  # an error worth another attempt
     BAD_INPUT = 2  # retrying will not help (bad media, missing model): failed/ at once
     INTERRUPTED = 3  # asked to stop; checkpoints are on disk: requeue without spending an attempt
@@ -73,13 +73,16 @@ def lease_is_over(job, lease: int | None) -> bool:
 
 class Reporter:
     """Turns runner callbacks into throttled store updates with an ETA from stage rates (eta.py),
-    fenced by the lease."""
+    fenced by the lease, queued (reports.py) so an outage of the store neither loses nor waits."""
 
     def __init__(self, store, job_id: str, generation: int | None = None, stages: tuple[str, ...] = (),
                  rates=None, model: str = ""):
         from diarized.eta import StageClock
+        from diarized.reports import ReportQueue
+        from diarized.store import StoreUnavailable
 
         self.store, self.job_id, self.generation = store, job_id, generation
+        self.queue = ReportQueue(StoreUnavailable)
         self.clock = StageClock(stages)
         self.rates, self.model = rates, model  # eta.StageRates: what each stage took here before
         self.last_write = 0.0
@@ -87,7 +90,7 @@ class Reporter:
 
     def decoded(self, seconds: float) -> None:
         """The audio's length is known: record it, and time the stages to come by this machine's history."""
-        self.try_write(self.store.set_duration, self.job_id, seconds)
+        self.queue.put(self.store.set_duration, self.job_id, seconds)
         if self.rates is not None:
             self.clock.expect(self.rates.expected(self.model, seconds))
 
@@ -106,20 +109,18 @@ class Reporter:
         if stage == self.last_stage and now - self.last_write < PROGRESS_EVERY:
             return
         self.last_write, self.last_stage = now, stage
-        self.try_write(self.store.progress, self.job_id, stage, round(job_fraction, 4), eta, self.generation)
+        self.queue.put(self.store.progress, self.job_id, stage, round(job_fraction, 4), eta, self.generation,
+                       progress=True)
 
     def event(self, kind: str, detail: str) -> None:
-        self.try_write(self.store.event, self.job_id, kind, detail)
+        self.queue.put(self.store.event, self.job_id, kind, detail)
 
-    @staticmethod
-    def try_write(write, *args) -> None:
-        """Progress and events are reports: a store that cannot be written now must not end the job."""
-        from diarized.store import StoreUnavailable
+    def error(self, error_type: str, error: str, hint: str) -> None:
+        self.queue.put(self.store.record_error, self.job_id, error_type, error, hint)
 
-        try:
-            write(*args)
-        except StoreUnavailable:
-            pass
+    def close(self, timeout: float) -> None:
+        """Before the exit: the supervisor settles the job on what the store says then."""
+        self.queue.close(timeout)
 
 
 def keep_lease(store, job, lease_seconds: float, done: threading.Event, lost: threading.Event) -> None:
@@ -176,6 +177,7 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
     if not settings.allow_downloads:
         os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: it reads this once
 
+    from diarized import outbox
     from diarized.allocator import keep_freed_memory
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
@@ -204,35 +206,35 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
                   decoded=reporter.decoded)
     work = settings.jobs_dir / job_id
     if not_plain(Path(job.source_path)):  # the service reads only what intake moved in itself
-        store.record_error(job_id, "NotAFile", f"{job.source_name}: {job.source_path} is not a plain file (a "
-                           "link or a pipe in its place)", "drop the recording into the inbox again")
+        reporter.error("NotAFile", f"{job.source_name}: {job.source_path} is not a plain file (a "
+                       "link or a pipe in its place)", "drop the recording into the inbox again")
         return WorkerExit.BAD_INPUT
     try:
-        result = Runner(settings, hooks).run(Path(job.source_path), work / "work", work / "out",
+        result = Runner(settings, hooks).run(Path(job.source_path), work / "work",
+                                             outbox.outputs_of(settings, job_id, job.lease_generation),
                                              display_name=job.source_name)
         for warning in result.warnings:
-            reporter.try_write(store.event, job_id, "warning", warning)
+            reporter.event("warning", warning)
         reporter.learn(result)
         return WorkerExit.OK
     except Interrupted as exc:
         reporter.event("interrupted", str(exc))
         return WorkerExit.INTERRUPTED
     except MediaError as exc:
-        store.record_error(job_id, "BadMedia", f"{job.source_name}: {exc.problem}", exc.hint)
+        reporter.error("BadMedia", f"{job.source_name}: {exc.problem}", exc.hint)
         return WorkerExit.BAD_INPUT
     except ModelError as exc:
-        store.record_error(job_id, "ModelMissing", str(exc), "fix the model setting, then "
-                           f"`diarizectl retry {job.short_id}`")
+        reporter.error("ModelMissing", str(exc), f"fix the model setting, then `diarizectl retry {job.short_id}`")
         return WorkerExit.BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - reported, then retried by the supervisor
         if storage_trouble(exc):  # the disk or the store, not the job: its checkpoints wait
             reporter.event("interrupted", f"the disk or the store cannot be written: {exc}")
             return WorkerExit.NO_SPACE
         traceback.print_exc()
-        store.record_error(job_id, type(exc).__name__, str(exc) or repr(exc),
-                           "see worker.log in the job's failed/ folder")
+        reporter.error(type(exc).__name__, str(exc) or repr(exc), "see worker.log in the job's failed/ folder")
         return WorkerExit.FAILED
     finally:
+        reporter.close(settings.lease_seconds / 2)  # the lease allows that long without the store
         beat_stop.set()
 
 

@@ -10,6 +10,10 @@ seconds (tests/harness.py, Daemon(fake_workers=True)).
 store update after it, ...): before or after each, with the given probability,
 the daemon appends the point's name to LOG and kills itself with SIGKILL, as a
 power cut or the OOM killer would. Nothing of this is in the installed daemon.
+
+--delay-publication FILE: the first daemon to take FILE (a rename: one of several nodes)
+sleeps as many seconds as it holds after the fence of its publication passed and before the
+rename, as a hard NFS mount or a paused node would.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import random
 import signal
 import sys
+import time
 from pathlib import Path
 
 from diarized import inbox, intake, lifecycle, outbox, store
@@ -72,11 +77,29 @@ def arm_chaos(seed: int, probability: float, log: Path) -> None:
         wrap(owner, name, phase)
 
 
+def delay_publication(flag: Path) -> None:
+    original = outbox.publish_outputs
+
+    def delayed(*args, **kwargs):
+        taken = flag.with_name(flag.name + f".taken-{os.getpid()}")
+        try:
+            os.rename(flag, taken)
+        except FileNotFoundError:
+            pass  # another node took it, or this one already did
+        else:
+            time.sleep(float(taken.read_text()))
+        return original(*args, **kwargs)
+    outbox.publish_outputs = delayed
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--chaos", help="SEED:PROBABILITY:LOG")
+    parser.add_argument("--delay-publication", type=Path, help="FILE holding seconds (taken once)")
     args = parser.parse_args()
+    if args.delay_publication:
+        delay_publication(args.delay_publication)
     if args.chaos:
         seed, probability, log = args.chaos.split(":", 2)
         arm_chaos(int(seed), float(probability), Path(log))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from diarized.config import load_settings
+from diarized.outbox import outputs_of
 from diarized.store import StoreUnavailable, open_store, storage_trouble
 from diarized.worker import WorkerExit, die_with_parent, keep_lease, lease_is_over, parse_args
 
@@ -93,7 +94,7 @@ def main() -> None:
     code = WorkerExit(script.get("exit", 0))
     if code == WorkerExit.OK:
         try:
-            write_outputs(settings.jobs_dir / job.id / "out", job, script)
+            write_outputs(outputs_of(settings, job.id, job.lease_generation), job, script)
         except OSError as exc:
             if not storage_trouble(exc):
                 raise
