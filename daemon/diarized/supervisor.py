@@ -55,6 +55,10 @@ MAX_BACKOFF_SECONDS = 3600.0
 START_RETRY_SECONDS = 2.0  # a start refused by a full disk is tried again this often
 COUNT_SECONDS = 5.0  # the queue's length in status and sd_notify is this fresh
 ROLE_TRUST_SECONDS = 2.0  # a renewal of the inbox role (a 10-s lease) is trusted this long
+ROLE_RENEW_SECONDS = 1.0  # the holder renews the role this often
+ROLE_ASK_SECONDS = 2.0  # the other nodes ask for it this often
+QUEUE_POLL_SECONDS = 5.0  # the queue is read at least this often without a notification
+STATUS_SECONDS = 2.0  # this node's row (its heartbeat for `status`) is written this often, or on a change
 EXPIRY_CHECK_SECONDS = 2.0  # how often each node looks for other nodes' expired job leases
 # Until its worker has decoded a file, its duration is unknown (the supervisor
 # never opens media). Guess it from the size at 16 kB/s (128 kbit/s audio; video
@@ -179,6 +183,12 @@ class Supervisor:
         self._swept = float("-inf")  # when retention last looked (monotonic)
         self._inbox_renewed = float("-inf")  # when the inbox role was last asked for (monotonic)
         self._expiry_checked = float("-inf")  # when other nodes' leases were last looked at (monotonic)
+        self._queue_read = float("-inf")  # when the queue was last read for claimable jobs (monotonic)
+        self._more_queued = True  # the last read filled every free slot: read again when one frees
+        self._status_at = float("-inf")  # when this node's row was last written (monotonic)
+        self._status_shown: tuple = ()  # what that row said: a change is written at once
+        self.woken = True  # store.changes() said so this tick (a job became claimable or asked to cancel)
+        self.rows: dict[str, Job] = {}  # this tick's read of this node's running jobs
 
     # -- start ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -337,7 +347,8 @@ class Supervisor:
                 self.resume()
 
     def tick(self) -> None:
-        if not self.paused:
+        self.woken = self.store.changes() or self.woken
+        if not self.paused and self.role_due():
             for note in self.take_inbox():
                 log.info("inbox take-over: %s", note)
         if not self.paused and self.holds_inbox():
@@ -345,12 +356,33 @@ class Supervisor:
             self.sweep_retention()
         if not self.paused and not self.settings.store_is_file:
             self.look_for_expired_leases()
+        self.rows = self.running_rows()
         self.handle_cancellations()
         self.reap()
         self.enforce_limits()
         if not self.stop_requested and not self.paused:
             self.admit()
         self.publish_status()
+        self.woken = False
+
+    def role_due(self) -> bool:
+        """The holder renews the inbox role every second (its lease is 10 s); the others ask every 2 s."""
+        return time.monotonic() - self._inbox_renewed >= (ROLE_RENEW_SECONDS if self.inbox_held else ROLE_ASK_SECONDS)
+
+    def queue_due(self) -> bool:
+        """Read the queue only when something may have changed: a notification (store.changes()), or
+        every QUEUE_POLL_SECONDS for waits that end by time (backoffs) and notifications missed."""
+        return self.woken or time.monotonic() - self._queue_read >= QUEUE_POLL_SECONDS
+
+    def running_rows(self) -> dict[str, Job]:
+        """This node's running jobs as the store has them, in one read a tick (not one per job)."""
+        if not self.running:
+            return {}
+        return {j.id: j for j in self.store.jobs(states=(State.RUNNING,)) if j.id in self.running}
+
+    def row(self, job_id: str) -> Job:
+        """A running job's row from this tick's read; read alone if it left `running` (taken over)."""
+        return self.rows.get(job_id) or self.store.get(job_id)
 
     def sweep_retention(self) -> None:
         """Every SWEEP_SECONDS, by the inbox's holder: finished jobs past retention_days lose their files."""
@@ -389,9 +421,11 @@ class Supervisor:
     def admit(self) -> None:
         """Start the best queued jobs that fit; reads only as many as there are free slots."""
         free = self.settings.max_workers - len(self.running)
-        if free <= 0:
+        if free <= 0 or not (self.queue_due() or self._more_queued):
             return
+        self._queue_read = time.monotonic()
         waiting = self.store.claimable(limit=free)
+        self._more_queued = len(waiting) >= free  # a full page: more may wait for the next free slot
         for index, job in enumerate(waiting):
             if len(self.running) >= self.settings.max_workers:
                 return
@@ -464,7 +498,7 @@ class Supervisor:
             if run.rss / 2**30 > limit:
                 self.kill(run, f"memory limit exceeded ({run.rss / 2**30:.1f} GiB > {limit:.1f} GiB)")
                 continue
-            job = self.store.get(job_id)
+            job = self.row(job_id)
             idle = run.progress.look(job.progress_at, now)
             silent = run.heartbeat.look(job.heartbeat_at, now)
             allowed = job_timeout(audio_seconds(job), self.settings.unit_timeout_seconds)
@@ -508,10 +542,10 @@ class Supervisor:
     def handle_cancellations(self) -> None:
         """Queued jobs are cancelled by the inbox's node (one node: no double cancel), running ones
         by the node that runs them."""
-        for job in self.store.cancel_requests() if self.inbox_held else []:
+        for job in self.store.cancel_requests() if self.inbox_held and self.queue_due() else []:
             self.guarded(job.id, "cancelling", lambda job=job: self.lifecycle.cancel(job))
         for job_id, run in self.running.items():
-            if not run.cancel and self.store.get(job_id).cancel_requested:
+            if not run.cancel and self.row(job_id).cancel_requested:
                 run.cancel = True
                 self.kill(run, "cancelled by the operator")
 
@@ -605,15 +639,28 @@ class Supervisor:
     def publish_status(self, state: str = "running") -> None:
         queued = self.queued_count()
         used = sum(r.rss for r in self.running.values()) / 2**30
+        if self._status_due(state, queued):
+            self._write_status(state, queued, used)
+        self.notifier.status(f"{len(self.running)} running, {queued} queued, "
+                             f"{used:.1f}/{self.settings.max_memory_gb:.0f} GiB")
+        self.notifier.watchdog()
+
+    def _status_due(self, state: str, queued: int) -> bool:
+        """Every STATUS_SECONDS, or at once when what `status` shows changed (not every tick: each
+        write is a transaction, and with many nodes on one database they add up)."""
+        shown = (state, queued, len(self.running), self.inbox_held)
+        due = shown != self._status_shown or time.monotonic() - self._status_at >= STATUS_SECONDS
+        return due or state != "running"
+
+    def _write_status(self, state: str, queued: int, used: float) -> None:
+        self._status_shown = (state, queued, len(self.running), self.inbox_held)
+        self._status_at = time.monotonic()
         self.store.set_daemon(self.node, host=socket.gethostname(), pid=os.getpid(), started_at=self.started_at,
                               heartbeat_at=time.time(), heartbeat_mono=time.monotonic(), boot_id=boot_id(),
                               workers_busy=len(self.running),
                               workers_total=self.settings.max_workers, memory_used_gb=round(used, 2),
                               memory_budget_gb=self.settings.max_memory_gb, queued=queued, state=state,
                               inbox=self.inbox_held and state == "running")
-        self.notifier.status(f"{len(self.running)} running, {queued} queued, "
-                             f"{used:.1f}/{self.settings.max_memory_gb:.0f} GiB")
-        self.notifier.watchdog()
 
     def shutdown(self) -> None:
         """Ask workers to stop at their next checkpoint, wait, then kill; requeue all."""

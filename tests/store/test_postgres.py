@@ -128,3 +128,27 @@ def test_every_connection_has_timeouts_so_no_node_hangs_in_a_call(postgres_serve
             print(f"\nwaited {time.monotonic() - started:.1f} s for a held lock, then gave up")
     finally:
         store.close()
+
+
+def test_a_job_made_claimable_anywhere_wakes_every_node(postgres_server, tmp_path):
+    """Nodes read the queue when notified (LISTEN/NOTIFY on their own session), not every tick."""
+    from diarized.store import Priority, open_store
+    from tests.harness import wait_until
+
+    dsn = postgres_server.new_database()
+    node, cli = open_store(dsn), open_store(dsn, readonly=True)
+    try:
+        assert node.claim_node("a")
+        assert node.changes() is True  # a new session may have missed something: read once
+        assert node.changes() is False
+        job = cli.record_incoming("talk.wav", "cd" * 32, 10, Priority.NORMAL, 3, tmp_path / "talk.wav",
+                                  tmp_path / "jobs")
+        assert node.changes() is False  # incoming is not claimable yet
+        for change in (lambda: cli.mark_queued(job.id, 5.0), lambda: cli.set_priority(job.id, Priority.HIGH),
+                       lambda: cli.request_cancel(job.id)):
+            change()
+            wait_until(node.changes, 5, "the notification")
+            assert node.changes() is False  # each is delivered once
+    finally:
+        node.close()
+        cli.close()

@@ -276,6 +276,15 @@ class JobStore(Protocol):
         that close() gives back at once. SQLite: always True, one node per store.
         """
 
+    def changes(self) -> bool:
+        """Whether the queue may have changed since the last call: a job queued, requeued, retried,
+        re-prioritised or asked to cancel, by any process or node. Never blocks, never a round trip.
+
+        The supervisor reads the queue when this says so, and every few seconds besides (waits
+        that end by time notify nobody). PostgreSQL: LISTEN on the node's own session (True
+        after that session was lost: notifications may have been missed). SQLite: always True.
+        """
+
     def state_root(self) -> str | None:
         """The id of the state root this store serves (state_root.py), None before a node recorded one."""
 

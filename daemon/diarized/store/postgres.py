@@ -15,6 +15,7 @@ Needs the optional extra: pip install 'diarized[postgres]'.
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from importlib import resources
 from typing import Iterator
@@ -27,6 +28,8 @@ from diarized.store.sql import SQLStore
 
 MIGRATION_LOCK = 0x6469_6172  # "diar": one advisory lock id for schema changes
 INBOX_LEASE_SECONDS = 10.0  # the inbox role (roles table): renewed every tick, any node's once past
+SESSION_CHECK_SECONDS = 2.0  # the lock session is asked whether it lives at most this often
+CHANNEL = "diarized_queue"  # NOTIFY when a job becomes claimable or is asked to cancel (changes())
 CONTENT_LOCK_SPACE = 0x6A6F  # advisory locks (space, hash) serialise dedupe per sha256
 NODE_LOCK_SPACE = 0x6E6F  # advisory locks (space, hash of the name): one supervisor per node name
 # The pool retries a lost server with a doubling delay (1, 2, 4, ... s: 17-21 s late after a 45-s
@@ -88,6 +91,8 @@ class PostgresStore(SQLStore):
         self._locks: psycopg.Connection | None = None  # the session holding the node and inbox locks
         self._node: str | None = None
         self._inbox = False  # this node held the inbox role at its last renewal
+        self._missed = False  # the listening session was replaced: changes() says True once
+        self._locks_checked = float("-inf")  # when the lock session last answered (monotonic)
         try:
             psycopg.connect(dsn, connect_timeout=PROBE_SECONDS, autocommit=True).close()
         except psycopg.Error as exc:  # a wrong password used to be a silent 30-s pool timeout
@@ -113,6 +118,19 @@ class PostgresStore(SQLStore):
         if self._locks is not None:
             self._locks.close()
         self.pool.close()
+
+    def _wake(self, conn) -> None:
+        conn.execute(f"NOTIFY {CHANNEL}")  # delivered at commit, once per transaction
+
+    def changes(self) -> bool:
+        if self._locks is None or self._missed:
+            self._missed = False
+            return True
+        try:
+            return any(True for _ in self._locks.notifies(timeout=0))
+        except psycopg.Error:
+            self._drop_lock_session()
+            return True
 
     def _clock(self, conn) -> float:
         return conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()[0]
@@ -216,8 +234,11 @@ class PostgresStore(SQLStore):
     def _lock_session(self) -> psycopg.Connection | None:
         """The live lock session, reconnected (and the node lock taken again) if it died."""
         if self._locks is not None:
+            if time.monotonic() - self._locks_checked < SESSION_CHECK_SECONDS:
+                return self._locks
             try:
                 self._locks.execute("SELECT 1")
+                self._locks_checked = time.monotonic()
                 return self._locks
             except psycopg.OperationalError:
                 self._drop_lock_session()
@@ -225,7 +246,8 @@ class PostgresStore(SQLStore):
             conn = psycopg.connect(self.dsn, autocommit=True, **CONNECTION)
             if conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
                             [NODE_LOCK_SPACE, self._node]).fetchone()[0]:
-                self._locks = conn
+                conn.execute(f"LISTEN {CHANNEL}")
+                self._locks, self._missed = conn, True  # a new session missed what came before
                 return conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"{safe_location(self.dsn)}: {exc}") from exc

@@ -48,6 +48,12 @@ class SQLStore:
     def _lock_content(self, conn, sha256: str) -> None:
         """Serialise record_incoming calls for one content (SQLite: the write lock does it)."""
 
+    def _wake(self, conn) -> None:
+        """Tell every node the queue changed (PostgreSQL: NOTIFY, delivered at commit); see changes()."""
+
+    def changes(self) -> bool:
+        return True  # SQLite: no notifications; a local file is cheap to read every tick
+
     def _clock(self, conn) -> float:
         """The store's time, which every lease and wait is written and compared in.
 
@@ -251,6 +257,7 @@ class SQLStore:
             if job.state != State.INCOMING:
                 raise InvalidTransition(f"job {job_id} is {job.state}, not incoming")
             self._update(conn, job_id, state=State.QUEUED, duration=duration, inbox_path=None)
+            self._wake(conn)
             self._event(conn, job_id, "queued", f"{duration:.1f} s of audio" if duration else "")
             return self._require(conn, job_id)
 
@@ -299,6 +306,7 @@ class SQLStore:
             else:
                 self._update(conn, job_id, state=State.QUEUED, attempts=attempts, worker_pid=None,
                              stage=None, supervisor_deaths=0, **_wait(backoff, self._clock(conn)))
+                self._wake(conn)
                 self._event(conn, job_id, "requeued", reason + (
                     f"; retry in {backoff:.0f} s" if backoff else "") + (
                     "" if spend_attempt else "; attempt not counted"))
@@ -314,6 +322,7 @@ class SQLStore:
             wait = 0.0 if deaths < 2 else min(MAX_DEATH_BACKOFF, backoff_base * 2 ** min(deaths - 2, 20))
             self._update(conn, job_id, state=State.QUEUED, attempts=max(0, job.attempts - 1),
                          worker_pid=None, stage=None, supervisor_deaths=deaths, **_wait(wait, self._clock(conn)))
+            self._wake(conn)
             self._event(conn, job_id, "requeued", f"{reason}; attempt not counted (daemon death {deaths} in a "
                                                   "row" + (f"; waits {wait:.0f} s)" if wait else ")"))
             return self._require(conn, job_id)
@@ -426,6 +435,7 @@ class SQLStore:
             if job.state not in LIVE_STATES:
                 raise InvalidTransition(f"job {job.id} is already {job.state}")
             self._update(conn, job_id, cancel_requested=1)
+            self._wake(conn)
             self._event(conn, job_id, "cancel_requested", "")
             return self._require(conn, job_id)
 
@@ -445,6 +455,7 @@ class SQLStore:
             self._update(conn, job_id, state=State.QUEUED, attempts=0, cancel_requested=0, **_wait(None),
                          error=None, error_type=None, hint=None, finished_at=None, stage=None, progress=0.0,
                          supervisor_deaths=0)
+            self._wake(conn)
             self._event(conn, job_id, "retry", "requested by the operator")
             return self._require(conn, job_id)
 
@@ -454,6 +465,7 @@ class SQLStore:
             if job.state not in LIVE_STATES:
                 raise InvalidTransition(f"job {job.id} is already {job.state}")
             self._update(conn, job_id, priority=int(priority))
+            self._wake(conn)
             self._event(conn, job_id, "priority", priority.name.lower())
             return self._require(conn, job_id)
 
