@@ -13,6 +13,12 @@ sharing), so the simulation is exact for that model. For each volume it
 reports queue wait p50/p95 (arrival to start) and utilisation for 1..N
 nodes, the fewest nodes with p95 under an hour, and writes a JSON file and a
 plot of p95 wait against nodes.
+
+It also counts what crosses the shared state folder (storage()): each original
+three times (written by the upload, read by the inbox node's hash, read by the
+worker's decode), the decoded audio written once and read by transcription and
+diarization, the models each job loads when models_dir is on the share, and
+the outputs; as bytes a day and MB/s, averaged over the arrival window.
 """
 
 from __future__ import annotations
@@ -32,6 +38,24 @@ PATTERNS = {"all day": (0.0, 24.0), "working day": (8.0, 18.0)}
 LENGTHS = ((0.3, 10, 30), (0.5, 30, 90), (0.2, 90, 180))
 TARGET_P95_SECONDS = 3600.0
 WORKERS = 2
+ORIGINAL_CROSSINGS = 3  # upload write, the inbox node's hash read, the worker's decode read
+DECODED_MB_PER_HOUR = 230.4  # 16 kHz mono float32, memory-mapped by every stage
+DECODED_CROSSINGS = 3  # written by decode, read by transcription and by diarization
+MODELS_MB_PER_JOB = 190.0  # Whisper base (int8) + segmentation + CAM++, when models_dir is on the share
+OUTPUTS_MB_PER_HOUR = 2.0  # JSON with words, SRT, VTT, TXT, RTTM, CSV
+
+
+def storage(volume: float, pattern: tuple[float, float], recordings: int, days: int,
+            original_gb_per_hour: float, models_on_share: bool) -> dict:
+    """Bytes that cross the shared folder in a day, and the rate over the hours recordings arrive in."""
+    per_day = {"originals": volume * original_gb_per_hour * 1000 * ORIGINAL_CROSSINGS,
+               "decoded_audio": volume * DECODED_MB_PER_HOUR * DECODED_CROSSINGS,
+               "models": recordings / days * MODELS_MB_PER_JOB if models_on_share else 0.0,
+               "outputs": volume * OUTPUTS_MB_PER_HOUR}
+    total = sum(per_day.values())
+    window = (pattern[1] - pattern[0]) * 3600
+    return {"mb_per_day": {k: round(v) for k, v in per_day.items()}, "gb_per_day": round(total / 1000, 1),
+            "mb_per_s": round(total / window, 1)}
 
 
 def mean_length_seconds() -> float:
@@ -167,11 +191,17 @@ def main() -> None:
     parser.add_argument("--rtf-one", type=float, default=0.109, help="a lone job (make bench: daemon, one file)")
     parser.add_argument("--rtf-two", type=float, default=0.086, help="two at once, aggregate (make bench)")
     parser.add_argument("--volumes", default=",".join(map(str, VOLUMES)))
+    parser.add_argument("--original-gb-per-hour", type=float, default=1.0, help="1.0: video; 0.06: compressed audio")
+    parser.add_argument("--models-on-share", action="store_true", help="models_dir on the shared folder too")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     volumes = [float(v) for v in args.volumes.split(",")]
     results = {name: [run(v, hours, args.days, args.seed, args.rtf_one, args.rtf_two) for v in volumes]
                for name, hours in PATTERNS.items()}
+    for name, items in results.items():
+        for item in items:
+            item["storage"] = storage(item["volume_hours_per_day"], PATTERNS[name], item["recordings"], args.days,
+                                      args.original_gb_per_hour, args.models_on_share)
     out = args.out or RESULTS / time.strftime("capacity-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(results, out.with_suffix(".png"))
@@ -189,6 +219,15 @@ def main() -> None:
             row = next((r for r in item["rows"] if r["nodes"] == item["nodes_needed"]), item["rows"][-1])
             print(f"| {name} | {item['volume_hours_per_day']:g} | {item['nodes_needed']} | "
                   f"{row['p50_wait_s'] / 60:.1f} min | {row['p95_wait_s'] / 60:.1f} min | {row['utilisation']:.0%} |")
+    print(f"\nshared folder ({args.original_gb_per_hour:g} GB an hour of original, models "
+          f"{'on the share' if args.models_on_share else 'node-local'}):\n")
+    print("| arrivals | audio h/day | GB a day across the share | of it originals | MB/s over the arrival hours |")
+    print("|---|---|---|---|---|")
+    for name, items in results.items():
+        for item in items:
+            found = item["storage"]
+            print(f"| {name} | {item['volume_hours_per_day']:g} | {found['gb_per_day']:,} | "
+                  f"{found['mb_per_day']['originals'] / 1000:,.0f} GB | {found['mb_per_s']} |")
     print(f"\nwritten {out} and {out.with_suffix('.png')}")
 
 

@@ -70,3 +70,8 @@ def test_the_capacity_model_answers_and_more_volume_never_needs_fewer_nodes(tmp_
             assert p95[-1] < 3600 and p95[-1] <= p95[0]
     assert Path(report["plot"]).stat().st_size > 10_000
     assert "| working day | 900 |" in proc.stdout
+    day, work = (next(i["storage"] for i in report["results"][p] if i["volume_hours_per_day"] == 900)
+                 for p in ("all day", "working day"))
+    # originals cross three times: 900 h x 1 GB x 3 = 2,700 GB, plus decoded audio and outputs
+    assert day["mb_per_day"]["originals"] == 2_700_000 and day["gb_per_day"] == work["gb_per_day"] > 2_700
+    assert work["mb_per_s"] == pytest.approx(day["mb_per_s"] * 24 / 10, abs=0.2)  # the same bytes in 10 hours
