@@ -184,6 +184,26 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def waits(item: dict) -> list[str]:
+    row = next((r for r in item["rows"] if r["nodes"] == item["nodes_needed"]), item["rows"][-1])
+    return [str(item["nodes_needed"]), f"{row['p50_wait_s'] / 60:.1f} min", f"{row['p95_wait_s'] / 60:.1f} min",
+            f"{row['utilisation']:.0%}"]
+
+
+def traffic(item: dict) -> list[str]:
+    found = item["storage"]
+    return [f"{found['gb_per_day']:,}", f"{found['mb_per_day']['originals'] / 1000:,.0f} GB", str(found["mb_per_s"])]
+
+
+def print_table(results: dict, columns: tuple[str, ...], cells) -> None:
+    """A Markdown table: a row per arrival pattern and volume, `cells(item)` after those two."""
+    print("| " + " | ".join(("arrivals", "audio h/day", *columns)) + " |")
+    print("|" + "---|" * (2 + len(columns)))
+    for name, items in results.items():
+        for item in items:
+            print("| " + " | ".join((name, f"{item['volume_hours_per_day']:g}", *cells(item))) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=14)
@@ -212,22 +232,10 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"one node: {1 / args.rtf_two:.1f} audio hours an hour with two workers; recordings average "
           f"{report['mean_recording_minutes']} min\n")
-    print("| arrivals | audio h/day | nodes for p95 wait < 1 h | p50 wait | p95 wait | utilisation |")
-    print("|---|---|---|---|---|---|")
-    for name, items in results.items():
-        for item in items:
-            row = next((r for r in item["rows"] if r["nodes"] == item["nodes_needed"]), item["rows"][-1])
-            print(f"| {name} | {item['volume_hours_per_day']:g} | {item['nodes_needed']} | "
-                  f"{row['p50_wait_s'] / 60:.1f} min | {row['p95_wait_s'] / 60:.1f} min | {row['utilisation']:.0%} |")
+    print_table(results, ("nodes for p95 wait < 1 h", "p50 wait", "p95 wait", "utilisation"), waits)
     print(f"\nshared folder ({args.original_gb_per_hour:g} GB an hour of original, models "
           f"{'on the share' if args.models_on_share else 'node-local'}):\n")
-    print("| arrivals | audio h/day | GB a day across the share | of it originals | MB/s over the arrival hours |")
-    print("|---|---|---|---|---|")
-    for name, items in results.items():
-        for item in items:
-            found = item["storage"]
-            print(f"| {name} | {item['volume_hours_per_day']:g} | {found['gb_per_day']:,} | "
-                  f"{found['mb_per_day']['originals'] / 1000:,.0f} GB | {found['mb_per_s']} |")
+    print_table(results, ("GB a day across the share", "of it originals", "MB/s over the arrival hours"), traffic)
     print(f"\nwritten {out} and {out.with_suffix('.png')}")
 
 

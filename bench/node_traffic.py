@@ -52,7 +52,7 @@ def measure(tmp: Path, dsn: str, count: int, seconds: float) -> dict:
         idle = rate(dsn, seconds)
         busy_files = count * MAX_WORKERS
         for i in range(busy_files):
-            (nodes[0].inbox / f"busy{i}.wav").write_text(json.dumps({"runs": [{"seconds": seconds + 30}]}))
+            (nodes[0].inbox / f"busy{i}.wav").write_text(json.dumps({"runs": [{"seconds": seconds + 30}], "n": i}))
         wait_until(lambda: len(nodes[0].jobs("running")) == busy_files, 60, "every slot busy")
         time.sleep(2)
         busy = rate(dsn, seconds)

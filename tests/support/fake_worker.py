@@ -23,8 +23,8 @@ from pathlib import Path
 
 from diarized.config import load_settings
 from diarized.outbox import outputs_of
-from diarized.store import StoreUnavailable, open_store, storage_trouble
-from diarized.worker import WorkerExit, die_with_parent, keep_lease, lease_is_over, parse_args
+from diarized.store import open_store, storage_trouble
+from diarized.worker import Reporter, WorkerExit, die_with_parent, keep_lease, lease_is_over, parse_args
 
 
 def script_for(source: Path, run: int) -> dict:
@@ -36,17 +36,19 @@ def script_for(source: Path, run: int) -> dict:
 
 
 def work(store, job, seconds: float, stop: threading.Event) -> bool:
-    """Report progress for `seconds` (as the real worker: a store that refuses is skipped)."""
+    """Report progress for `seconds` as the real worker does (worker.Reporter: at most once a second
+    within a stage, queued while the store is away), so the store sees the real worker's traffic."""
+    reporter = Reporter(store, job.id, job.lease_generation, ("transcribe",))
     steps = max(1, int(seconds / 0.1))
-    for step in range(steps):
-        if stop.is_set():
-            return False
-        time.sleep(seconds / steps)
-        try:
-            store.progress(job.id, "transcribe", (step + 1) / steps, None, job.lease_generation)
-        except StoreUnavailable:
-            pass
-    return True
+    try:
+        for step in range(steps):
+            if stop.is_set():
+                return False
+            time.sleep(seconds / steps)
+            reporter.progress("transcribe", (step + 1) / steps, (step + 1) / steps)
+        return True
+    finally:
+        reporter.close(5.0)
 
 
 def document(name: str, script: dict) -> dict:

@@ -132,8 +132,10 @@ class PostgresStore(SQLStore):
             self._drop_lock_session()
             return True
 
+    NOW = "extract(epoch FROM now())::float8"
+
     def _clock(self, conn) -> float:
-        return conn.execute("SELECT extract(epoch FROM now())::float8").fetchone()[0]
+        return conn.execute(f"SELECT {self.NOW}").fetchone()[0]
 
     def _x(self, conn, sql: str, params: list | tuple = ()):
         return conn.execute(_PLACEHOLDER.sub("%s", sql), params)

@@ -54,6 +54,14 @@ class SQLStore:
     def changes(self) -> bool:
         return True  # SQLite: no notifications; a local file is cheap to read every tick
 
+    NOW = None  # PostgreSQL: the server's now() as SQL, so a read needs no round trip for the time
+
+    def _now(self, now: float | None) -> tuple[str, list]:
+        """`now` (tests), else the store's clock, as SQL and its parameters for one read."""
+        if now is None and self.NOW:
+            return self.NOW, []
+        return "?", [time.time() if now is None else now]
+
     def _clock(self, conn) -> float:
         """The store's time, which every lease and wait is written and compared in.
 
@@ -161,13 +169,12 @@ class SQLStore:
         return PendingWork(int(jobs), int(size), float(seconds))
 
     def claimable(self, now: float | None = None, limit: int | None = None) -> list[Job]:
-        with self.reading() as conn:
-            now = self._clock(conn) if now is None else now
-            # due by the store's clock, or by the monotonic one of this boot (a wait set before the
-            # wall clock stepped back ends on time; a step forward merely ends it early)
-            return self._records(conn, "SELECT * FROM jobs WHERE state = 'queued' AND (not_before <= ? OR "
-                                 "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id"
-                                 + (f" LIMIT {int(limit)}" if limit else ""), [now, boot_id(), time.monotonic()])
+        clock, params = self._now(now)
+        # due by the store's clock, or by the monotonic one of this boot (a wait set before the
+        # wall clock stepped back ends on time; a step forward merely ends it early)
+        return self._rows(f"SELECT * FROM jobs WHERE state = 'queued' AND (not_before <= {clock} OR "
+                          "(wait_boot = ? AND wait_mono <= ?)) ORDER BY priority, created_at, id"
+                          + (f" LIMIT {int(limit)}" if limit else ""), [*params, boot_id(), time.monotonic()])
 
     def queue(self, limit: int) -> list[Job]:
         incoming = self._rows("SELECT * FROM jobs WHERE state = 'incoming' ORDER BY priority, created_at, id "
@@ -180,10 +187,9 @@ class SQLStore:
         return self._rows("SELECT * FROM jobs WHERE cancel_requested = 1 AND state = 'queued'", [])
 
     def expired_leases(self, now: float | None = None) -> list[Job]:
-        with self.reading() as conn:
-            now = self._clock(conn) if now is None else now
-            return self._records(conn, "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ? "
-                                 "ORDER BY started_at", [now])
+        clock, params = self._now(now)
+        return self._rows(f"SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < {clock} "
+                          "ORDER BY started_at", params)
 
     def worker_threads(self, job_id: str) -> list[int]:
         return [e.data["threads"] for e in self.events(job_id) if e.kind == "worker_started"]
