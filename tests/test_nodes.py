@@ -308,3 +308,25 @@ def test_a_publication_delayed_past_the_lease_converges_to_one_success(two_nodes
     assert "the original is left to that node" in nodes[late].log.read_text()
     print(f"\nlate node {late}, holder {holder}: one success, one outbox folder, original in done/ once")
     assert all(d.stop() == 0 for d in nodes.values())
+
+
+def test_a_node_paused_while_its_worker_runs_spends_no_attempt(two_nodes):
+    """SIGSTOP of a node's supervisor for longer than the lease while its worker goes on renewing the
+    lease. On SIGCONT the supervisor must not take its own worker for a silent one: the job ends once,
+    in its first attempt, with nothing killed."""
+    nodes = two_nodes(fake_workers=True, lease_seconds=10, max_workers=1)
+    probe = nodes["a"]
+    (probe.inbox / "long.wav").write_text(json.dumps({"runs": [{"seconds": 25}]}))
+    job = wait_until(lambda: [j for j in probe.jobs("running") if j.worker_pid], 30, "the job to run")[0]
+    paused = nodes[job.node]
+    os.kill(paused.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(15)
+        assert psutil.pid_exists(job.worker_pid) and probe.store.get(job.id).node == job.node
+    finally:
+        os.kill(paused.proc.pid, signal.SIGCONT)
+    done = probe.wait_all_final(1, timeout=60)[0]
+    assert done.state == "succeeded" and done.attempts == 1 and done.node == job.node, events_of(probe)
+    assert not [e for e in probe.store.events(job.id) if e.kind in ("killed", "lease_lost", "requeued")]
+    assert_each_file_once(probe, 1)
+    assert all(d.stop() == 0 for d in nodes.values())
