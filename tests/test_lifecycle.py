@@ -93,3 +93,20 @@ def test_retried_job_leaves_failed_and_publishes(env):
     done = Lifecycle(settings, store).succeed(job)
     assert done.state == "succeeded" and (settings.done / "flaky.wav").exists()
     assert not folder.exists()
+
+
+def test_a_work_folder_a_late_worker_left_after_success_is_swept_once_quiet(env):
+    """A worker of an earlier lease recreated state/jobs/<id>/ after the job succeeded elsewhere."""
+    settings, store, finished_job = env
+    done = Lifecycle(settings, store).succeed(finished_job("talk.wav", "1"))
+    running = finished_job("other.wav", "2")  # a live job's folder is never touched
+    late = outbox.job_dir(settings, done.id) / "work"
+    late.mkdir(parents=True)
+    (late / "unit-0003.json").write_text("{}")
+    lifecycle = Lifecycle(settings, store)
+    assert lifecycle.sweep_leftovers(quiet_seconds=60) == []  # written just now: maybe still written
+    old = os.stat(late).st_mtime - 120
+    for path in (late / "unit-0003.json", late, late.parent):
+        os.utime(path, (old, old))
+    assert lifecycle.sweep_leftovers(quiet_seconds=60) == [done.id]
+    assert not outbox.job_dir(settings, done.id).exists() and outbox.job_dir(settings, running.id).is_dir()

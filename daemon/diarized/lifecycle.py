@@ -131,6 +131,24 @@ class Lifecycle:
             return f"{job.id}: {job.state}; original and error.json moved to failed/ now"
         return ""
 
+    def sweep_leftovers(self, quiet_seconds: float) -> list[str]:
+        """Work folders of succeeded jobs that nothing wrote to for `quiet_seconds`: removed.
+
+        A worker of an earlier lease, taken over on another node, may write a checkpoint (and so
+        recreate state/jobs/<id>/) after the job succeeded elsewhere; it stops within a heartbeat
+        of finding its lease over, so a folder quiet for a lease's length is nobody's.
+        """
+        removed, quiet_since = [], time.time() - quiet_seconds
+        for folder in sorted(self.settings.jobs_dir.iterdir()):
+            try:
+                job = self.store.get(folder.name)
+            except NotFound:
+                continue
+            if job.state == State.SUCCEEDED and _newest_change(folder) < quiet_since:
+                outbox.remove_work(self.settings, job.id)
+                removed.append(job.id)
+        return removed
+
     def stuck(self, folder: Path, exc: Exception) -> str:
         """A job whose files the service cannot move: logged, and an event on its timeline with the way out."""
         hint = (f"give the folder back to the service's user (chown -R {os.getuid()} '{folder}'; it belongs to "
@@ -184,3 +202,15 @@ class Lifecycle:
         self.store.set_source(job.id, str(original))
         outbox.remove_work(self.settings, job.id)
         return self.store.get(job.id)
+
+
+def _newest_change(folder: Path) -> float:
+    """The latest mtime in a folder tree (links not followed); now, if it cannot be read whole."""
+    try:
+        newest = folder.lstat().st_mtime
+        for root, dirs, files in os.walk(folder):
+            for name in dirs + files:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+        return newest
+    except OSError:
+        return time.time()

@@ -353,7 +353,7 @@ class Supervisor:
                 log.info("inbox take-over: %s", note)
         if not self.paused and self.holds_inbox():
             self.inbox.tick()
-            self.sweep_retention()
+            self.sweep()
         if not self.paused and not self.settings.store_is_file:
             self.look_for_expired_leases()
         self.rows = self.running_rows()
@@ -384,12 +384,18 @@ class Supervisor:
         """A running job's row from this tick's read; read alone if it left `running` (taken over)."""
         return self.rows.get(job_id) or self.store.get(job_id)
 
-    def sweep_retention(self) -> None:
-        """Every SWEEP_SECONDS, by the inbox's holder: finished jobs past retention_days lose their files."""
+    def sweep(self) -> None:
+        """Every SWEEP_SECONDS, by the inbox's holder: work folders late workers left after a success,
+        and the files of finished jobs past retention_days."""
         now = time.monotonic()
-        if self.settings.retention_days <= 0 or now - self._swept < retention.SWEEP_SECONDS:
+        if now - self._swept < retention.SWEEP_SECONDS:
             return
         self._swept = now
+        for job_id in self.lifecycle.sweep_leftovers(self.settings.lease_seconds * 2):
+            log.info("%s: removed a work folder a late worker left after the job succeeded", job_id,
+                     extra={"job_id": job_id})
+        if self.settings.retention_days <= 0:
+            return
         expired = retention.expire(self.settings, self.store)
         if expired:
             log.info("retention: removed the files of %d job(s) older than %g days", len(expired),
