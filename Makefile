@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 # Tools the tests use, from Debian's packages: systemd-analyze and shellcheck (packaging),
 # strace (the no-network test), a C compiler (tests/support/clockstep.c steps the wall clock of
 # a daemon under test), PostgreSQL (the store conformance suite on a real server),
-# chromium and its driver (the dashboard, driven by selenium in a real browser).
+# chromium and its driver (the dashboard, driven by selenium in a real browser), iproute2 (a
+# network namespace whose link a node test cuts, as a partition would).
 system-deps:
 	@missing=""; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
@@ -29,6 +30,7 @@ system-deps:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \

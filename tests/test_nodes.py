@@ -330,3 +330,47 @@ def test_a_node_paused_while_its_worker_runs_spends_no_attempt(two_nodes):
     assert not [e for e in probe.store.events(job.id) if e.kind in ("killed", "lease_lost", "requeued")]
     assert_each_file_once(probe, 1)
     assert all(d.stop() == 0 for d in nodes.values())
+
+
+def test_a_partitioned_node_pauses_loses_its_jobs_and_rejoins_without_duplicates(postgres_server, models_cache,
+                                                                                 tmp_path):
+    """Node a reaches the database over a link the test cuts (tests/support/netpath.py: a network
+    namespace and a veth pair); node b over the unix socket. Before: the server kept a cut-off
+    node's session, and so the inbox role, for TCP's two hours, and a's calls had no timeout."""
+    from tests.support.netpath import NetPath
+
+    path = NetPath(postgres_server.socket).start()
+    a = b = None
+    try:
+        local = postgres_server.new_database()
+        over_link = path.dsn(local.split("@/", 1)[1].split("?")[0])
+        root = tmp_path / "var"
+        a = Daemon(root, models_cache, fake_workers=True, store=over_link, node_id="a", lease_seconds=10,
+                   max_workers=2).start()
+        b = Daemon(root, models_cache, fake_workers=True, store=local, node_id="b", lease_seconds=10,
+                   max_workers=2).start()
+        for i in range(4):
+            (b.inbox / f"talk{i}.wav").write_text(json.dumps({"runs": [{"seconds": 15}], "n": i}))
+        wait_until(lambda: running_on(b, "a"), 30, lambda: f"node a to run a job\n{events_of(b)}")
+        path.cut()
+        cut = time.monotonic()
+        wait_until(lambda: inbox_holder(b) == "b", 40, "node b to take the inbox")
+        took_inbox = time.monotonic() - cut
+        wait_until(lambda: "paused: cannot write the store" in a.log.read_text(), 60, "node a to pause")
+        paused = time.monotonic() - cut
+        wait_until(lambda: not running_on(b, "a"), 60, lambda: f"a's jobs taken over\n{events_of(b)}")
+        path.heal()
+        healed = time.monotonic()
+        wait_until(lambda: "resumed" in a.log.read_text(), 60, lambda: f"node a to resume\n{a.log.read_text()[-3000:]}")
+        rejoined = time.monotonic() - healed
+        (b.inbox / "after.wav").write_text(json.dumps({"runs": [{"seconds": 1}]}))
+        b.wait_all_final(5, timeout=120)
+        assert_each_file_once(b, 5)
+        print(f"\npartition: b took the inbox {took_inbox:.1f} s after the cut, a paused after {paused:.1f} s; "
+              f"a resumed {rejoined:.1f} s after the heal")
+        assert a.stop() == 0 and b.stop() == 0
+    finally:
+        for daemon in (a, b):
+            if daemon is not None and daemon.proc.poll() is None:
+                daemon.kill9()
+        path.stop()
