@@ -49,7 +49,7 @@ test-fast: venv system-deps
 
 # The long chaos run: more files, at least 100 kills of the daemon.
 chaos: venv system-deps
-	CHAOS_FILES=60 CHAOS_MIN_KILLS=100 $(BIN)/python -m pytest tests/chaos -s
+	CHAOS_FILES=60 CHAOS_MIN_KILLS=100 NODES_CHAOS_SECONDS=180 $(BIN)/python -m pytest tests/chaos -s
 
 bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
