@@ -33,6 +33,16 @@ def held(job: Job) -> int | None:
     return job.lease_generation if job.state == State.RUNNING else None
 
 
+def holding(store: JobStore, job_id: str, generation: int, what: str = "") -> Job:
+    """The job as the store has it now, if `generation` still holds its lease; else LeaseLost
+    (`what`: what this node did before it looked)."""
+    job = store.get(job_id)
+    if not job.runs_under(generation):
+        raise LeaseLost(f"{what}job {job.id} is {job.state} under lease generation {job.lease_generation} "
+                        f"on node {job.node}, not ours ({generation})")
+    return job
+
+
 @dataclass
 class Lifecycle:
     settings: Settings
@@ -51,7 +61,9 @@ class Lifecycle:
             # recorded before the rename (crash-safe), and the fence: a node whose lease is over stops here
             self.store.set_output_dir(job.id, str(target), held(job))
             outbox.publish_outputs(self.settings, job, target)
-        self._still_held(job, f"published to {target}, then")
+        if held(job) is not None:
+            holding(self.store, job.id, job.lease_generation,
+                    f"published to {target}; the original is left to that node: ")
         source = Path(job.source_path) if job.source_path else None
         where = outbox.settle_original(self.settings, source, job.source_name, job.short_id)
         if not where and self.settings.done_policy == "keep":  # moved before a crash: find it
@@ -64,16 +76,6 @@ class Lifecycle:
             self.store.set_source(job.id, where)
         outbox.remove_work(self.settings, job.id)
         return self.store.get(job.id)
-
-    def _still_held(self, job: Job, what: str) -> None:
-        """LeaseLost unless the generation `job` ran under still holds it (nothing to check once final)."""
-        generation = held(job)
-        if generation is None:
-            return
-        now = self.store.get(job.id)
-        if not now.runs_under(generation):
-            raise LeaseLost(f"{what} found lease generation {generation} over (the job is {now.state}, generation "
-                            f"{now.lease_generation} on node {now.node}): the original is left to that node")
 
     def converged(self, job: Job) -> Job | None:
         """The job's published folder (job.json with its id), whichever generation wrote it, means

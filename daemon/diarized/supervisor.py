@@ -35,7 +35,7 @@ from diarized import outbox, retention, state_root
 from diarized.config import Settings, settings_to_json
 from diarized.files import describe_space, remove_temporaries, space_problem, write_text
 from diarized.inbox import Inbox
-from diarized.lifecycle import Lifecycle
+from diarized.lifecycle import Lifecycle, holding
 from diarized.options import model_of
 from diarized.store import (Job, JobStore, LeaseLost, State, StoreUnavailable, boot_id, safe_location,
                             storage_trouble)
@@ -578,11 +578,7 @@ class Supervisor:
 
     def current(self, run: Running) -> Job:
         """The job as the store has it now, if this node still holds its lease; else LeaseLost."""
-        job = self.store.get(run.job.id)
-        if not job.runs_under(run.job.lease_generation):
-            raise LeaseLost(f"job {job.id} is {job.state} under lease generation {job.lease_generation} "
-                            f"on node {job.node}, not ours ({run.job.lease_generation})")
-        return job
+        return holding(self.store, run.job.id, run.job.lease_generation)
 
     def drop(self, run: Running, exc: LeaseLost) -> None:
         """Another node took the job over while this one ran or published it: the rest is that node's."""
