@@ -174,12 +174,17 @@ def network_frames(samples: int) -> int:
 
 
 def sliding_mean(x: torch.Tensor, span: int) -> torch.Tensor:
-    """The mean of (batch, channels, frames) over the `span` frames centred on each frame (fewer at the ends)."""
-    frames = x.shape[-1]
+    """The mean of (batch, channels, frames) over the `span` frames centred on each frame (fewer at the ends).
+
+    Differences of a running sum, read as two shifted slices of it (edges repeated) rather than
+    gathered by index: the gather was 9 % of CAM++'s time in the shared pass.
+    """
+    frames, half = x.shape[-1], span // 2
     sums = torch.nn.functional.pad(torch.cumsum(x, dim=-1), (1, 0))
+    sums = torch.nn.functional.pad(sums, (half, half), mode="replicate")  # sums[clamp(i - half)]
     index = torch.arange(frames)
-    low, high = (index - span // 2).clamp(0, frames), (index + span // 2 + 1).clamp(0, frames)
-    return (sums[..., high] - sums[..., low]) / (high - low).to(x.dtype)
+    count = (index + half + 1).clamp(max=frames) - (index - half).clamp(min=0)
+    return (sums[..., 2 * half + 1: 2 * half + 1 + frames] - sums[..., :frames]) / count.to(x.dtype)
 
 
 class sliding_context:  # noqa: N801 - used as `with sliding_context(span):`
