@@ -98,21 +98,47 @@ class SharedPassDiarization(SpeakerDiarization):
         return frames, first_held
 
     def reconstruct(self, segmentations, hard_clusters: np.ndarray, count):
-        """pyannote's reconstruct in float32, filled once: the same diarization, a third of the memory.
+        """pyannote's reconstruct and to_diarization without their whole-file arrays: the same diarization.
 
-        pyannote builds (chunks, frames, clusters) in float64 as `nan * zeros`, two such
-        arrays at once: for two hours and 35 clusters about 950 MiB, the peak of a whole
-        job. The values are binarised scores (0 or 1), so float32 holds them exactly.
+        pyannote builds (chunks, frames, clusters) scores, `nan * zeros` in float64, then sums
+        them over the chunks into (file frames, clusters), then sorts every frame's clusters:
+        for two hours and 35 clusters about 950 MiB at the end of a job, its peak. Here each
+        chunk's cluster scores are added into the file's frames as they are made (the values
+        are 0 or 1, so float32 sums them exactly) and the frames are ranked in blocks.
         """
         from pyannote.core import SlidingWindowFeature
 
+        activations = self._cluster_activations(segmentations, hard_clusters, count.sliding_window)
+        speakers = activations.data.shape[1]
+        most = int(np.max(count.data))
+        if speakers < most:
+            activations.data = np.pad(activations.data, ((0, 0), (0, most - speakers)))
+        extent = activations.extent & count.extent
+        activations = activations.crop(extent, return_data=False)
+        count = count.crop(extent, return_data=False)
+        return SlidingWindowFeature(_top_speakers(activations.data, count.data[:, 0]), activations.sliding_window)
+
+    @staticmethod
+    def _cluster_activations(segmentations, hard_clusters: np.ndarray, frame):
+        """Inference.aggregate(clustered scores, skip_average=True, missing=0) of pyannote's
+        to_diarization, summed chunk by chunk: frame f of cluster k counts the chunks where k
+        is active at f (a cluster's local speakers joined by max)."""
+        from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+        chunks = segmentations.sliding_window
         num_chunks, num_frames, _ = segmentations.data.shape
-        clustered = np.full((num_chunks, num_frames, np.max(hard_clusters) + 1), np.nan, dtype=np.float32)
-        for c, (cluster, (_, segmentation)) in enumerate(zip(hard_clusters, segmentations)):
+        frames = SlidingWindow(start=chunks.start, duration=frame.duration, step=frame.step)
+        total = frames.closest_frame(chunks.start + chunks.duration + (num_chunks - 1) * chunks.step
+                                     + 0.5 * frames.duration) + 1
+        summed = np.zeros((total, np.max(hard_clusters) + 1), dtype=np.float32)
+        for c, (cluster, (chunk, segmentation)) in enumerate(zip(hard_clusters, segmentations)):
+            first = frames.closest_frame(chunk.start + 0.5 * frames.duration)
             for k in np.unique(cluster):
                 if k != -2:  # -2: an inactive local speaker
-                    clustered[c, :, k] = np.max(segmentation[:, cluster == k], axis=1)
-        return self.to_diarization(SlidingWindowFeature(clustered, segmentations.sliding_window), count)
+                    active = np.nan_to_num(np.max(segmentation[:, cluster == k], axis=1), nan=0.0)
+                    summed[first: first + num_frames, k] += active[: total - first]
+        return SlidingWindowFeature(summed, frames)
+
 
     def _masks(self, data: np.ndarray, exclude_overlap: bool) -> np.ndarray:
         """Each (chunk, speaker)'s mask, as pyannote's get_embeddings chooses it: without overlapped
@@ -126,6 +152,23 @@ class SharedPassDiarization(SpeakerDiarization):
         minimum = math.ceil(num_frames * self._embedding.min_num_samples / (duration * SAMPLE_RATE))
         enough = clean.sum(axis=1, keepdims=True) > minimum
         return np.where(enough, clean, masks)
+
+
+RANK_BLOCK = 65536  # frames ranked at once (18 minutes): the ranks of a whole file were 120 MiB at two hours
+
+
+def _top_speakers(activations: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """1 where a cluster is among the `counts[t]` most active at frame t, as pyannote's to_diarization
+    marks them (the same argsort per frame, so ties fall the same way), block by block."""
+    binary = np.zeros_like(activations)
+    frames, speakers = min(len(activations), len(counts)), activations.shape[1]
+    for start in range(0, frames, RANK_BLOCK):
+        stop = min(frames, start + RANK_BLOCK)
+        order = np.argsort(-activations[start:stop], axis=-1)
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(speakers)[None, :].repeat(stop - start, axis=0), axis=-1)
+        binary[start:stop] = ranks < counts[start:stop, None]
+    return binary
 
 
 class NoPLDA(PLDA):
