@@ -41,7 +41,7 @@ class DiarizeOptions:
     embedding_batch_size: int
     exclude_overlap: bool
     cpu_threads: int
-    segmentation_batch_size: int = 32
+    segmentation_batch_size: int = 16  # 32 held ~270 MiB more at the same speed (SincNet's first layer)
     clustering: str = "agglomerative"  # or "spectral" (pipeline/clustering.py)
     embedding_pass: str = "shared"  # one CAM++ pass over the audio; "window": one per 10-s window
     short_speaker_seconds: float = 0.0  # the speaker decision (speakers.py); 0: off
