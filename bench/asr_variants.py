@@ -1,6 +1,6 @@
 """Where batched Whisper loses words against sequential decoding: one knob at a time, WER and speed.
 
-    .venv/bin/python -m bench.asr_variants [--model base] [--minutes 5]
+    .venv/bin/python -m bench.asr_variants [--model base] [--minutes 5] [--speed]
 
 Every variant decodes the same audio with the same model, beam 5, the same
 temperature fallback and word timestamps; only the named knob changes from
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,14 @@ VARIANTS = {
         "batched": False, "vad_filter": True, "condition_on_previous_text": False, "temperature": 0.0},
     "sequential, no VAD (faster-whisper's README)": {"batched": False, "vad_filter": False},
 }
+# Speed knobs of the batched pipeline (issue 22, item 2): beam and batch size, nothing else changed.
+SPEED_VARIANTS = {
+    "ours: batched, batch 8, beam 5": {"batched": True},
+    "batched, beam 1 (greedy)": {"batched": True, "beam_size": 1},
+    "batched, beam 2": {"batched": True, "beam_size": 2},
+    "batched, batch 16": {"batched": True, "batch_size": 16},
+    "batched, beam 1, batch 16": {"batched": True, "beam_size": 1, "batch_size": 16},
+}
 
 
 def transcribe(model, batched, audio: np.ndarray, language: str, variant: dict) -> str:
@@ -60,28 +69,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="base")
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/asr-variants.json"))
+    ap.add_argument("--speed", action="store_true", help="beam and batch size instead of the decoding knobs")
+    ap.add_argument("--repeat", type=int, default=1, help="time the meeting this many times, variants interleaved")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     path = resolve_whisper(args.model, Path(tempfile.gettempdir()) / "diarized-bench-models")
     model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)
     batched = BatchedInferencePipeline(model)
     clips = [(read_audio(w), ref, "pt") for w, ref in ptbr_cases()]
+    pt = len(clips)
     clips.append((read_audio(DATA / "en-jfk/jfk.flac"), (DATA / "en-jfk/jfk.txt").read_text(), "en"))
+    if args.speed:  # a conversation in English too (its STM in time order), for the speed knobs
+        stm = [line.split(maxsplit=5) for line in (DATA / "pyannote-sample/sample.stm").read_text().splitlines()]
+        text = " ".join(parts[5] for parts in sorted((p for p in stm if len(p) == 6), key=lambda p: float(p[3])))
+        clips.append((read_audio(DATA / "pyannote-sample/sample.wav"), text, "en"))
     meeting = read_audio(DATA / "ami-mixture-4spk/mixture.wav")
     meeting = np.tile(meeting, int(np.ceil(args.minutes * 60 / (len(meeting) / 16000))))[: int(args.minutes * 960000)]
+    variants = SPEED_VARIANTS if args.speed else VARIANTS
+    out = args.out or Path(f"bench/results/asr-{'speed' if args.speed else 'variants'}.json")
     rows = []
-    for name, variant in VARIANTS.items():
+    for name, variant in variants.items():
         hyps = [transcribe(model, batched, audio, lang, variant) for audio, _, lang in clips]
-        started = time.monotonic()
-        transcribe(model, batched, meeting, "en", variant)
-        seconds = time.monotonic() - started
-        rows.append({"variant": name, "ptbr_wer": wer_corpus([(r, h) for (_, r, _), h in zip(clips[:-1], hyps)]),
-                     "jfk_wer": wer_corpus([(clips[-1][1], hyps[-1])]), "meeting_s": seconds,
-                     "rtf": seconds / (len(meeting) / 16000), "ptbr_hyps": hyps[:-1]})
-        print(f"{name}: ptbr WER {rows[-1]['ptbr_wer']:.1%}, jfk {rows[-1]['jfk_wer']:.1%}, "
-              f"{args.minutes:g} min meeting {seconds:.1f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+        rows.append({"variant": name, "ptbr_wer": wer_corpus([(r, h) for (_, r, _), h in zip(clips[:pt], hyps)]),
+                     "jfk_wer": wer_corpus([(clips[pt][1], hyps[pt])]), "meeting_s": [], "ptbr_hyps": hyps[:pt]})
+        if len(clips) > pt + 1:
+            rows[-1]["sample_wer"] = wer_corpus([(clips[pt + 1][1], hyps[pt + 1])])
+    for _ in range(args.repeat):  # interleaved, so a slow minute of a shared machine hits every variant
+        for row in rows:
+            started = time.monotonic()
+            transcribe(model, batched, meeting, "en", variants[row["variant"]])
+            row["meeting_s"].append(round(time.monotonic() - started, 2))
+    for row in rows:
+        row["median_s"] = statistics.median(row["meeting_s"])
+        row["rtf"] = row["median_s"] / (len(meeting) / 16000)
+        sample = f", pyannote-sample {row['sample_wer']:.1%}" if "sample_wer" in row else ""
+        print(f"{row['variant']}: ptbr WER {row['ptbr_wer']:.1%}, jfk {row['jfk_wer']:.1%}{sample}, "
+              f"{args.minutes:g} min meeting {row['median_s']:.1f} s (median of {row['meeting_s']})", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
