@@ -61,9 +61,8 @@ class Lifecycle:
             # recorded before the rename (crash-safe), and the fence: a node whose lease is over stops here
             self.store.set_output_dir(job.id, str(target), held(job))
             outbox.publish_outputs(self.settings, job, target)
-        if held(job) is not None:
-            holding(self.store, job.id, job.lease_generation,
-                    f"published to {target}; the original is left to that node: ")
+        if (generation := held(job)) is not None:
+            holding(self.store, job.id, generation, f"published to {target}; the original is left to that node: ")
         source = Path(job.source_path) if job.source_path else None
         where = outbox.settle_original(self.settings, source, job.source_name, job.short_id)
         if not where and self.settings.done_policy == "keep":  # moved before a crash: find it

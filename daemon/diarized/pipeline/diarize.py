@@ -139,7 +139,6 @@ class SharedPassDiarization(SpeakerDiarization):
                     summed[first: first + num_frames, k] += active[: total - first]
         return SlidingWindowFeature(summed, frames)
 
-
     def _masks(self, data: np.ndarray, exclude_overlap: bool) -> np.ndarray:
         """Each (chunk, speaker)'s mask, as pyannote's get_embeddings chooses it: without overlapped
         frames when exclude_overlap and enough of them remain."""
@@ -166,7 +165,7 @@ def _top_speakers(activations: np.ndarray, counts: np.ndarray) -> np.ndarray:
         stop = min(frames, start + RANK_BLOCK)
         order = np.argsort(-activations[start:stop], axis=-1)
         ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(speakers)[None, :].repeat(stop - start, axis=0), axis=-1)
+        np.put_along_axis(ranks, order, np.arange(speakers)[None, :], axis=-1)  # broadcast over frames
         binary[start:stop] = ranks < counts[start:stop, None]
     return binary
 
