@@ -1,10 +1,12 @@
-"""The shared pass's sliding means: every frame's mean over the span centred on it, fewer at the ends."""
+"""The shared pass's sliding means (every frame's mean over the span centred on it, fewer at the ends)
+and the inference-only head (batch norms folded, channels-last) against the head as trained."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from diarized.pipeline import campplus
 from diarized.pipeline.campplus import network_frames, sliding_mean
 
 
@@ -28,3 +30,22 @@ def test_sliding_mean_is_the_mean_over_the_centred_span(frames, span):
 def test_network_frames_are_fbank_frames_halved():
     assert network_frames(16000 * 10) == 499  # a 10-s window: WINDOW_FRAMES
     assert network_frames(400) == 1
+
+
+def test_the_inference_head_computes_what_the_trained_head_does():
+    """A head with random weights and batch-norm statistics (no model files needed): folding the
+    norms into the convolutions and running channels-last must not change the output."""
+    torch.manual_seed(0)
+    head = campplus._campplus_module().FCM(feat_dim=campplus.NUM_MEL_BINS)
+    for norm in (m for m in head.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    head.eval()
+    features = torch.randn(1, campplus.NUM_MEL_BINS, 321)
+    with torch.inference_mode():
+        want = head(features)
+        got = campplus._inference_head(head)(features)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()

@@ -32,6 +32,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from pyannote.audio import Model
 from pyannote.audio.models.blocks.pooling import StatsPool
+from torch.fx.experimental.optimization import fuse
 
 EMBEDDING_DIM = 192
 NUM_MEL_BINS = 80
@@ -52,6 +53,7 @@ class CamPlusPlus(Model):
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.net.eval()
+        self.net.head = _inference_head(self.net.head)
         self.pool = StatsPool()
         self._fbank = partial(kaldi.fbank, num_mel_bins=NUM_MEL_BINS, frame_length=25.0,
                               frame_shift=10.0, dither=0.0, sample_frequency=sample_rate)
@@ -139,6 +141,18 @@ def _campplus_module():
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
+
+
+def _inference_head(head: torch.nn.Module) -> torch.nn.Module:
+    """CAM++'s 2-D head with each batch norm folded into its convolution, run channels-last.
+
+    The head's 3x3 convolutions over (32 channels x 80 bins x frames) were a third of the
+    shared pass; oneDNN reorders plain NCHW tensors to its own layout on every call and the
+    batch norms are one more pass over each activation. Folded and channels-last, a 2,032-frame
+    piece takes 64 instead of 142 ms, the output differs by < 1e-5, and the whole shared pass is
+    ~18 % faster (commit message). Inference only: the folded weights are those of eval mode.
+    """
+    return fuse(head).to(memory_format=torch.channels_last)
 
 
 def _dedupe_consecutive(waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
