@@ -6,7 +6,8 @@ Every variant decodes the same audio with the same model, beam 5, the same
 temperature fallback and word timestamps; only the named knob changes from
 ours (BatchedInferencePipeline, batch 8, its VAD cut at 160-ms silences, no
 timestamp tokens, no conditioning on previous text). WER: the eight Portuguese
-clips (language forced) and jfk, corpus WER as bench.accuracy scores it.
+clips (language forced) and jfk, corpus WER as bench.accuracy scores it; with
+--speed also English meeting speech (the pyannote sample, each AMI mixture speaker).
 Speed: a meeting of --minutes built from the AMI mixture, seconds per variant
 side by side in this one run. Writes bench/results/asr-variants.json.
 """
@@ -61,6 +62,26 @@ def transcribe(model, batched, audio: np.ndarray, language: str, variant: dict) 
     return " ".join(s.text.strip() for s in segments)
 
 
+def conversation_clips() -> list[tuple[np.ndarray, str, str]]:
+    """English meeting speech with reference words: the sample (its STM in time order) and each
+    speaker of the AMI mixture cut out by its reference turns (that speaker's words; the mixture
+    overlaps a lot, so others are heard too, the same for every variant)."""
+    from bench.devset import rttm_turns
+
+    stm = [line.split(maxsplit=5) for line in (DATA / "pyannote-sample/sample.stm").read_text().splitlines()]
+    text = " ".join(parts[5] for parts in sorted((p for p in stm if len(p) == 6), key=lambda p: float(p[3])))
+    clips = [(read_audio(DATA / "pyannote-sample/sample.wav"), text, "en")]
+    folder = DATA / "ami-mixture-4spk"
+    mixture = read_audio(folder / "mixture.wav")
+    texts = dict(line.split("\t", 1) for line in (folder / "mixture.spk.tsv").read_text().splitlines())
+    turns = rttm_turns(folder / "mixture.rttm")
+    pause = np.zeros(8000, dtype=mixture.dtype)
+    for speaker, words in sorted(texts.items()):
+        cuts = [mixture[int(s * 16000): int(e * 16000)] for s, e, spk in sorted(turns) if spk == speaker]
+        clips.append((np.concatenate([c for cut in cuts for c in (cut, pause)]), words, "en"))
+    return clips
+
+
 def main() -> None:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
@@ -79,10 +100,8 @@ def main() -> None:
     clips = [(read_audio(w), ref, "pt") for w, ref in ptbr_cases()]
     pt = len(clips)
     clips.append((read_audio(DATA / "en-jfk/jfk.flac"), (DATA / "en-jfk/jfk.txt").read_text(), "en"))
-    if args.speed:  # a conversation in English too (its STM in time order), for the speed knobs
-        stm = [line.split(maxsplit=5) for line in (DATA / "pyannote-sample/sample.stm").read_text().splitlines()]
-        text = " ".join(parts[5] for parts in sorted((p for p in stm if len(p) == 6), key=lambda p: float(p[3])))
-        clips.append((read_audio(DATA / "pyannote-sample/sample.wav"), text, "en"))
+    if args.speed:  # conversations in English too, for the speed knobs
+        clips += conversation_clips()
     meeting = read_audio(DATA / "ami-mixture-4spk/mixture.wav")
     meeting = np.tile(meeting, int(np.ceil(args.minutes * 60 / (len(meeting) / 16000))))[: int(args.minutes * 960000)]
     variants = SPEED_VARIANTS if args.speed else VARIANTS
@@ -94,6 +113,8 @@ def main() -> None:
                      "jfk_wer": wer_corpus([(clips[pt][1], hyps[pt])]), "meeting_s": [], "ptbr_hyps": hyps[:pt]})
         if len(clips) > pt + 1:
             rows[-1]["sample_wer"] = wer_corpus([(clips[pt + 1][1], hyps[pt + 1])])
+            rows[-1]["mixture_wer"] = wer_corpus([(r, h) for (_, r, _), h in zip(clips[pt + 2:], hyps[pt + 2:])])
+            rows[-1]["english_hyps"] = hyps[pt:]
     for _ in range(args.repeat):  # interleaved, so a slow minute of a shared machine hits every variant
         for row in rows:
             started = time.monotonic()
@@ -102,7 +123,8 @@ def main() -> None:
     for row in rows:
         row["median_s"] = statistics.median(row["meeting_s"])
         row["rtf"] = row["median_s"] / (len(meeting) / 16000)
-        sample = f", pyannote-sample {row['sample_wer']:.1%}" if "sample_wer" in row else ""
+        sample = (f", pyannote-sample {row['sample_wer']:.1%}, mixture by speaker {row['mixture_wer']:.1%}"
+                  if "sample_wer" in row else "")
         print(f"{row['variant']}: ptbr WER {row['ptbr_wer']:.1%}, jfk {row['jfk_wer']:.1%}{sample}, "
               f"{args.minutes:g} min meeting {row['median_s']:.1f} s (median of {row['meeting_s']})", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)

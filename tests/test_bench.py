@@ -75,3 +75,16 @@ def test_the_capacity_model_answers_and_more_volume_never_needs_fewer_nodes(tmp_
     # originals cross three times: 900 h x 1 GB x 3 = 2,700 GB, plus decoded audio and outputs
     assert day["mb_per_day"]["originals"] == 2_700_000 and day["gb_per_day"] == work["gb_per_day"] > 2_700
     assert work["mb_per_s"] == pytest.approx(day["mb_per_s"] * 24 / 10, abs=0.2)  # the same bytes in 10 hours
+
+
+def test_the_asr_speed_knobs_are_judged_on_english_conversation_too():
+    """Each AMI mixture speaker cut out by its own reference turns, with that speaker's words, and
+    the sample in time order: the clips that showed greedy decoding's cost (README, Accuracy)."""
+    from bench.asr_variants import conversation_clips
+
+    clips = conversation_clips()
+    assert [len(text.split()) > 0 for _, text, _ in clips] == [True] * 5
+    sample, *speakers = clips
+    assert sample[1].startswith("Hello? Hello? Oh, hello.") and len(sample[0]) == 30 * 16000
+    lengths = sorted(len(audio) / 16000 for audio, _, _ in speakers)
+    assert 1 < lengths[0] < lengths[-1] < 60  # MEE014's "Mm. Yeah." is shortest; nobody speaks the whole minute
