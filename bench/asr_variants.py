@@ -66,14 +66,14 @@ def conversation_clips() -> list[tuple[np.ndarray, str, str]]:
     """English meeting speech with reference words: the sample (its STM in time order) and each
     speaker of the AMI mixture cut out by its reference turns (that speaker's words; the mixture
     overlaps a lot, so others are heard too, the same for every variant)."""
-    from bench.devset import rttm_turns
+    from bench.devset import case_texts, rttm_turns
 
     stm = [line.split(maxsplit=5) for line in (DATA / "pyannote-sample/sample.stm").read_text().splitlines()]
     text = " ".join(parts[5] for parts in sorted((p for p in stm if len(p) == 6), key=lambda p: float(p[3])))
     clips = [(read_audio(DATA / "pyannote-sample/sample.wav"), text, "en")]
     folder = DATA / "ami-mixture-4spk"
     mixture = read_audio(folder / "mixture.wav")
-    texts = dict(line.split("\t", 1) for line in (folder / "mixture.spk.tsv").read_text().splitlines())
+    texts = case_texts(folder / "mixture.wav")
     turns = rttm_turns(folder / "mixture.rttm")
     pause = np.zeros(8000, dtype=mixture.dtype)
     for speaker, words in sorted(texts.items()):

@@ -81,10 +81,16 @@ def test_the_asr_speed_knobs_are_judged_on_english_conversation_too():
     """Each AMI mixture speaker cut out by its own reference turns, with that speaker's words, and
     the sample in time order: the clips that showed greedy decoding's cost (README, Accuracy)."""
     from bench.asr_variants import conversation_clips
+    from bench.devset import case_texts, rttm_turns
+    from bench.scoring import DATA
 
-    clips = conversation_clips()
-    assert [len(text.split()) > 0 for _, text, _ in clips] == [True] * 5
-    sample, *speakers = clips
-    assert sample[1].startswith("Hello? Hello? Oh, hello.") and len(sample[0]) == 30 * 16000
-    lengths = sorted(len(audio) / 16000 for audio, _, _ in speakers)
-    assert 1 < lengths[0] < lengths[-1] < 60  # MEE014's "Mm. Yeah." is shortest; nobody speaks the whole minute
+    sample, *speakers = conversation_clips()
+    assert sample[1].startswith("Hello? Hello? Oh, hello. I didn't know you were there.")
+    assert len(sample[0]) == 30 * 16000
+    folder = DATA / "ami-mixture-4spk"
+    texts, turns = case_texts(folder / "mixture.wav"), rttm_turns(folder / "mixture.rttm")
+    assert [text for _, text, _ in speakers] == [texts[s] for s in sorted(texts)]
+    for (audio, _, language), speaker in zip(speakers, sorted(texts)):
+        own = [(s, e) for s, e, spk in turns if spk == speaker]
+        assert language == "en"
+        assert len(audio) == sum(int(e * 16000) - int(s * 16000) + 8000 for s, e in own)  # turns + pauses
