@@ -33,6 +33,7 @@ def test_env_values_are_typed(tmp_path):
     ("max_memory_gb = 1.5\nmax_workers = 2\n", "at least 1 GiB"),
     ("done_policy = 'shred'\n", "done_policy must be keep or delete"),
     ("formats = ['json', 'pdf']\n", "formats must be a subset"),
+    ("diarization_precision = 'float16'\n", "diarization_precision must be auto, float32, bfloat16"),
     ("max_workers = [\n", "not valid TOML"),
 ])
 def test_mistakes_are_named(tmp_path, text, message):

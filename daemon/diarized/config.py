@@ -56,6 +56,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
 }
 CLUSTERINGS = ("agglomerative", "spectral")
 EMBEDDING_PASSES = ("shared", "window")
+DIARIZATION_PRECISIONS = ("auto", "float32", "bfloat16")
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
@@ -143,6 +144,7 @@ class Settings:
     embedding_pass: str = "shared"  # CAM++ once over the audio; "window": once per 10-s window (pyannote's way)
     embedding_exclude_overlap: bool = False
     embedding_batch_size: int = 16
+    diarization_precision: str = "auto"  # CAM++'s frames in bfloat16 where the CPU has it natively (campplus.py)
     # outputs and logs
     formats: tuple[str, ...] = FORMATS
     log_format: str = "auto"  # auto | human | json
@@ -379,6 +381,9 @@ def _validate(s: Settings) -> None:
         problems.append(f"formats must be a subset of {','.join(ALL_FORMATS)}; got {bad}")
     if s.embedding_pass not in EMBEDDING_PASSES:
         problems.append(f"embedding_pass must be {' or '.join(EMBEDDING_PASSES)}, not {s.embedding_pass!r}")
+    if s.diarization_precision not in DIARIZATION_PRECISIONS:
+        problems.append(f"diarization_precision must be {', '.join(DIARIZATION_PRECISIONS)}, "
+                        f"not {s.diarization_precision!r}")
     if s.diarization_clustering not in CLUSTERINGS:
         problems.append(f"diarization_clustering must be {' or '.join(CLUSTERINGS)}, not {s.diarization_clustering!r}")
     if s.log_format not in ("auto", "human", "json"):

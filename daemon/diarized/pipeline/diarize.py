@@ -20,7 +20,7 @@ from pyannote.core import Annotation
 
 # pyannote's telemetry is switched off in diarized/__init__.py, which always runs first.
 from diarized.models import DiarizationWeights
-from diarized.pipeline.campplus import BLOCK_FRAMES, FRAME_SAMPLES, CamPlusPlus, network_frames
+from diarized.pipeline.campplus import BLOCK_FRAMES, FRAME_SAMPLES, CamPlusPlus, network_frames, frame_dtype
 from diarized.pipeline.media import SAMPLE_RATE
 from diarized.pipeline.speakers import SpeakerRule, decide, drop_short
 
@@ -47,6 +47,7 @@ class DiarizeOptions:
     short_speaker_seconds: float = 0.0  # the speaker decision (speakers.py); 0: off
     speaker_margin: float = 0.0
     one_voice_distance: float = 0.0
+    precision: str = "float32"  # of CAM++'s frame-level network: float32, bfloat16 or auto (campplus.frame_dtype)
 
 
 class SharedPassDiarization(SpeakerDiarization):
@@ -185,7 +186,7 @@ def build_pipeline(weights: DiarizationWeights, options: DiarizeOptions) -> Spea
 
     torch.set_num_threads(options.cpu_threads)
     segmentation = Model.from_pretrained(str(weights.segmentation))
-    campplus = CamPlusPlus(weights.embedding)
+    campplus = CamPlusPlus(weights.embedding, precision=frame_dtype(options.precision))
     shared = {"campplus": campplus} if options.embedding_pass == "shared" else {"embedding": campplus}
     pipeline = (SharedPassDiarization if options.embedding_pass == "shared" else SpeakerDiarization)(
         **shared,

@@ -94,6 +94,7 @@ def diarize_options(settings: Settings):
         cpu_threads=settings.threads, clustering=settings.diarization_clustering,
         embedding_pass=settings.embedding_pass, short_speaker_seconds=settings.short_speaker_seconds,
         speaker_margin=settings.speaker_margin, one_voice_distance=settings.one_voice_distance,
+        precision=settings.diarization_precision,
     )
 
 
