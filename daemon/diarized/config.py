@@ -144,7 +144,7 @@ class Settings:
     embedding_pass: str = "shared"  # CAM++ once over the audio; "window": once per 10-s window (pyannote's way)
     embedding_exclude_overlap: bool = False
     embedding_batch_size: int = 16
-    diarization_precision: str = "auto"  # CAM++'s frames in bfloat16 where the CPU has it natively (campplus.py)
+    diarization_precision: str = "auto"  # bfloat16 networks where the CPU has it natively (pipeline/precision.py)
     # outputs and logs
     formats: tuple[str, ...] = FORMATS
     log_format: str = "auto"  # auto | human | json

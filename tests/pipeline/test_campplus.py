@@ -57,24 +57,3 @@ def test_sliding_means_of_bfloat16_frames_are_summed_in_float32():
     x = (torch.rand(1, 4, 3000, generator=torch.Generator().manual_seed(1)) * 8).to(torch.bfloat16)
     got = sliding_mean(x, 998)
     assert torch.allclose(got.double(), _by_hand(x, 998), atol=1e-3), (got.double() - _by_hand(x, 998)).abs().max()
-
-
-@pytest.mark.parametrize("flags, native", [
-    ("flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni", False),  # AVX-512 without BF16: emulated, slower
-    ("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
-    ("flags\t\t: fpu avx2 amx_bf16 amx_tile", True),
-    ("Features\t: fp asimd bf16 i8mm", True),  # arm64
-    ("Features\t: fp asimd", False),
-    ("", False),
-])
-def test_bfloat16_counts_as_native_only_with_its_cpu_flags(tmp_path, flags, native):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\n{flags}\n\nprocessor\t: 1\n{flags}\n")
-    assert campplus.native_bfloat16(cpuinfo) is native
-
-
-def test_precision_auto_follows_the_cpu_and_a_named_one_is_taken_as_it_is(tmp_path):
-    assert campplus.frame_dtype("auto") == (torch.bfloat16 if campplus.native_bfloat16() else torch.float32)
-    assert campplus.frame_dtype("float32") == torch.float32
-    assert campplus.frame_dtype("bfloat16") == torch.bfloat16
-    assert campplus.native_bfloat16(tmp_path / "missing") is False

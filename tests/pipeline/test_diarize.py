@@ -162,10 +162,11 @@ def test_the_shared_pass_embeds_like_the_per_window_pass(diarization_pipeline, d
 
 
 @pytest.mark.slow
-def test_bfloat16_frames_embed_like_float32(diarization_pipeline, data, tmp_path):
-    """CAM++'s frame-level network in bfloat16 (the default where the CPU has it): every embedding
-    of the mixture within a cosine distance of 1e-3 of float32's (measured: ~2e-4), far inside the
-    jitter of a 50-ms shift, and the same turns. Runs in bfloat16 on any CPU (emulated, slower)."""
+def test_bfloat16_networks_stay_close_to_float32(diarization_pipeline, data, tmp_path):
+    """The networks in bfloat16 (the default where the CPU has it; precision.py), on the mixture:
+    CAM++'s embeddings within a cosine distance of 1e-3 of float32's (measured: 2.3e-4; the shared
+    pass moved them 0.045), and the segmentation's speakers active the same on 99 % of the
+    windows' frames (measured: 99.7 %). Runs in bfloat16 on any CPU (emulated there, slower)."""
     import dataclasses
 
     import numpy as np
@@ -176,20 +177,19 @@ def test_bfloat16_frames_embed_like_float32(diarization_pipeline, data, tmp_path
     _, options = diarization_pipeline
     audio = np.asarray(media.open_audio(media.decode(data / "ami-mixture-4spk/mixture.wav",
                                                      tmp_path / "m.f32").raw_path))
-    runs = {}
-    for precision in ("float32", "bfloat16"):
-        chosen = dataclasses.replace(options, precision=precision)
-        pipeline = diarize.build_pipeline(resolve_diarization(), chosen)
-        assert pipeline.campplus.precision == getattr(torch, precision)
-        runs[precision] = embeddings(pipeline, audio), diarize.diarize(pipeline, audio, chosen)
-    (full, active), full_turns = runs["float32"]
-    (half, _), half_turns = runs["bfloat16"]
-    moved = cosine_distances(full, half, active)
-    print("bfloat16 vs float32 cosine distances", moved)
+    full = diarize.build_pipeline(resolve_diarization(), dataclasses.replace(options, precision="float32"))
+    half = diarize.build_pipeline(resolve_diarization(), dataclasses.replace(options, precision="bfloat16"))
+    assert full.campplus.precision == torch.float32 and half.campplus.precision == torch.bfloat16
+    reference, active = embeddings(full, audio)
+    full.campplus.precision = torch.bfloat16  # the same masks, CAM++ alone in bfloat16
+    ours, _ = embeddings(full, audio)
+    moved = cosine_distances(reference, ours, active)
     assert moved["p95"] < 1e-3 and moved["mean"] < 1e-3, moved
-    assert [t["speaker"] for t in half_turns] == [t["speaker"] for t in full_turns]
-    assert np.allclose([(t["start"], t["end"]) for t in half_turns], [(t["start"], t["end"]) for t in full_turns],
-                       atol=0.05)
+    file = {"waveform": torch.from_numpy(audio.copy()).unsqueeze(0), "sample_rate": 16000, "uri": "m"}
+    want, got = full.get_segmentations(file).data, half.get_segmentations(file).data
+    assert got.shape == want.shape
+    agree = float(np.mean(np.all(got == want, axis=-1)))  # binary (chunk, frame, speaker) activity
+    assert 0.99 <= agree < 1, agree  # in bfloat16 indeed, and close
 
 
 @pytest.mark.slow

@@ -19,9 +19,9 @@ over all frames). In the shared pass both become a mean over the WINDOW_FRAMES
 around each frame: the same span a window sees, centred. The embeddings move
 about as much as shifting the audio by 50 ms moves them (bench/embedding_pass.py).
 
-On a CPU with bfloat16 instructions (AVX-512 BF16, AMX) the frame-level network runs
-in bfloat16 (`diarization_precision`): oneDNN's convolutions take ~40 % less time and
-the embeddings stay within a cosine distance of 2e-4 of float32's. The fbank features,
+On a CPU with bfloat16 instructions the frame-level network runs in bfloat16
+(`diarization_precision`, precision.py): a block takes ~40 % less time and the
+embeddings stay within a cosine distance of 2e-4 of float32's. The fbank features,
 the running sums of the sliding means and the pooling stay in float32.
 """
 
@@ -39,6 +39,8 @@ from pyannote.audio import Model
 from pyannote.audio.models.blocks.pooling import StatsPool
 from torch.fx.experimental.optimization import fuse
 
+from diarized.pipeline.precision import autocast
+
 EMBEDDING_DIM = 192
 NUM_MEL_BINS = 80
 
@@ -49,7 +51,6 @@ BLOCK_FRAMES = 3000  # network frames computed at once in the shared pass (60 s;
 HEAD_PIECE = 2000  # fbank frames the convolutional head takes at once (its 2-D activations are large)
 HEAD_CONTEXT = 16  # fbank frames each head output depends on, on each side (ten 3x3 convolutions: 10)
 MARGIN_FRAMES = 500  # real audio on each side of a block, so its edges see what a window sees
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class CamPlusPlus(Model):
@@ -77,16 +78,13 @@ class CamPlusPlus(Model):
     def frames(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling: (batch, channels, frames)."""
         x = self.compute_fbank(waveforms).permute(0, 2, 1)  # (batch, 80, frames)
-        with self._autocast():
+        with autocast(self.precision):
             x = self.net.head(x)
             for name, layer in self.net.xvector.named_children():
                 if name == "stats":
                     break
                 x = layer(x)
         return x.float()
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast("cpu", dtype=self.precision, enabled=self.precision != torch.float32)
 
     def _head(self, features: torch.Tensor) -> torch.Tensor:
         return _head_in_pieces(self.net.head, features)
@@ -123,38 +121,13 @@ class CamPlusPlus(Model):
             samples = torch.nn.functional.pad(samples, (0, end - begin - samples.shape[0]))
         features = self._fbank(samples.unsqueeze(0))
         features = features - sliding_mean(features.T.unsqueeze(0), 2 * WINDOW_FRAMES)[0].T
-        with sliding_context(WINDOW_FRAMES), self._autocast():
+        with sliding_context(WINDOW_FRAMES), autocast(self.precision):
             x = self._head(features.T.unsqueeze(0))
             for name, layer in self.net.xvector.named_children():
                 if name == "stats":
                     break
                 x = layer(x)
         return x[0, :, first - start: first - start + count].float()
-
-
-def frame_dtype(setting: str) -> torch.dtype:
-    """The frame-level network's dtype for `diarization_precision` ("auto", "float32", "bfloat16").
-
-    "auto" takes bfloat16 only where the CPU computes it natively: elsewhere oneDNN emulates
-    it and is slower than float32 (torch's own check accepts any AVX-512 CPU, so the flags are
-    read here).
-    """
-    if setting != "auto":
-        return PRECISIONS[setting]
-    return torch.bfloat16 if native_bfloat16() else torch.float32
-
-
-def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Does this CPU have bfloat16 instructions (x86 avx512_bf16 or amx_bf16, Arm bf16)?"""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(value.split()))
-    return False
 
 
 def _campplus_class() -> type:

@@ -20,7 +20,8 @@ from pyannote.core import Annotation
 
 # pyannote's telemetry is switched off in diarized/__init__.py, which always runs first.
 from diarized.models import DiarizationWeights
-from diarized.pipeline.campplus import BLOCK_FRAMES, FRAME_SAMPLES, CamPlusPlus, network_frames, frame_dtype
+from diarized.pipeline.campplus import BLOCK_FRAMES, FRAME_SAMPLES, CamPlusPlus, network_frames
+from diarized.pipeline.precision import lower_segmentation, network_dtype
 from diarized.pipeline.media import SAMPLE_RATE
 from diarized.pipeline.speakers import SpeakerRule, decide, drop_short
 
@@ -47,7 +48,7 @@ class DiarizeOptions:
     short_speaker_seconds: float = 0.0  # the speaker decision (speakers.py); 0: off
     speaker_margin: float = 0.0
     one_voice_distance: float = 0.0
-    precision: str = "float32"  # of CAM++'s frame-level network: float32, bfloat16 or auto (campplus.frame_dtype)
+    precision: str = "float32"  # of the networks: float32, bfloat16 or auto (precision.network_dtype)
 
 
 class SharedPassDiarization(SpeakerDiarization):
@@ -185,8 +186,9 @@ def build_pipeline(weights: DiarizationWeights, options: DiarizeOptions) -> Spea
     from pyannote.audio import Model
 
     torch.set_num_threads(options.cpu_threads)
-    segmentation = Model.from_pretrained(str(weights.segmentation))
-    campplus = CamPlusPlus(weights.embedding, precision=frame_dtype(options.precision))
+    dtype = network_dtype(options.precision)
+    segmentation = lower_segmentation(Model.from_pretrained(str(weights.segmentation)), dtype)
+    campplus = CamPlusPlus(weights.embedding, precision=dtype)
     shared = {"campplus": campplus} if options.embedding_pass == "shared" else {"embedding": campplus}
     pipeline = (SharedPassDiarization if options.embedding_pass == "shared" else SpeakerDiarization)(
         **shared,
