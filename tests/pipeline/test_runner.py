@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from diarized.pipeline import precision
 from diarized.pipeline.runner import Hooks, Interrupted, Runner, job_fraction
 
 STABLE = ("file_path", "total_duration", "speakers", "segments", "language")
@@ -40,6 +41,9 @@ def test_interrupted_run_resumes_from_checkpoints(make_settings, data, tmp_path)
     kinds = [k for k, _ in events]
     assert kinds.count("unit_skipped") == 2 and kinds.count("unit_done") == 1
     assert ("resume", "decoded audio found; not decoding again") in events
+    diarized = [d for k, d in events if k == "diarized"]  # the log says which number format ran
+    native = precision.native_bfloat16()
+    assert len(diarized) == 1 and diarized[0].endswith(f"({'bfloat16' if native else 'float32'} networks)")
     assert result.units_total == 3 and result.units_resumed == 2
 
     Runner(settings).run(source, tmp_path / "work2", tmp_path / "out2")  # uninterrupted

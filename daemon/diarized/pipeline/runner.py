@@ -293,9 +293,11 @@ class Runner:
             self.hooks.event("resume", "diarization found; not diarizing again")
             return json.loads(path.read_text())["turns"]
         from diarized.pipeline.diarize import build_pipeline, diarize
+        from diarized.pipeline.precision import network_dtype
 
         started = time.monotonic()
         options = replace(diarize_options(self.settings), cpu_threads=self.share.settle())
+        precision = str(network_dtype(options.precision)).removeprefix("torch.")  # said in the event
         pipeline = build_pipeline(resolve_diarization(), options)
         self.torch_threads = options.cpu_threads  # from here on, resized between batches
         self.audio = audio
@@ -307,7 +309,7 @@ class Runner:
         write_json(path, {"turns": turns})
         self._timed("diarize", started)
         self._checkpoint("diarized", f"{len({t['speaker'] for t in turns})} speakers, "
-                                     f"{len(turns)} turns")
+                                     f"{len(turns)} turns ({precision} networks)")
         return turns
 
     def cap_warnings(self, turns: list[dict]) -> list[str]:
