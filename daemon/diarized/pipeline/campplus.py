@@ -77,9 +77,13 @@ class CamPlusPlus(Model):
 
     def frames(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Frame-level features before pooling: (batch, channels, frames)."""
-        x = self.compute_fbank(waveforms).permute(0, 2, 1)  # (batch, 80, frames)
+        return self._frame_network(self.compute_fbank(waveforms).permute(0, 2, 1), self.net.head)
+
+    def _frame_network(self, features: torch.Tensor, head) -> torch.Tensor:
+        """(batch, 80, frames) features through `head` and the layers before pooling, in
+        self.precision; handed on as float32 (the pooling and the sliding sums stay float32)."""
         with autocast(self.precision):
-            x = self.net.head(x)
+            x = head(features)
             for name, layer in self.net.xvector.named_children():
                 if name == "stats":
                     break
@@ -121,13 +125,9 @@ class CamPlusPlus(Model):
             samples = torch.nn.functional.pad(samples, (0, end - begin - samples.shape[0]))
         features = self._fbank(samples.unsqueeze(0))
         features = features - sliding_mean(features.T.unsqueeze(0), 2 * WINDOW_FRAMES)[0].T
-        with sliding_context(WINDOW_FRAMES), autocast(self.precision):
-            x = self._head(features.T.unsqueeze(0))
-            for name, layer in self.net.xvector.named_children():
-                if name == "stats":
-                    break
-                x = layer(x)
-        return x[0, :, first - start: first - start + count].float()
+        with sliding_context(WINDOW_FRAMES):
+            x = self._frame_network(features.T.unsqueeze(0), self._head)
+        return x[0, :, first - start: first - start + count]
 
 
 def _campplus_class() -> type:
