@@ -27,6 +27,8 @@ def test_auto_follows_the_cpu_and_a_named_format_is_taken_as_it_is(tmp_path):
     assert precision.network_dtype("auto") == (torch.bfloat16 if precision.native_bfloat16() else torch.float32)
     assert precision.network_dtype("float32") == torch.float32
     assert precision.network_dtype("bfloat16") == torch.bfloat16
+    assert precision.network_precision("auto") == ("bfloat16" if precision.native_bfloat16() else "float32")
+    assert precision.network_precision("float32") == "float32"
     assert precision.native_bfloat16(tmp_path / "missing") is False
 
 

@@ -18,11 +18,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 NATIVE_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 flags, Arm64 Features
 
 
-def network_dtype(setting: str) -> torch.dtype:
-    """The dtype for `diarization_precision`: "auto", "float32" or "bfloat16"."""
+def network_precision(setting: str) -> str:
+    """`diarization_precision` ("auto", "float32" or "bfloat16") made concrete for this CPU."""
     if setting != "auto":
-        return DTYPES[setting]
-    return torch.bfloat16 if native_bfloat16() else torch.float32
+        return setting
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
+def network_dtype(setting: str) -> torch.dtype:
+    """The dtype for `diarization_precision`."""
+    return DTYPES[network_precision(setting)]
 
 
 def native_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

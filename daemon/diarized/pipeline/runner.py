@@ -293,11 +293,11 @@ class Runner:
             self.hooks.event("resume", "diarization found; not diarizing again")
             return json.loads(path.read_text())["turns"]
         from diarized.pipeline.diarize import build_pipeline, diarize
-        from diarized.pipeline.precision import network_dtype
+        from diarized.pipeline.precision import network_precision
 
         started = time.monotonic()
-        options = replace(diarize_options(self.settings), cpu_threads=self.share.settle())
-        precision = str(network_dtype(options.precision)).removeprefix("torch.")  # said in the event
+        options = diarize_options(self.settings)  # "auto" made concrete once: built with it, said in the event
+        options = replace(options, cpu_threads=self.share.settle(), precision=network_precision(options.precision))
         pipeline = build_pipeline(resolve_diarization(), options)
         self.torch_threads = options.cpu_threads  # from here on, resized between batches
         self.audio = audio
@@ -309,7 +309,7 @@ class Runner:
         write_json(path, {"turns": turns})
         self._timed("diarize", started)
         self._checkpoint("diarized", f"{len({t['speaker'] for t in turns})} speakers, "
-                                     f"{len(turns)} turns ({precision} networks)")
+                                     f"{len(turns)} turns ({options.precision} networks)")
         return turns
 
     def cap_warnings(self, turns: list[dict]) -> list[str]:
