@@ -3,6 +3,10 @@ and a layer run in it hands float32 on, whatever it returns."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -48,3 +52,34 @@ def test_float32_leaves_the_segmentation_model_as_it_is():
     model = torch.nn.Module()
     model.lstm = torch.nn.LSTM(4, 4)
     assert precision.lower_segmentation(model, torch.float32).lstm is model.lstm
+
+
+CACHE_PROBE = """
+import sys, torch
+from diarized.pipeline.precision import bound_primitive_cache
+bound_primitive_cache(int(sys.argv[1]))
+conv = torch.nn.Conv1d(8, 8, 3)
+with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    for _ in range(3):
+        conv(torch.randn(1, 8, 100))
+"""
+
+
+@pytest.mark.skipif(not precision.native_bfloat16(), reason="oneDNN runs bfloat16 convolutions only natively here")
+@pytest.mark.parametrize("threads, hits", [(1, 0), (2, 2)])
+def test_one_thread_builds_each_convolution_again_and_two_keep_the_cache(threads, hits):
+    """Set after torch is imported, the variable still reaches oneDNN: its log shows no cache hits."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    log = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(threads)], capture_output=True, text=True,
+                         env={**env, "ONEDNN_VERBOSE": "profile_create"}, check=True, timeout=120).stdout
+    assert log.count("create:cache_hit,cpu,convolution") == hits
+    assert log.count("create:cache_miss,cpu,convolution") == 3 - hits
+
+
+def test_an_operators_own_cache_capacity_is_kept():
+    environ = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
+    precision.bound_primitive_cache(1, environ)
+    assert environ == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
+    environ = {}
+    precision.bound_primitive_cache(2, environ)
+    assert environ == {}

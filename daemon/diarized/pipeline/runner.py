@@ -293,11 +293,12 @@ class Runner:
             self.hooks.event("resume", "diarization found; not diarizing again")
             return json.loads(path.read_text())["turns"]
         from diarized.pipeline.diarize import build_pipeline, diarize
-        from diarized.pipeline.precision import network_precision
+        from diarized.pipeline.precision import bound_primitive_cache, network_precision
 
         started = time.monotonic()
         options = diarize_options(self.settings)  # "auto" made concrete once: built with it, said in the event
         options = replace(options, cpu_threads=self.share.settle(), precision=network_precision(options.precision))
+        bound_primitive_cache(options.cpu_threads)
         pipeline = build_pipeline(resolve_diarization(), options)
         self.torch_threads = options.cpu_threads  # from here on, resized between batches
         self.audio = audio
