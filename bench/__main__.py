@@ -69,8 +69,10 @@ class Sampler:
         self.series: dict[int, list[tuple[float, float, float]]] = {}  # pid -> (t, rss MiB, cpu %)
         self.known: dict[int, psutil.Process] = {}  # cpu_percent() measures since the last call on the same object
         self.anon: dict[int, float] = {}  # pid -> peak anonymous MiB
+        self.by_stage: dict[int, dict[str, float]] = {}  # pid -> the job's stage -> peak RSS MiB
 
-    def sample(self, t0: float) -> None:
+    def sample(self, t0: float, stages: dict[int, str] | None = None) -> None:
+        """One sample of every process found; `stages` (pid -> its job's stage) splits the peaks."""
         for proc in self.find():
             try:
                 tree = [self.known.setdefault(p.pid, p) for p in [proc, *proc.children(recursive=True)]]
@@ -82,6 +84,9 @@ class Sampler:
                 continue
             self.series.setdefault(proc.pid, []).append((time.monotonic() - t0, rss, cpu))
             self.anon[proc.pid] = max(anon, self.anon.get(proc.pid, 0.0))
+            if stages and proc.pid in stages:
+                peaks = self.by_stage.setdefault(proc.pid, {})
+                peaks[stages[proc.pid]] = max(rss, peaks.get(stages[proc.pid], 0.0))
 
     def peak_mib(self) -> dict[int, float]:
         return {pid: max(r for _, r, _ in s) for pid, s in self.series.items() if s}
@@ -212,8 +217,11 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path, config: s
         for f in files:
             shutil.copyfile(f, root / "inbox" / f.name)
         store = open_store(root / "state/diarized.db", readonly=True)
-        while len([j for j in store.jobs() if j.state in ("succeeded", "failed")]) < len(files):
-            sampler.sample(t0)
+        while True:
+            jobs = store.jobs()
+            if sum(j.state in ("succeeded", "failed") for j in jobs) == len(files):
+                break
+            sampler.sample(t0, {j.worker_pid: j.stage for j in jobs if j.worker_pid and j.stage})
             time.sleep(sampler.every)
         wall = time.monotonic() - t0
         jobs = store.jobs()
@@ -227,6 +235,7 @@ def run_daemon(files: list[Path], model: str, cache: Path, root: Path, config: s
             "worker_threads": [(store.worker_threads(j.id) or [0])[-1] for j in jobs],
             "peak_rss_mib_per_worker": [round(v, 1) for v in sampler.peak_mib().values()],
             "peak_anon_mib_per_worker": [round(v, 1) for v in sampler.anon.values()],
+            "peak_rss_mib_by_stage": [{k: round(v) for k, v in p.items()} for p in sampler.by_stage.values()],
             "series": {str(pid): s for pid, s in sampler.series.items()}}
 
 
@@ -299,6 +308,10 @@ def table(r: dict) -> str:
     if "daemon_two" in r and "daemon_one" in r:
         rows.append(f"two at once / one at a time (throughput): "
                     f"{r['daemon_two']['throughput'] / r['daemon_one']['throughput']:.2f}")
+    for key in ("daemon_one", "daemon_two"):
+        for n, peaks in enumerate(r.get(key, {}).get("peak_rss_mib_by_stage", []), 1):
+            rows.append(f"{key.replace('_', ' ')}, worker {n}, peak RSS by stage (MiB): "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     if o:
         rows.append("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in o["stages_s"].items()))
     return "\n".join(rows)

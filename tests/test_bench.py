@@ -27,6 +27,8 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert result["daemon_one"]["states"] == ["succeeded"]
     assert result["daemon_two"]["states"] == ["succeeded", "succeeded"]
     assert len(result["daemon_two"]["peak_rss_mib_per_worker"]) == 2
+    for peaks, total in zip(result["daemon_two"]["peak_rss_mib_by_stage"], result["daemon_two"]["peak_rss_mib_per_worker"]):
+        assert {"transcribe", "diarize"} & set(peaks) and max(peaks.values()) <= total + 1
     assert result["daemon_one"]["worker_threads"] == [result["machine"]["cpus"]]  # alone: every core
     assert len(result["daemon_two"]["worker_threads"]) == 2 and min(result["daemon_two"]["worker_threads"]) >= 1
     assert Path(result["plot"]).stat().st_size > 10_000
