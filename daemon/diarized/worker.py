@@ -241,7 +241,11 @@ def run(job_id: str, settings_file: Path, threads: int | None = None, lease: int
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     die_with_parent(args.supervisor_pid)
-    sys.exit(int(run(args.job_id, args.settings, args.threads, args.lease)))
+    code = run(args.job_id, args.settings, args.threads, args.lease)
+    from diarized.allocator import exit_without_collecting
+
+    exit_without_collecting()
+    sys.exit(int(code))
 
 
 if __name__ == "__main__":

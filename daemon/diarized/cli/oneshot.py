@@ -56,7 +56,7 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
                num_speakers, min_speakers, max_speakers, formats, threads, keep_chunks,
                work_dir: Path | None, profile_dir: Path | None) -> None:
     """Transcribe FILE with speaker labels and write JSON, SRT, VTT, TXT and RTTM."""
-    from diarized.allocator import keep_freed_memory
+    from diarized.allocator import exit_without_collecting, keep_freed_memory
     from diarized.models import ModelError
     from diarized.pipeline.media import MediaError
     from diarized.pipeline.runner import Runner
@@ -90,4 +90,5 @@ def transcribe(ctx: click.Context, file: Path, out_dir: Path | None, model, lang
     doc = result.document
     console.print(f"{file.name}: {doc['total_duration']:.1f} s, language {doc['language']}, "
                   f"{len(doc['speakers'])} speakers, {len(doc['segments'])} segments -> {out_dir}")
+    exit_without_collecting()
 
